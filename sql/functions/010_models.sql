@@ -1,0 +1,205 @@
+-- Model registry: register, record signature, aliases (promote / rollback), ml.models.
+-- Re-applied on every migrate: everything here is CREATE OR REPLACE.
+
+CREATE OR REPLACE FUNCTION ml.register_model(name text, onnx bytea, metadata jsonb DEFAULT '{}')
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+  v_version int;
+BEGIN
+  IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+    RAISE EXCEPTION 'model name % is not valid', coalesce(quote_literal(name), 'NULL')
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use letters, digits, "_", "." and "-" (at most 63 characters); "@" separates the version in references like churn@3.';
+  END IF;
+  IF onnx IS NULL OR length(onnx) = 0 THEN
+    RAISE EXCEPTION 'model % has no ONNX bytes', name USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+    RAISE EXCEPTION 'metadata of model % must be a JSON object', name USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  -- Serialise version numbering per model name.
+  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  SELECT coalesce(max(m.version), 0) + 1 INTO v_version FROM ml._models m WHERE m.name = name;
+
+  INSERT INTO ml._models (name, version, onnx, sha256, metadata)
+  VALUES (name, v_version, onnx, encode(sha256(onnx), 'hex'), metadata);
+
+  IF v_version = 1 THEN
+    INSERT INTO ml._aliases (model, alias, version) VALUES (name, 'production', 1);
+  END IF;
+
+  -- Workers read the signature of models registered with plain SQL.
+  PERFORM pg_notify('pgscore_config', 'model');
+  RETURN v_version;
+END
+$$;
+
+-- Called by `pgscore model push` and by workers once they have loaded (or failed to load) a model.
+-- Activates deployments that were waiting for this signature.
+CREATE OR REPLACE FUNCTION ml._record_signature(p_name text, p_version int, p_signature jsonb, p_load_error text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_id int;
+BEGIN
+  UPDATE ml._models SET signature = p_signature, load_error = p_load_error
+   WHERE name = p_name AND version = p_version;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'model %@% does not exist', p_name, p_version USING ERRCODE = 'no_data_found';
+  END IF;
+
+  FOR v_id IN
+    SELECT d.id FROM ml._deployments d
+     WHERE d.status = 'pending' AND d.model = p_name
+       AND ml._resolve_version(d.model, d.version, d.alias) = p_version
+  LOOP
+    IF p_signature IS NULL THEN
+      UPDATE ml._deployments
+         SET status = 'invalid', reason = format('model %s@%s cannot be loaded: %s', p_name, p_version, p_load_error)
+       WHERE id = v_id;
+      CONTINUE;
+    END IF;
+    BEGIN
+      PERFORM ml._activate(v_id, true);
+    EXCEPTION WHEN OTHERS THEN
+      UPDATE ml._deployments SET status = 'invalid', reason = SQLERRM WHERE id = v_id;
+    END;
+  END LOOP;
+END
+$$;
+
+-- The version a deployment scores with right now: its pinned version, or where its alias points.
+CREATE OR REPLACE FUNCTION ml._resolve_version(p_model text, p_version int, p_alias text)
+RETURNS int
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(p_version, (SELECT a.version FROM ml._aliases a WHERE a.model = p_model AND a.alias = p_alias))
+$$;
+
+-- The signature of a model version, or an error a person can act on when there is none yet.
+CREATE OR REPLACE FUNCTION ml._signature(p_model text, p_version int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_sig jsonb;
+  v_err text;
+BEGIN
+  SELECT m.signature, m.load_error INTO v_sig, v_err FROM ml._models m WHERE m.name = p_model AND m.version = p_version;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'model %@% does not exist', p_model, p_version USING ERRCODE = 'no_data_found';
+  ELSIF v_err IS NOT NULL THEN
+    RAISE EXCEPTION 'model %@% cannot be loaded: %', p_model, p_version, v_err USING ERRCODE = 'invalid_parameter_value';
+  ELSIF v_sig IS NULL THEN
+    RAISE EXCEPTION 'model %@% has no recorded signature yet', p_model, p_version
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Start `pgscore worker` (it reads signatures of models registered with SQL) or register with `pgscore model push`.';
+  END IF;
+  RETURN v_sig;
+END
+$$;
+
+-- Points an alias at a version after checking that every deployment following the alias fits it.
+CREATE OR REPLACE FUNCTION ml._point_alias(p_model text, p_alias text, p_version int, p_history int[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_sig jsonb := ml._signature(p_model, p_version);
+  d ml._deployments;
+BEGIN
+  FOR d IN SELECT * FROM ml._deployments WHERE model = p_model AND alias = p_alias AND status = 'active' LOOP
+    BEGIN
+      PERFORM ml._plan(d.source, format('%s@%s', p_model, p_version), v_sig, d.inputs, d.outputs);
+    EXCEPTION WHEN OTHERS THEN
+      RAISE EXCEPTION 'deployment "%" follows %@% and does not fit version %: %', d.name, p_model, p_alias, p_version, SQLERRM
+        USING ERRCODE = 'invalid_parameter_value';
+    END;
+  END LOOP;
+
+  INSERT INTO ml._aliases AS a (model, alias, version, history)
+  VALUES (p_model, p_alias, p_version, p_history)
+  ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, history = excluded.history, updated_at = now();
+
+  -- Re-plan the followers: new output columns, a new input mapping for the trigger. Queued rows stay.
+  FOR d IN SELECT * FROM ml._deployments WHERE model = p_model AND alias = p_alias AND status = 'active' LOOP
+    PERFORM ml._activate(d.id, false);
+  END LOOP;
+  PERFORM pg_notify('pgscore_config', 'alias');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml.promote(name text, version int, alias text DEFAULT 'production')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+  v_current int;
+  v_history int[];
+BEGIN
+  IF alias IS NULL OR alias !~ '^[A-Za-z_][A-Za-z0-9_-]{0,62}$' THEN
+    RAISE EXCEPTION 'alias % is not valid', coalesce(quote_literal(alias), 'NULL')
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'An alias starts with a letter or "_" (it cannot be a number).';
+  END IF;
+  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  SELECT a.version, a.history INTO v_current, v_history FROM ml._aliases a WHERE a.model = name AND a.alias = alias;
+  IF v_current = version THEN
+    RETURN;
+  END IF;
+  PERFORM ml._point_alias(name, alias, version,
+    CASE WHEN v_current IS NULL THEN '{}'::int[] ELSE v_history || v_current END);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml.rollback(name text, alias text DEFAULT 'production')
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+  v_history int[];
+  v_previous int;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  SELECT a.history INTO v_history FROM ml._aliases a WHERE a.model = name AND a.alias = alias;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'model % has no alias %', name, alias USING ERRCODE = 'no_data_found';
+  END IF;
+  IF cardinality(v_history) = 0 THEN
+    RAISE EXCEPTION 'alias %@% has no earlier version to roll back to', name, alias USING ERRCODE = 'no_data_found';
+  END IF;
+  v_previous := v_history[cardinality(v_history)];
+  PERFORM ml._point_alias(name, alias, v_previous, v_history[1:cardinality(v_history) - 1]);
+  RETURN v_previous;
+END
+$$;
+
+CREATE OR REPLACE VIEW ml.models AS
+SELECT m.name,
+       m.version,
+       coalesce(array_agg(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases,
+       CASE WHEN m.load_error IS NOT NULL THEN 'invalid'
+            WHEN m.signature IS NULL THEN 'unvalidated'
+            ELSE 'ready' END AS status,
+       m.load_error,
+       m.signature,
+       m.metadata,
+       length(m.onnx) AS size_bytes,
+       m.sha256,
+       m.created_at
+  FROM ml._models m
+  LEFT JOIN ml._aliases a ON a.model = m.name AND a.version = m.version
+ GROUP BY m.name, m.version;

@@ -1,0 +1,155 @@
+-- Queue operations (backfill, retry) and what operators watch (ml.errors, ml.status).
+
+CREATE OR REPLACE FUNCTION ml._active_deployment(p_name text)
+RETURNS ml._deployments
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments;
+BEGIN
+  SELECT * INTO d FROM ml._deployments WHERE name = p_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'deployment "%" does not exist', p_name USING ERRCODE = 'no_data_found';
+  END IF;
+  IF d.status <> 'active' THEN
+    RAISE EXCEPTION 'deployment "%" is % (%)', p_name, d.status, coalesce(d.reason, 'waiting for a worker to read the model signature')
+      USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  RETURN d;
+END
+$$;
+
+-- Queues existing rows behind live traffic (priority 1). filter is an SQL condition on the table.
+CREATE OR REPLACE FUNCTION ml.backfill(deployment text, filter text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments := ml._active_deployment(deployment);
+  v_keys text;
+  v_count bigint;
+BEGIN
+  SELECT string_agg(format('%I', k->>'column'), ', ') INTO v_keys FROM jsonb_array_elements(d.plan->'keys') k;
+  BEGIN
+    EXECUTE format('INSERT INTO ml.%I (pgscore_priority, %s) SELECT 1, %s FROM %s WHERE %s',
+                   format('_queue_%s', d.id), v_keys, v_keys, ml._relname(d.source), coalesce(filter, 'true'));
+  EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
+    RAISE EXCEPTION 'backfill filter "%" is not a valid condition on %: %', filter, ml._relname(d.source), SQLERRM
+      USING ERRCODE = 'invalid_parameter_value';
+  END;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  IF v_count > 0 THEN
+    PERFORM pg_notify('pgscore_wake', '');
+  END IF;
+  RETURN v_count;
+END
+$$;
+
+-- Moves a deployment's dead letters back to its queue, once their cause is fixed.
+CREATE OR REPLACE FUNCTION ml.retry(deployment text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments := ml._active_deployment(deployment);
+  v_keys text;
+  v_record_keys text;
+  v_count bigint;
+BEGIN
+  SELECT string_agg(format('%I', k->>'column'), ', '), string_agg(format('r.%I', k->>'column'), ', ')
+    INTO v_keys, v_record_keys
+    FROM jsonb_array_elements(d.plan->'keys') k;
+  EXECUTE format(
+    'WITH moved AS (DELETE FROM ml._dead_letters WHERE deployment_id = $1 RETURNING row_key)
+     INSERT INTO ml.%1$I (%2$s) SELECT %3$s FROM moved, jsonb_populate_record(NULL::ml.%1$I, moved.row_key) r',
+    format('_queue_%s', d.id), v_keys, v_record_keys)
+    USING d.id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  IF v_count > 0 THEN
+    PERFORM pg_notify('pgscore_wake', '');
+  END IF;
+  RETURN v_count;
+END
+$$;
+
+CREATE OR REPLACE VIEW ml.errors AS
+SELECT d.name AS deployment, e.row_key, e.reason, e.attempts, e.first_seen, e.last_seen
+  FROM ml._dead_letters e JOIN ml._deployments d ON d.id = e.deployment_id;
+
+-- Latency histograms: bucket 1 holds latencies under 1 ms, bucket b > 1 holds
+-- [2^((b-2)/4), 2^((b-1)/4)) ms, the last bucket everything above. Quarter-octave buckets keep
+-- reported quantiles within 10 % of the truth. The worker fills them (src/worker/latency.ts).
+CREATE OR REPLACE FUNCTION ml._latency_quantile(p_hist bigint[], p_q float8)
+RETURNS float8
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_total bigint := 0;
+  v_seen bigint := 0;
+  v_i int;
+BEGIN
+  SELECT coalesce(sum(h), 0) INTO v_total FROM unnest(p_hist) h;
+  IF v_total = 0 THEN
+    RETURN NULL;
+  END IF;
+  FOR v_i IN 1 .. cardinality(p_hist) LOOP
+    v_seen := v_seen + p_hist[v_i];
+    IF v_seen >= p_q * v_total THEN
+      RETURN CASE WHEN v_i = 1 THEN 0.5 ELSE round(power(2, (v_i - 1.5) / 4.0)::numeric, 2)::float8 END;
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml._status()
+RETURNS TABLE (
+  deployment text,
+  model text,
+  state text,
+  pending bigint,
+  oldest_pending_age interval,
+  scored_last_minute bigint,
+  latency_p50_ms float8,
+  latency_p99_ms float8,
+  dead_letters bigint,
+  last_scored_at timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+  d ml._deployments;
+  v_hist bigint[];
+BEGIN
+  FOR d IN SELECT * FROM ml._deployments ORDER BY name LOOP
+    deployment := d.name;
+    model := format('%s@%s', d.model, ml._resolve_version(d.model, d.version, d.alias));
+    state := d.status;
+    pending := NULL;
+    oldest_pending_age := NULL;
+    IF d.status = 'active' THEN
+      EXECUTE format('SELECT count(*), statement_timestamp() - min(pgscore_queued_at) FROM ml.%I', format('_queue_%s', d.id))
+         INTO pending, oldest_pending_age;
+    END IF;
+    SELECT coalesce(sum(b.scored), 0) INTO scored_last_minute
+      FROM ml._batches b WHERE b.deployment_id = d.id AND b.finished_at > now() - interval '1 minute';
+    SELECT array_agg(s ORDER BY i) INTO v_hist FROM (
+      SELECT u.i, sum(u.h)::bigint AS s
+        FROM ml._batches b, unnest(b.latency_hist) WITH ORDINALITY u(h, i)
+       WHERE b.deployment_id = d.id AND b.finished_at > now() - interval '1 minute'
+       GROUP BY u.i) t;
+    latency_p50_ms := ml._latency_quantile(v_hist, 0.5);
+    latency_p99_ms := ml._latency_quantile(v_hist, 0.99);
+    SELECT count(*) INTO dead_letters FROM ml._dead_letters e WHERE e.deployment_id = d.id;
+    SELECT max(b.finished_at) INTO last_scored_at FROM ml._batches b WHERE b.deployment_id = d.id;
+    RETURN NEXT;
+  END LOOP;
+END
+$$;
+
+CREATE OR REPLACE VIEW ml.status AS SELECT * FROM ml._status();

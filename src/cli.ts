@@ -1,0 +1,159 @@
+import { readFile } from 'node:fs/promises';
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, requireDatabaseUrl, type Config } from './config.js';
+import { createPool } from './db/pool.js';
+import { migrate } from './db/migrate.js';
+import { up } from './embedded/up.js';
+import { ConfigError, describe, UsageError } from './errors.js';
+import { createLogger } from './log.js';
+import { pushModel } from './models/registry.js';
+import { formatStatus, readStatus } from './status.js';
+import { Worker } from './worker/worker.js';
+
+/** Commands only: parse, call, print. Exit codes: 0 done, 1 failed, 2 bad usage or configuration. */
+
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
+
+function config(command: Command): Config {
+  return loadConfig(process.env, command.optsWithGlobals());
+}
+
+async function withPool<T>(cfg: Config, body: (pool: ReturnType<typeof createPool>) => Promise<T>): Promise<T> {
+  const pool = createPool(requireDatabaseUrl(cfg), { max: 2, name: 'cli' });
+  try {
+    return await body(pool);
+  } finally {
+    await pool.end();
+  }
+}
+
+const program = new Command('pgscore')
+  .description('Postgres scores its own rows with ONNX models.')
+  .addOption(new Option('--database-url <url>', 'Postgres connection string (env DATABASE_URL)'))
+  .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (env PGSCORE_LOG_LEVEL)'))
+  .showHelpAfterError()
+  .exitOverride();
+
+program
+  .command('up')
+  .description('start an embedded Postgres with the example deployment and a worker (what `npm start` runs)')
+  .option('--data-dir <dir>', 'where the embedded Postgres keeps its data (env PGSCORE_DATA_DIR)')
+  .option('--port <port>', 'port of the embedded Postgres (env PGSCORE_PORT)')
+  .action(async (_options, command: Command) => {
+    const cfg = config(command);
+    const log = createLogger(cfg.logLevel);
+    const running = await up(cfg, log);
+    process.stdout.write(
+      `pgscore ready: ${running.url}\n` +
+        `try it:\n` +
+        `  psql ${running.url}\n` +
+        `  INSERT INTO iris (sepal_length, sepal_width, petal_length, petal_width) VALUES (5.1, 3.5, 1.4, 0.2);\n` +
+        `  SELECT id, species, p_setosa FROM iris ORDER BY id DESC LIMIT 5;\n` +
+        `Ctrl-C stops pgscore and its Postgres; the data stays in ${cfg.dataDir}.\n`,
+    );
+    const signal = await untilSignal();
+    log.info({ signal }, 'stopping');
+    await running.stop();
+  });
+
+program
+  .command('migrate')
+  .description('install or upgrade the ml schema (idempotent, safe to run concurrently)')
+  .action(async (_options, command: Command) => {
+    await withPool(config(command), async (pool) => {
+      const client = await pool.connect();
+      try {
+        const result = await migrate(client);
+        const what = result.applied.length ? `applied ${result.applied.join(', ')}` : 'schema already current';
+        process.stdout.write(`ml schema at version ${result.schemaVersion}: ${what}; functions refreshed\n`);
+      } finally {
+        client.release();
+      }
+    });
+  });
+
+program
+  .command('worker')
+  .description('score queued rows until stopped (SIGINT/SIGTERM finish the batches in flight)')
+  .option('--transport <name>', 'how the worker hears of queued rows: notify (env PGSCORE_TRANSPORT)')
+  .option('--batch-size <rows>', 'most rows per batch (env PGSCORE_BATCH_SIZE)')
+  .option('--max-wait-ms <ms>', 'after a wake-up, wait this long for more rows (env PGSCORE_MAX_WAIT_MS)')
+  .option('--poll-interval-ms <ms>', 'look at the queues at least this often (env PGSCORE_POLL_INTERVAL_MS)')
+  .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)')
+  .option('--ort-threads <n>', 'onnxruntime threads per batch (env PGSCORE_ORT_THREADS)')
+  .action(async (_options, command: Command) => {
+    const cfg = config(command);
+    const log = createLogger(cfg.logLevel);
+    const worker = new Worker(requireDatabaseUrl(cfg), cfg, log);
+    await worker.start();
+    log.info({ deployments: worker.deployments.map((d) => d.name), transport: cfg.transport }, 'worker ready');
+    const signal = await untilSignal();
+    log.info({ signal }, 'stopping after the batches in flight');
+    await worker.stop();
+  });
+
+const model = program.command('model').description('manage models');
+model
+  .command('push <name> <file>')
+  .description('register an ONNX file as the next version of a model')
+  .option('--metadata <json>', 'a JSON object stored with the model')
+  .option('--promote', 'point the production alias at the new version')
+  .action(async (name: string, file: string, options: { metadata?: string; promote?: boolean }, command: Command) => {
+    let metadata: Record<string, unknown> | undefined;
+    if (options.metadata !== undefined) {
+      try {
+        metadata = JSON.parse(options.metadata) as Record<string, unknown>;
+      } catch (error) {
+        throw new UsageError(`--metadata is not JSON: ${(error as Error).message}`);
+      }
+      if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+        throw new UsageError('--metadata must be a JSON object, e.g. {"trained_on": "2026-11-01"}');
+      }
+    }
+    const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
+      throw new UsageError(`cannot read ${file}: ${error.code === 'ENOENT' ? 'no such file' : error.message}`);
+    });
+    const pushed = await withPool(config(command), (pool) => pushModel(pool, name, bytes, { metadata, promote: options.promote }));
+    const aliases = pushed.aliases.length ? ` (${pushed.aliases.join(', ')})` : ' (not promoted; SELECT ml.promote(...) to use it)';
+    process.stdout.write(`registered ${pushed.name}@${pushed.version}${aliases}\n`);
+  });
+
+model
+  .command('list')
+  .description('print ml.models')
+  .action(async (_options, command: Command) => {
+    await withPool(config(command), async (pool) => {
+      const { rows } = await pool.query<{ name: string; version: number; aliases: string[]; status: string; load_error: string | null }>(
+        'SELECT name, version, aliases, status, load_error FROM ml.models ORDER BY name, version',
+      );
+      for (const row of rows) {
+        const aliases = row.aliases.length ? ` [${row.aliases.join(', ')}]` : '';
+        process.stdout.write(`${row.name}@${row.version}${aliases} ${row.status}${row.load_error ? `: ${row.load_error}` : ''}\n`);
+      }
+    });
+  });
+
+program
+  .command('status')
+  .description('print ml.status as a table')
+  .option('--json', 'print JSON instead')
+  .action(async (options: { json?: boolean }, command: Command) => {
+    const rows = await withPool(config(command), readStatus);
+    process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatStatus(rows)}\n`);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+  process.exit(0);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    process.exit(error.exitCode === 0 ? 0 : 2);
+  }
+  process.stderr.write(`pgscore: ${describe(error)}\n`);
+  process.exit(error instanceof ConfigError || error instanceof UsageError ? 2 : 1);
+}

@@ -1,0 +1,96 @@
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+/**
+ * Every setting pgscore reads, from the environment and from command-line flags (flags win).
+ * Parsed once; every problem is reported at once; the result is frozen.
+ */
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const schema = z.object({
+  databaseUrl: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// connection string')
+    .optional(),
+  batchSize: int(1, 100_000).default(1000),
+  maxWaitMs: int(0, 60_000).default(0),
+  pollIntervalMs: int(10, 3_600_000).default(1000),
+  concurrency: int(1, 32).default(2),
+  ortThreads: int(1, 64).default(1),
+  transport: z.enum(['notify']).default('notify'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  dataDir: z.string().min(1).default('.pgscore/data'),
+  port: int(1, 65_535).default(54329),
+});
+
+export type Config = Readonly<z.infer<typeof schema>>;
+type Key = keyof z.infer<typeof schema>;
+
+/** The environment variable behind each setting, as documented in the README. */
+export const ENV_NAMES: Readonly<Record<Key, string>> = {
+  databaseUrl: 'DATABASE_URL',
+  batchSize: 'PGSCORE_BATCH_SIZE',
+  maxWaitMs: 'PGSCORE_MAX_WAIT_MS',
+  pollIntervalMs: 'PGSCORE_POLL_INTERVAL_MS',
+  concurrency: 'PGSCORE_CONCURRENCY',
+  ortThreads: 'PGSCORE_ORT_THREADS',
+  transport: 'PGSCORE_TRANSPORT',
+  logLevel: 'PGSCORE_LOG_LEVEL',
+  dataDir: 'PGSCORE_DATA_DIR',
+  port: 'PGSCORE_PORT',
+};
+
+/** The command-line flag behind each setting (commander's camelCase option names). */
+const FLAG_NAMES: Readonly<Record<Key, string>> = {
+  databaseUrl: '--database-url',
+  batchSize: '--batch-size',
+  maxWaitMs: '--max-wait-ms',
+  pollIntervalMs: '--poll-interval-ms',
+  concurrency: '--concurrency',
+  ortThreads: '--ort-threads',
+  transport: '--transport',
+  logLevel: '--log-level',
+  dataDir: '--data-dir',
+  port: '--port',
+};
+
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  flags: Readonly<Record<string, unknown>> = {},
+): Config {
+  const raw: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  for (const key of Object.keys(ENV_NAMES) as Key[]) {
+    const fromFlag = flags[key];
+    const fromEnv = env[ENV_NAMES[key]] ?? (key === 'logLevel' ? env.LOG_LEVEL : undefined);
+    if (fromFlag !== undefined) {
+      raw[key] = fromFlag;
+      origin[key] = FLAG_NAMES[key];
+    } else if (fromEnv !== undefined && fromEnv !== '') {
+      raw[key] = fromEnv;
+      origin[key] = ENV_NAMES[key];
+    }
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0]) as Key;
+      const where = origin[key] ?? ENV_NAMES[key];
+      return `  ${where}=${JSON.stringify(raw[key])}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`, {
+      hint: 'See "Configuration" in README.md for every setting and its range.',
+    });
+  }
+  return Object.freeze(parsed.data);
+}
+
+/** The connection string, or an error that says how to give one. */
+export function requireDatabaseUrl(config: Config): string {
+  if (!config.databaseUrl) {
+    throw new ConfigError('DATABASE_URL is not set', {
+      hint: 'Set DATABASE_URL=postgres://user:password@host:5432/db (or pass --database-url), or run `pgscore up` for an embedded Postgres.',
+    });
+  }
+  return config.databaseUrl;
+}

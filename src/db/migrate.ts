@@ -1,0 +1,94 @@
+import { readdir, readFile } from 'node:fs/promises';
+import type pg from 'pg';
+import { PgscoreError } from '../errors.js';
+
+const SQL_DIR = new URL('../../sql/', import.meta.url);
+/** Advisory lock (1885827939 = 'pgsc', 2): one migrate at a time per database. */
+const MIGRATE_LOCK = 'SELECT pg_advisory_lock(1885827939, 2)';
+const MIGRATE_UNLOCK = 'SELECT pg_advisory_unlock(1885827939, 2)';
+
+interface SqlFile {
+  readonly name: string;
+  readonly sql: string;
+}
+
+async function readSqlFiles(folder: string): Promise<SqlFile[]> {
+  const dir = new URL(`${folder}/`, SQL_DIR);
+  const names = (await readdir(dir)).filter((name) => name.endsWith('.sql')).sort();
+  return Promise.all(names.map(async (name) => ({ name, sql: await readFile(new URL(name, dir), 'utf8') })));
+}
+
+function versionOf(name: string): number {
+  const match = /^(\d+)_/.exec(name);
+  if (!match?.[1]) throw new PgscoreError(`migration file ${name} does not start with a number`);
+  return Number(match[1]);
+}
+
+export interface MigrateResult {
+  /** Migration files applied by this call (empty when the schema was current). */
+  readonly applied: readonly string[];
+  readonly schemaVersion: number;
+}
+
+/**
+ * Installs or upgrades the ml schema: frozen numbered migrations once each, every in its own
+ * transaction, then all function files (CREATE OR REPLACE) in one transaction. Safe to run
+ * concurrently: an advisory lock serialises callers, and the later ones find nothing to do.
+ */
+export async function migrate(client: pg.ClientBase): Promise<MigrateResult> {
+  const [migrations, functions] = await Promise.all([readSqlFiles('migrations'), readSqlFiles('functions')]);
+  const known = Math.max(...migrations.map((m) => versionOf(m.name)));
+  await client.query(MIGRATE_LOCK);
+  try {
+    await client.query(`
+      CREATE SCHEMA IF NOT EXISTS ml;
+      CREATE TABLE IF NOT EXISTS ml._migrations (
+        version int PRIMARY KEY,
+        name text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now())`);
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM ml._migrations');
+    const done = new Set(rows.map((row) => row.version));
+    const newest = Math.max(0, ...done);
+    if (newest > known) {
+      throw new PgscoreError(`the ml schema is at version ${newest}, newer than this pgscore knows (${known})`, {
+        hint: 'Upgrade pgscore; an older version must not rewrite the functions of a newer schema.',
+      });
+    }
+    const applied: string[] = [];
+    for (const migration of migrations) {
+      const version = versionOf(migration.name);
+      if (done.has(version)) continue;
+      await inTransaction(client, migration.name, async () => {
+        await client.query(migration.sql);
+        await client.query('INSERT INTO ml._migrations (version, name) VALUES ($1, $2)', [version, migration.name]);
+      });
+      applied.push(migration.name);
+    }
+    await inTransaction(client, 'functions', async () => {
+      for (const file of functions) await applyFile(client, file);
+    });
+    return { applied, schemaVersion: known };
+  } finally {
+    await client.query(MIGRATE_UNLOCK);
+  }
+}
+
+async function applyFile(client: pg.ClientBase, file: SqlFile): Promise<void> {
+  try {
+    await client.query(file.sql);
+  } catch (error) {
+    throw new PgscoreError(`sql/functions/${file.name} failed: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+async function inTransaction(client: pg.ClientBase, what: string, body: () => Promise<void>): Promise<void> {
+  await client.query('BEGIN');
+  try {
+    await body();
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK');
+    if (error instanceof PgscoreError) throw error;
+    throw new PgscoreError(`migration ${what} failed: ${(error as Error).message}`, { cause: error });
+  }
+}

@@ -1,0 +1,70 @@
+import ort from 'onnxruntime-node';
+import { ModelError } from '../errors.js';
+import { signatureOf, type Signature } from './signature.js';
+
+export interface LoadedModel {
+  readonly ref: string;
+  readonly session: ort.InferenceSession;
+  readonly signature: Signature;
+}
+
+export interface SessionOptions {
+  /** Threads per session run; Postgres shares the machine, so the default is 1. */
+  readonly threads: number;
+}
+
+/** Loads ONNX bytes into an onnxruntime session, or throws a ModelError that says why not. */
+export async function loadModel(ref: string, bytes: Uint8Array, options: SessionOptions): Promise<LoadedModel> {
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(bytes, {
+      intraOpNumThreads: options.threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+    });
+  } catch (error) {
+    throw new ModelError(`onnxruntime cannot load model ${ref}: ${(error as Error).message}`, { cause: error });
+  }
+  return { ref, session, signature: signatureOf(session) };
+}
+
+/**
+ * One session per model version, shared by every deployment that scores with it. A version
+ * that fails to load is remembered (with the reason) until the cache is told to forget it.
+ */
+export class SessionCache {
+  readonly #entries = new Map<string, Promise<LoadedModel>>();
+
+  constructor(
+    private readonly fetchBytes: (name: string, version: number) => Promise<Uint8Array>,
+    private readonly options: SessionOptions,
+  ) {}
+
+  get(name: string, version: number): Promise<LoadedModel> {
+    const ref = `${name}@${version}`;
+    let entry = this.#entries.get(ref);
+    if (!entry) {
+      entry = this.fetchBytes(name, version).then((bytes) => loadModel(ref, bytes, this.options));
+      this.#entries.set(ref, entry);
+      // A model that cannot load stays failed; a lost connection is tried again next time.
+      entry.catch((error: unknown) => {
+        if (!(error instanceof ModelError)) this.#entries.delete(ref);
+      });
+    }
+    return entry;
+  }
+
+  /** Releases every session whose reference is not in keep (after promotions, undeploys). */
+  async retain(keep: ReadonlySet<string>): Promise<void> {
+    for (const [ref, entry] of this.#entries) {
+      if (keep.has(ref)) continue;
+      this.#entries.delete(ref);
+      await entry.then((model) => model.session.release(), () => undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.retain(new Set());
+  }
+}

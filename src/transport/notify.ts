@@ -1,0 +1,115 @@
+import pgListen, { type Subscriber } from 'pg-listen';
+import type pg from 'pg';
+import { createClient } from '../db/pool.js';
+import { RELEASE_IDLE_LOCK, TRY_IDLE_LOCK } from '../db/statements.js';
+import type { Logger } from '../log.js';
+
+export const WAKE_CHANNEL = 'pgscore_wake';
+export const CONFIG_CHANNEL = 'pgscore_config';
+
+export interface NotifyHandlers {
+  /** Rows were queued while this worker slept. */
+  onWake(): void;
+  /** Models, aliases or deployments changed. */
+  onConfig(): void;
+  /** The listening connection came back; notifications may have been missed. */
+  onReconnect(): void;
+}
+
+/**
+ * The notify transport's wake-up: LISTEN (through pg-listen, which reconnects and re-LISTENs)
+ * plus the idle lock. NOTIFY only wakes; the queue tables are the truth, and the worker polls too.
+ *
+ * Writers skip NOTIFY while no worker holds the idle lock (see sql/functions/030_deploy.sql), so
+ * a busy worker is never notified. A worker takes the lock when it runs out of work; it gets it
+ * only once every writer that saw it busy has committed, then it checks the queues once more.
+ */
+export class NotifyWakeup {
+  readonly #subscriber: Subscriber;
+  #lockClient: pg.Client | undefined;
+  #holding = false;
+
+  constructor(
+    private readonly connectionString: string,
+    private readonly log: Logger,
+    handlers: NotifyHandlers,
+  ) {
+    // pg-listen is CommonJS with its factory on `default`.
+    this.#subscriber = pgListen.default(
+      { connectionString, application_name: 'pgscore listener' },
+      {
+        parse: (payload: string) => payload,
+        paranoidChecking: 10_000,
+        retryTimeout: Number.POSITIVE_INFINITY,
+        retryInterval: (attempt: number) => Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2),
+      },
+    );
+    this.#subscriber.notifications.on(WAKE_CHANNEL, () => handlers.onWake());
+    this.#subscriber.notifications.on(CONFIG_CHANNEL, () => handlers.onConfig());
+    this.#subscriber.events.on('reconnect', (attempt: number) => log.warn({ attempt }, 'listener reconnecting'));
+    let connectedOnce = false;
+    this.#subscriber.events.on('connected', () => {
+      if (connectedOnce) {
+        log.info('listener reconnected; sweeping the queues');
+        handlers.onReconnect();
+      }
+      connectedOnce = true;
+    });
+    this.#subscriber.events.on('error', (error: Error) => log.error({ err: error }, 'listener failed'));
+  }
+
+  async start(): Promise<void> {
+    await this.#subscriber.connect();
+    await this.#subscriber.listenTo(WAKE_CHANNEL);
+    await this.#subscriber.listenTo(CONFIG_CHANNEL);
+  }
+
+  /** Tries to become the worker that writers wake. False while writers that saw it busy are in flight. */
+  async tryHoldIdleLock(): Promise<boolean> {
+    if (this.#holding) return true;
+    try {
+      const client = await this.#client();
+      const { rows } = await client.query<{ locked: boolean }>(TRY_IDLE_LOCK);
+      this.#holding = rows[0]?.locked === true;
+      return this.#holding;
+    } catch (error) {
+      this.#dropClient(error);
+      return false;
+    }
+  }
+
+  async releaseIdleLock(): Promise<void> {
+    if (!this.#holding) return;
+    this.#holding = false;
+    try {
+      await this.#lockClient?.query(RELEASE_IDLE_LOCK);
+    } catch (error) {
+      // The lock went with the connection.
+      this.#dropClient(error);
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.releaseIdleLock();
+    await this.#lockClient?.end().catch(() => undefined);
+    this.#lockClient = undefined;
+    await this.#subscriber.close().catch(() => undefined);
+  }
+
+  async #client(): Promise<pg.Client> {
+    if (this.#lockClient) return this.#lockClient;
+    const client = createClient(this.connectionString, 'idle lock');
+    client.on('error', (error) => this.#dropClient(error));
+    await client.connect();
+    this.#lockClient = client;
+    return client;
+  }
+
+  #dropClient(error: unknown): void {
+    this.log.warn({ err: error }, 'idle-lock connection lost');
+    const client = this.#lockClient;
+    this.#lockClient = undefined;
+    this.#holding = false;
+    client?.end().catch(() => undefined);
+  }
+}
