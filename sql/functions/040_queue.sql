@@ -47,7 +47,8 @@ BEGIN
 END
 $$;
 
--- Moves a deployment's dead letters back to its queue, once their cause is fixed.
+-- Queues a deployment's dead letters again, once their cause is fixed. They stay in ml.errors
+-- until they score: a row that fails again comes back with one more attempt.
 CREATE OR REPLACE FUNCTION ml.retry(deployment text)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -63,8 +64,9 @@ BEGIN
     INTO v_keys, v_record_keys
     FROM jsonb_array_elements(d.plan->'keys') k;
   EXECUTE format(
-    'WITH moved AS (DELETE FROM ml._dead_letters WHERE deployment_id = $1 RETURNING row_key)
-     INSERT INTO ml.%1$I (%2$s) SELECT %3$s FROM moved, jsonb_populate_record(NULL::ml.%1$I, moved.row_key) r',
+    'INSERT INTO ml.%1$I (%2$s)
+     SELECT %3$s FROM ml._dead_letters e, jsonb_populate_record(NULL::ml.%1$I, e.row_key) r
+      WHERE e.deployment_id = $1',
     format('_queue_%s', d.id), v_keys, v_record_keys)
     USING d.id;
   GET DIAGNOSTICS v_count = ROW_COUNT;

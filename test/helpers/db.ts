@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import { pushModel } from '../../src/models/registry.js';
+import { Worker } from '../../src/worker/worker.js';
+import { withDatabase } from './global-postgres.js';
+
+export interface TestDatabase {
+  readonly url: string;
+  readonly pool: pg.Pool;
+  /** Runs one statement and returns its rows. */
+  sql<T extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<T[]>;
+  drop(): Promise<void>;
+}
+
+/** A fresh database with the ml schema, cloned from the suite's template. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const adminUrl = inject('adminUrl');
+  const name = `pgscore_test_${randomBytes(5).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name} TEMPLATE ${inject('templateDatabase')}`);
+  await admin.end();
+  const url = withDatabase(adminUrl, name);
+  const pool = new pg.Pool({ connectionString: url, max: 6 });
+  pool.on('error', () => undefined);
+  return {
+    url,
+    pool,
+    async sql<T extends pg.QueryResultRow>(text: string, values?: unknown[]) {
+      return (await pool.query<T>(text, values)).rows;
+    },
+    async drop() {
+      await pool.end();
+      const dropper = new pg.Client({ connectionString: adminUrl });
+      await dropper.connect();
+      await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await dropper.end();
+    },
+  };
+}
+
+export const MODELS = new URL('../../examples/models/', import.meta.url);
+
+export async function modelBytes(file: string): Promise<Buffer> {
+  return readFile(new URL(file, MODELS));
+}
+
+/** Registers an example model the way `pgscore model push` does. */
+export async function push(db: TestDatabase, name: string, file: string, promote = false): Promise<number> {
+  return (await pushModel(db.pool, name, await modelBytes(file), { promote })).version;
+}
+
+export const quietLog = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+
+export const WORKER_DEFAULTS = {
+  batchSize: 1000,
+  maxWaitMs: 0,
+  pollIntervalMs: 200,
+  concurrency: 2,
+  ortThreads: 1,
+} as const;
+
+export async function startWorker(db: TestDatabase, overrides: Partial<typeof WORKER_DEFAULTS> = {}): Promise<Worker> {
+  const worker = new Worker(db.url, { ...WORKER_DEFAULTS, ...overrides }, quietLog);
+  await worker.start();
+  return worker;
+}
+
+/** Polls until check returns a truthy value, or fails with the last value seen. */
+export async function waitFor<T>(check: () => Promise<T>, what: string, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last) return last;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+/** Rows of a deployment's queue. */
+export async function pending(db: TestDatabase, deployment: string): Promise<number> {
+  const rows = await db.sql<{ pending: string | null }>('SELECT pending FROM ml.status WHERE deployment = $1', [deployment]);
+  return Number(rows[0]?.pending ?? 0);
+}

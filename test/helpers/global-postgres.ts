@@ -1,0 +1,59 @@
+import { mkdtemp, chmod, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+import { migrate } from '../../src/db/migrate.js';
+import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/embedded/postgres.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** Connection string of a database on the test server; tests swap the database name. */
+    adminUrl: string;
+    templateDatabase: string;
+  }
+}
+
+export const TEMPLATE = 'pgscore_template';
+
+/**
+ * One Postgres server for the integration suite: Debian's (or any) through TEST_DATABASE_URL, or
+ * an embedded one. A template database with the ml schema installed is cloned per test file.
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  let server: EmbeddedServer | undefined;
+  let dataRoot: string | undefined;
+  let adminUrl = process.env.TEST_DATABASE_URL;
+  if (!adminUrl) {
+    // The server may run as the `postgres` user (when tests run as root): it needs to reach this folder.
+    dataRoot = await mkdtemp(path.join(tmpdir(), 'pgscore-test-'));
+    await chmod(dataRoot, 0o755);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    server = await startEmbeddedPostgres({ dataDir: path.join(dataRoot, 'data'), port });
+    adminUrl = server.url('postgres');
+  }
+
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE}`);
+  await admin.query(`CREATE DATABASE ${TEMPLATE}`);
+  await admin.end();
+  const template = new pg.Client({ connectionString: withDatabase(adminUrl, TEMPLATE) });
+  await template.connect();
+  await migrate(template);
+  await template.end();
+
+  project.provide('adminUrl', adminUrl);
+  project.provide('templateDatabase', TEMPLATE);
+
+  return async () => {
+    await server?.stop();
+    if (dataRoot) await rm(dataRoot, { recursive: true, force: true });
+  };
+}
+
+export function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
