@@ -109,8 +109,9 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
   const claimText = `
     WITH claimed AS (
       DELETE FROM ${queue} q
-       WHERE q.pgscore_seq = ANY (ARRAY(
-               SELECT pgscore_seq FROM ${queue} ORDER BY pgscore_priority, pgscore_seq LIMIT $1 FOR UPDATE SKIP LOCKED))
+       -- By ctid: a TID scan, whatever the planner believes about a queue that just grew.
+       WHERE q.ctid = ANY (ARRAY(
+               SELECT ctid FROM ${queue} ORDER BY pgscore_priority, pgscore_seq LIMIT $1 FOR UPDATE SKIP LOCKED))
       RETURNING ${keys.map((k) => `q.${k}`).join(', ')}, q.pgscore_queued_at
     ), claimed_keys AS (
       SELECT ${keys.join(', ')}, min(pgscore_queued_at) AS pgscore_queued_at FROM claimed GROUP BY ${keys.join(', ')}
@@ -120,10 +121,13 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
            s.pgscore_xmin,
            ${sourceSql.map((_, i) => `s.pgscore_${i}`).join(', ')}
       FROM claimed_keys c
-      JOIN (SELECT t.xmin AS pgscore_xmin, ${keys.map((k, i) => `t.${k} AS pgscore_k${i}`).join(', ')},
-                   ${sourceSql.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
-              FROM ${table} t) s
-        ON ${keys.map((k, i) => `s.pgscore_k${i} = c.${k}`).join(' AND ')}`;
+      -- LATERAL ... LIMIT 1 pins the plan to one primary-key lookup per claimed row, whatever the
+      -- statistics of a table that was just bulk-loaded say.
+      JOIN LATERAL (
+        SELECT t.xmin AS pgscore_xmin, ${sourceSql.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
+          FROM ${table} t
+         WHERE ${keys.map((k) => `t.${k} = c.${k}`).join(' AND ')}
+         LIMIT 1) s ON true`;
 
   // Parameters: $1 deployment id, $2.. key texts, then xmins, outputs, dead-letter keys and reasons, histogram.
   let n = 1;

@@ -13,6 +13,8 @@ export interface BatchResult {
   readonly dead: number;
   readonly requeued: number;
   readonly ms: number;
+  /** Where the time went: claim and read, model, write-back and commit. */
+  readonly phases?: { readonly claimMs: number; readonly scoreMs: number; readonly writeMs: number };
 }
 
 /**
@@ -37,11 +39,20 @@ export async function runBatch(
       await client.query('COMMIT');
       return { deployment: deployment.name, claimed: 0, written: 0, dead: 0, requeued: 0, ms: performance.now() - started };
     }
-    const batch = { rows, keyCount: deployment.plan.keys.length, claimedAt: performance.now() };
+    const claimedAt = performance.now();
+    const batch = { rows, keyCount: deployment.plan.keys.length, claimedAt };
     const scored = await scoreRows(model, deployment.plan, rows, deployment.sql.firstValue);
-    const result = await writePredictions(client, deployment.id, deployment.sql, batch, scored, performance.now());
+    const scoredAt = performance.now();
+    const result = await writePredictions(client, deployment.id, deployment.sql, batch, scored, scoredAt);
     await client.query('COMMIT');
-    return { deployment: deployment.name, claimed: rows.length, ...result, ms: performance.now() - started };
+    const done = performance.now();
+    return {
+      deployment: deployment.name,
+      claimed: rows.length,
+      ...result,
+      ms: done - started,
+      phases: { claimMs: claimedAt - started, scoreMs: scoredAt - claimedAt, writeMs: done - scoredAt },
+    };
   } catch (error) {
     failure = error;
     await client.query('ROLLBACK').catch(() => undefined);

@@ -55,24 +55,30 @@ export async function push(db: TestDatabase, name: string, file: string, promote
 
 export const quietLog = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
 
-export const WORKER_DEFAULTS = {
+type WorkerSettings = ConstructorParameters<typeof Worker>[1];
+
+export const WORKER_DEFAULTS: WorkerSettings = {
   batchSize: 1000,
   maxWaitMs: 0,
   pollIntervalMs: 200,
   concurrency: 2,
   ortThreads: 1,
-} as const;
+};
 
-export async function startWorker(db: TestDatabase, overrides: Partial<typeof WORKER_DEFAULTS> = {}): Promise<Worker> {
+export async function startWorker(db: TestDatabase, overrides: Partial<WorkerSettings> = {}): Promise<Worker> {
   const worker = new Worker(db.url, { ...WORKER_DEFAULTS, ...overrides }, quietLog);
   await worker.start();
   return worker;
 }
 
 /** Polls until check returns a truthy value, or fails with the last value seen. */
-export async function waitFor<T>(check: () => Promise<T>, what: string, timeoutMs = 60_000): Promise<T> {
+export async function waitFor<T>(
+  check: () => Promise<T | false | null | undefined>,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
+  let last: T | false | null | undefined;
   while (Date.now() < deadline) {
     last = await check();
     if (last) return last;

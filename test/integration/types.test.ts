@@ -81,7 +81,7 @@ describe('every tensor element type, composite keys, expressions and array colum
     }, 'array prediction');
     expect(row!.type).toBe('real[]');
     expect(row!.probs).toHaveLength(3);
-    expect(row!.probs[0]).toBeGreaterThan(0.9);
+    expect(row!.probs![0]).toBeGreaterThan(0.9);
 
     const features = Array.from({ length: 10 }, (_, i) => `x${i}`);
     await db.sql(`CREATE TABLE patients (id int PRIMARY KEY, ${features.map((f) => `${f} float8`).join(', ')})`);
