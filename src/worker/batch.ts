@@ -3,7 +3,7 @@ import { BEGIN_WRITEBACK } from '../db/statements.js';
 import { isConnectionError } from '../errors.js';
 import type { LoadedModel } from '../models/sessions.js';
 import { scoreRows } from '../scoring/score.js';
-import { writePredictions } from '../writeback/writeback.js';
+import { writePredictions, type WriteResult } from '../writeback/writeback.js';
 import type { ActiveDeployment } from './deployments.js';
 
 export interface BatchResult {
@@ -13,52 +13,75 @@ export interface BatchResult {
   readonly dead: number;
   readonly requeued: number;
   readonly ms: number;
-  /** Where the time went: claim and read, model, write-back and commit. */
+  /** Where the time went: claim and read (or decode), model, write-back and commit. */
   readonly phases?: { readonly claimMs: number; readonly scoreMs: number; readonly writeMs: number };
 }
 
 /**
- * One batch in one transaction: claim queued rows (SKIP LOCKED) with their current inputs,
- * score them, write predictions and dead letters, delete the queue rows, commit. A crash at any
- * point before the commit leaves the rows queued.
+ * Runs body in the worker's write-back transaction (its writes do not queue rows again) on a
+ * pooled connection; a connection that failed is not given back to the pool.
  */
-export async function runBatch(
+export async function inWritebackTransaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let failure: unknown;
+  try {
+    await client.query(BEGIN_WRITEBACK);
+    const result = await body(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    failure = error;
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release(isConnectionError(failure) ? (failure as Error) : undefined);
+  }
+}
+
+/**
+ * Scores rows in the claim layout ([key texts..., age_ms, xmin, source values...]) and writes
+ * predictions, dead letters and statistics, inside the caller's transaction.
+ */
+export async function scoreAndWrite(
+  client: pg.ClientBase,
+  deployment: ActiveDeployment,
+  model: LoadedModel,
+  rows: readonly (readonly unknown[])[],
+  claimedAt: number,
+): Promise<WriteResult & { scoredAt: number }> {
+  const scored = await scoreRows(model, deployment.plan, rows, deployment.sql.firstValue);
+  const scoredAt = performance.now();
+  const batch = { rows, keyCount: deployment.plan.keys.length, claimedAt };
+  const result = await writePredictions(client, deployment.id, deployment.sql, batch, scored, scoredAt);
+  return { ...result, scoredAt };
+}
+
+/**
+ * The notify transport's batch, in one transaction: claim queued rows (SKIP LOCKED) with their
+ * current inputs, score them, write predictions and dead letters, delete the queue rows,
+ * commit. A crash at any point before the commit leaves the rows queued.
+ */
+export async function claimAndScore(
   pool: pg.Pool,
   deployment: ActiveDeployment,
   model: LoadedModel,
   batchSize: number,
 ): Promise<BatchResult> {
   const started = performance.now();
-  const client = await pool.connect();
-  let failure: unknown;
-  try {
-    await client.query(BEGIN_WRITEBACK);
-    const claimed = await client.query<unknown[]>({ ...deployment.sql.claim, values: [batchSize] });
-    const rows = claimed.rows;
-    if (rows.length === 0) {
-      await client.query('COMMIT');
-      return { deployment: deployment.name, claimed: 0, written: 0, dead: 0, requeued: 0, ms: performance.now() - started };
-    }
+  let timing = { claimedAt: started, scoredAt: started };
+  const result = await inWritebackTransaction(pool, async (client) => {
+    const { rows } = await client.query<unknown[]>({ ...deployment.sql.claim, values: [batchSize] });
     const claimedAt = performance.now();
-    const batch = { rows, keyCount: deployment.plan.keys.length, claimedAt };
-    const scored = await scoreRows(model, deployment.plan, rows, deployment.sql.firstValue);
-    const scoredAt = performance.now();
-    const result = await writePredictions(client, deployment.id, deployment.sql, batch, scored, scoredAt);
-    await client.query('COMMIT');
-    const done = performance.now();
-    return {
-      deployment: deployment.name,
-      claimed: rows.length,
-      ...result,
-      ms: done - started,
-      phases: { claimMs: claimedAt - started, scoreMs: scoredAt - claimedAt, writeMs: done - scoredAt },
-    };
-  } catch (error) {
-    failure = error;
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    // A connection that failed is not given back to the pool.
-    client.release(isConnectionError(failure) ? (failure as Error) : undefined);
-  }
+    if (rows.length === 0) return { claimed: 0, written: 0, dead: 0, requeued: 0 };
+    const { scoredAt, ...written } = await scoreAndWrite(client, deployment, model, rows, claimedAt);
+    timing = { claimedAt, scoredAt };
+    return { claimed: rows.length, ...written };
+  });
+  const done = performance.now();
+  return {
+    deployment: deployment.name,
+    ...result,
+    ms: done - started,
+    phases: { claimMs: timing.claimedAt - started, scoreMs: timing.scoredAt - timing.claimedAt, writeMs: done - timing.scoredAt },
+  };
 }

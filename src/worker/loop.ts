@@ -1,0 +1,242 @@
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import type { Config } from '../config.js';
+import { TRIM_BATCH_STATS } from '../db/statements.js';
+import { describe, isConnectionError, PgscoreError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { NotifyWakeup } from '../transport/notify.js';
+import type { BatchResult } from './batch.js';
+import type { ActiveDeployment } from './deployments.js';
+
+export interface LoopEvents {
+  batch: [BatchResult];
+  ready: [];
+}
+
+export type LoopSettings = Pick<Config, 'batchSize' | 'maxWaitMs' | 'pollIntervalMs' | 'concurrency'>;
+
+/** What a loop does with its queues: which deployments it serves, and one batch of one of them. */
+export interface QueueHandler {
+  load(): Promise<ActiveDeployment[]>;
+  /** Claims and handles one batch; `claimed` 0 means the queue was empty. */
+  handle(deployment: ActiveDeployment): Promise<BatchResult>;
+  close(): Promise<void>;
+}
+
+/**
+ * Thrown by a handler when a deployment cannot be served until the configuration changes
+ * (its model does not load): the loop pauses that deployment and keeps serving the others.
+ */
+export class DeploymentPaused extends PgscoreError {}
+
+/** Promise.withResolvers, which Node 20 lacks. */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+const RELOAD_EVERY_MS = 30_000;
+const MAX_ERROR_BACKOFF_MS = 5_000;
+
+/**
+ * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
+ * (PGSCORE_CONCURRENCY of them, each with its own connection) claim and handle batches until
+ * every queue is empty, so one batch is scored while another is read or written. Then the loop
+ * sleeps until a NOTIFY, a reconnect, a configuration change or the poll interval wakes it.
+ */
+export class QueueLoop extends EventEmitter<LoopEvents> {
+  readonly #settings: LoopSettings;
+  readonly #log: Logger;
+  readonly #pool: pg.Pool;
+  readonly #handler: QueueHandler;
+  readonly #wakeup: NotifyWakeup;
+  #deployments: ActiveDeployment[] = [];
+  /** Deployments paused (their model does not load), with the reason; retried after the next reload. */
+  #broken = new Map<number, string>();
+  #cursor = 0;
+  #stopping = false;
+  #reloadDue = true;
+  #errorBackoffMs = 0;
+  #idleBackoffMs = 0;
+  #signal = deferred();
+  #loop: Promise<void> | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #releasing: Promise<void> = Promise.resolve();
+
+  constructor(
+    connectionString: string,
+    pool: pg.Pool,
+    settings: LoopSettings,
+    log: Logger,
+    handler: QueueHandler,
+  ) {
+    super();
+    this.#settings = settings;
+    this.#log = log;
+    this.#pool = pool;
+    this.#handler = handler;
+    this.#wakeup = new NotifyWakeup(connectionString, log, {
+      onWake: () => this.#wake(),
+      onConfig: () => {
+        this.#reloadDue = true;
+        this.#wake();
+      },
+      onReconnect: () => {
+        this.#reloadDue = true;
+        this.#wake();
+      },
+    });
+  }
+
+  get deployments(): readonly ActiveDeployment[] {
+    return this.#deployments;
+  }
+
+  async start(): Promise<void> {
+    await this.#wakeup.start();
+    await this.#reload();
+    this.#timers.push(
+      setInterval(() => {
+        this.#reloadDue = true;
+      }, RELOAD_EVERY_MS),
+      setInterval(() => {
+        this.#pool.query(TRIM_BATCH_STATS).catch((error) => this.#log.warn({ err: error }, 'could not trim statistics'));
+      }, 60_000),
+    );
+    this.#loop = this.#run();
+    this.emit('ready');
+  }
+
+  /** Finishes the batches in flight, then closes every connection. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wake();
+    for (const timer of this.#timers) clearInterval(timer);
+    await this.#loop;
+    await this.#releasing;
+    await this.#wakeup.stop();
+    await this.#handler.close();
+  }
+
+  #wake(): void {
+    this.#signal.resolve();
+  }
+
+  /** Waits for a wake-up or the timeout; true when woken. */
+  async #waitForWake(ms: number): Promise<boolean> {
+    const signal = this.#signal.promise;
+    const timeout = new AbortController();
+    const woke = await Promise.race([signal.then(() => true), sleep(ms, false, { signal: timeout.signal }).catch(() => false)]);
+    timeout.abort();
+    if (woke) this.#signal = deferred();
+    return woke;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      try {
+        if (this.#reloadDue) await this.#reload();
+        const found = await this.#drain();
+        if (this.#stopping) break;
+        if (!found) await this.#idle();
+      } catch (error) {
+        await this.#backOff(error, 'worker loop failed');
+      }
+    }
+  }
+
+  async #reload(): Promise<void> {
+    this.#reloadDue = false;
+    try {
+      this.#deployments = await this.#handler.load();
+      this.#broken.clear();
+      this.#log.debug({ deployments: this.#deployments.map((d) => d.name) }, 'deployments loaded');
+    } catch (error) {
+      this.#reloadDue = true;
+      throw error;
+    }
+  }
+
+  #nextDeployment(): ActiveDeployment | undefined {
+    const live = this.#deployments.filter((d) => !this.#broken.has(d.id));
+    if (live.length === 0) return undefined;
+    this.#cursor = (this.#cursor + 1) % live.length;
+    return live[this.#cursor];
+  }
+
+  /** Runs lanes until every deployment's queue came back empty; true if any row was claimed. */
+  async #drain(): Promise<boolean> {
+    let found = false;
+    const lane = async () => {
+      let emptyInARow = 0;
+      while (!this.#stopping && !this.#reloadDue) {
+        const deployment = this.#nextDeployment();
+        if (!deployment || emptyInARow >= this.#deployments.length) return;
+        const claimed = await this.#handleOne(deployment);
+        if (claimed > 0) {
+          found = true;
+          emptyInARow = 0;
+        } else {
+          emptyInARow += 1;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: this.#settings.concurrency }, lane));
+    return found || this.#reloadDue;
+  }
+
+  async #handleOne(deployment: ActiveDeployment): Promise<number> {
+    try {
+      const result = await this.#handler.handle(deployment);
+      this.#errorBackoffMs = 0;
+      if (result.claimed > 0) {
+        this.#log.debug(result, 'batch done');
+        this.emit('batch', result);
+      }
+      return result.claimed;
+    } catch (error) {
+      if (error instanceof DeploymentPaused) {
+        this.#broken.set(deployment.id, error.message);
+        this.#log.error({ deployment: deployment.name, err: error }, `deployment paused: ${error.message}`);
+        return 0;
+      }
+      await this.#backOff(error, 'batch failed; its rows stay queued', deployment.name);
+      return 0;
+    }
+  }
+
+  async #backOff(error: unknown, message: string, deployment?: string): Promise<void> {
+    this.#errorBackoffMs = Math.min(MAX_ERROR_BACKOFF_MS, Math.max(100, this.#errorBackoffMs * 2));
+    const level = isConnectionError(error) ? 'warn' : 'error';
+    this.#log[level]({ deployment, err: error, retryInMs: this.#errorBackoffMs }, `${message}: ${describe(error)}`);
+    await this.#waitForWake(this.#errorBackoffMs * (0.5 + Math.random() / 2));
+  }
+
+  /** Out of work: sleep as the worker writers wake, or poll while writers still see us busy. */
+  async #idle(): Promise<void> {
+    await this.#releasing;
+    if (await this.#wakeup.tryHoldIdleLock()) {
+      this.#idleBackoffMs = 0;
+      // Rows committed by writers that saw this worker busy (and so sent no NOTIFY).
+      if (!(await this.#anyPending())) {
+        const woke = await this.#waitForWake(this.#settings.pollIntervalMs);
+        if (woke && this.#settings.maxWaitMs > 0 && !this.#stopping) await sleep(this.#settings.maxWaitMs);
+      }
+      this.#releasing = this.#wakeup.releaseIdleLock();
+    } else {
+      this.#idleBackoffMs = Math.min(this.#settings.pollIntervalMs, Math.max(1, this.#idleBackoffMs * 2));
+      await this.#waitForWake(this.#idleBackoffMs);
+    }
+  }
+
+  async #anyPending(): Promise<boolean> {
+    const live = this.#deployments.filter((d) => !this.#broken.has(d.id));
+    if (live.length === 0) return false;
+    const { rows } = await this.#pool.query<{ pending: boolean }>(
+      `SELECT ${live.map((d) => `(${d.sql.pending})`).join(' OR ')} AS pending`,
+    );
+    return rows[0]?.pending === true;
+  }
+}
