@@ -7,6 +7,8 @@ import { ConfigError, describe, UsageError } from './errors.js';
 import { createLogger } from './log.js';
 import { pushModel } from './models/registry.js';
 import { formatStatus, readStatus } from './status.js';
+import { KafkaWorker } from './transport/kafka.js';
+import { Relay } from './transport/relay.js';
 import { Worker } from './worker/worker.js';
 
 /** Commands only: parse, call, print. Exit codes: 0 done, 1 failed, 2 bad usage or configuration. */
@@ -90,25 +92,50 @@ program
     });
   });
 
-program
-  .command('worker')
-  .description('score queued rows until stopped (SIGINT/SIGTERM finish the batches in flight)')
-  .option('--transport <name>', 'how the worker hears of queued rows: notify (env PGSCORE_TRANSPORT)')
-  .option('--batch-size <rows>', 'most rows per batch (env PGSCORE_BATCH_SIZE)')
-  .option('--max-wait-ms <ms>', 'after a wake-up, wait this long for more rows (env PGSCORE_MAX_WAIT_MS)')
-  .option('--poll-interval-ms <ms>', 'look at the queues at least this often (env PGSCORE_POLL_INTERVAL_MS)')
-  .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)')
-  .option('--ort-threads <n>', 'onnxruntime threads per batch (env PGSCORE_ORT_THREADS)')
-  .action(async (_options, command: Command) => {
-    const cfg = config(command);
-    const log = createLogger(cfg.logLevel);
-    const worker = new Worker(requireDatabaseUrl(cfg), cfg, log);
-    await worker.start();
-    log.info({ deployments: worker.deployments.map((d) => d.name), transport: cfg.transport }, 'worker ready');
-    const signal = await untilSignal();
-    log.info({ signal }, 'stopping after the batches in flight');
-    await worker.stop();
-  });
+const kafkaOptions = (command: Command) =>
+  command
+    .option('--kafka-brokers <list>', 'host:port[,host:port...] (env KAFKA_BROKERS)')
+    .option('--kafka-topic <name>', 'topic of queued rows (env PGSCORE_KAFKA_TOPIC)')
+    .option('--kafka-group <id>', 'consumer group of the workers (env PGSCORE_KAFKA_GROUP)');
+
+kafkaOptions(
+  program
+    .command('worker')
+    .description('score queued rows until stopped (SIGINT/SIGTERM finish the batches in flight)')
+    .option('--transport <name>', 'notify (LISTEN/NOTIFY + queue) or kafka (consumer group) (env PGSCORE_TRANSPORT)')
+    .option('--batch-size <rows>', 'most rows per batch (env PGSCORE_BATCH_SIZE)')
+    .option('--max-wait-ms <ms>', 'after a wake-up, wait this long for more rows (env PGSCORE_MAX_WAIT_MS)')
+    .option('--poll-interval-ms <ms>', 'look at the queues at least this often (env PGSCORE_POLL_INTERVAL_MS)')
+    .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)')
+    .option('--ort-threads <n>', 'onnxruntime threads per batch (env PGSCORE_ORT_THREADS)'),
+).action(async (_options, command: Command) => {
+  const cfg = config(command);
+  const log = createLogger(cfg.logLevel);
+  const url = requireDatabaseUrl(cfg);
+  const worker = cfg.transport === 'kafka' ? new KafkaWorker(url, cfg, log) : new Worker(url, cfg, log);
+  await worker.start();
+  log.info({ deployments: worker.deployments.map((d) => d.name), transport: cfg.transport }, 'worker ready');
+  const signal = await untilSignal();
+  log.info({ signal }, 'stopping after the batches in flight');
+  await worker.stop();
+});
+
+kafkaOptions(
+  program
+    .command('relay')
+    .description('move queued rows with their inputs to Kafka for `pgscore worker --transport kafka`')
+    .option('--batch-size <rows>', 'most rows per produce request (env PGSCORE_BATCH_SIZE)')
+    .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)'),
+).action(async (_options, command: Command) => {
+  const cfg = config(command);
+  const log = createLogger(cfg.logLevel);
+  const relay = new Relay(requireDatabaseUrl(cfg), cfg, log);
+  await relay.start();
+  log.info({ deployments: relay.deployments.map((d) => d.name), topic: cfg.kafkaTopic }, 'relay ready');
+  const signal = await untilSignal();
+  log.info({ signal }, 'stopping after the batches in flight');
+  await relay.stop();
+});
 
 const model = program.command('model').description('manage models');
 model

@@ -17,7 +17,23 @@ const schema = z.object({
   pollIntervalMs: int(10, 3_600_000).default(1000),
   concurrency: int(1, 32).default(2),
   ortThreads: int(1, 64).default(1),
-  transport: z.enum(['notify']).default('notify'),
+  transport: z.enum(['notify', 'kafka']).default('notify'),
+  kafkaBrokers: z
+    .string()
+    .transform((list) => list.split(',').map((broker) => broker.trim()).filter(Boolean))
+    .pipe(z.array(z.string().regex(/^[^\s:]+:\d+$/, 'must be host:port')).min(1, 'needs at least one host:port'))
+    .optional(),
+  kafkaTopic: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be a valid Kafka topic name').default('pgscore.rows'),
+  kafkaPartitions: int(1, 10_000).default(12),
+  kafkaGroup: z.string().min(1).default('pgscore-workers'),
+  kafkaClientId: z.string().min(1).default('pgscore'),
+  kafkaSsl: z
+    .enum(['true', 'false', '1', '0'])
+    .transform((v) => v === 'true' || v === '1')
+    .default(false),
+  kafkaSaslMechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).optional(),
+  kafkaSaslUsername: z.string().optional(),
+  kafkaSaslPassword: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   dataDir: z.string().min(1).default('.pgscore/data'),
   port: int(1, 65_535).default(54329),
@@ -35,6 +51,15 @@ export const ENV_NAMES: Readonly<Record<Key, string>> = {
   concurrency: 'PGSCORE_CONCURRENCY',
   ortThreads: 'PGSCORE_ORT_THREADS',
   transport: 'PGSCORE_TRANSPORT',
+  kafkaBrokers: 'KAFKA_BROKERS',
+  kafkaTopic: 'PGSCORE_KAFKA_TOPIC',
+  kafkaPartitions: 'PGSCORE_KAFKA_PARTITIONS',
+  kafkaGroup: 'PGSCORE_KAFKA_GROUP',
+  kafkaClientId: 'KAFKA_CLIENT_ID',
+  kafkaSsl: 'KAFKA_SSL',
+  kafkaSaslMechanism: 'KAFKA_SASL_MECHANISM',
+  kafkaSaslUsername: 'KAFKA_SASL_USERNAME',
+  kafkaSaslPassword: 'KAFKA_SASL_PASSWORD',
   logLevel: 'PGSCORE_LOG_LEVEL',
   dataDir: 'PGSCORE_DATA_DIR',
   port: 'PGSCORE_PORT',
@@ -49,6 +74,15 @@ const FLAG_NAMES: Readonly<Record<Key, string>> = {
   concurrency: '--concurrency',
   ortThreads: '--ort-threads',
   transport: '--transport',
+  kafkaBrokers: '--kafka-brokers',
+  kafkaTopic: '--kafka-topic',
+  kafkaPartitions: '--kafka-partitions',
+  kafkaGroup: '--kafka-group',
+  kafkaClientId: '--kafka-client-id',
+  kafkaSsl: '--kafka-ssl',
+  kafkaSaslMechanism: '--kafka-sasl-mechanism',
+  kafkaSaslUsername: '--kafka-sasl-username',
+  kafkaSaslPassword: '--kafka-sasl-password',
   logLevel: '--log-level',
   dataDir: '--data-dir',
   port: '--port',
@@ -71,7 +105,15 @@ export function loadConfig(
       origin[key] = ENV_NAMES[key];
     }
   }
-  const parsed = schema.safeParse(raw);
+  const parsed = schema.superRefine((config, context) => {
+    if (config.kafkaSaslMechanism && !(config.kafkaSaslUsername && config.kafkaSaslPassword)) {
+      context.addIssue({
+        code: 'custom',
+        path: ['kafkaSaslMechanism'],
+        message: 'needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD',
+      });
+    }
+  }).safeParse(raw);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       const key = String(issue.path[0]) as Key;
@@ -83,6 +125,16 @@ export function loadConfig(
     });
   }
   return Object.freeze(parsed.data);
+}
+
+/** The Kafka brokers, or an error that says how to give them. */
+export function requireKafkaBrokers(config: Config): string[] {
+  if (!config.kafkaBrokers) {
+    throw new ConfigError('KAFKA_BROKERS is not set', {
+      hint: 'Set KAFKA_BROKERS=host1:9092,host2:9092 (or pass --kafka-brokers) for the kafka transport and the relay.',
+    });
+  }
+  return config.kafkaBrokers;
 }
 
 /** The connection string, or an error that says how to give one. */

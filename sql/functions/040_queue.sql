@@ -77,9 +77,14 @@ BEGIN
 END
 $$;
 
+-- Dead letters of each deployment, and Kafka messages no worker could decode (deployment NULL).
 CREATE OR REPLACE VIEW ml.errors AS
 SELECT d.name AS deployment, e.row_key, e.reason, e.attempts, e.first_seen, e.last_seen
-  FROM ml._dead_letters e JOIN ml._deployments d ON d.id = e.deployment_id;
+  FROM ml._dead_letters e JOIN ml._deployments d ON d.id = e.deployment_id
+UNION ALL
+SELECT NULL, jsonb_build_object('topic', p.topic, 'partition', p."partition", 'offset', p."offset", 'key', p.message_key),
+       p.reason, 1, p.seen_at, p.seen_at
+  FROM ml._poison_messages p;
 
 -- Latency histograms: bucket 1 holds latencies under 1 ms, bucket b > 1 holds
 -- [2^((b-2)/4), 2^((b-1)/4)) ms, the last bucket everything above. Quarter-octave buckets keep
@@ -108,7 +113,10 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ml._status()
+-- The columns of ml.status change between versions: drop and create instead of replacing.
+DROP VIEW IF EXISTS ml.status;
+DROP FUNCTION IF EXISTS ml._status();
+CREATE FUNCTION ml._status()
 RETURNS TABLE (
   deployment text,
   model text,
@@ -119,7 +127,8 @@ RETURNS TABLE (
   latency_p50_ms float8,
   latency_p99_ms float8,
   dead_letters bigint,
-  last_scored_at timestamptz)
+  last_scored_at timestamptz,
+  in_kafka bigint)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -149,9 +158,10 @@ BEGIN
     latency_p99_ms := ml._latency_quantile(v_hist, 0.99);
     SELECT count(*) INTO dead_letters FROM ml._dead_letters e WHERE e.deployment_id = d.id;
     SELECT max(b.finished_at) INTO last_scored_at FROM ml._batches b WHERE b.deployment_id = d.id;
+    SELECT greatest(k.relayed - k.consumed, 0) INTO in_kafka FROM ml._kafka_counts k WHERE k.deployment_id = d.id;
     RETURN NEXT;
   END LOOP;
 END
 $$;
 
-CREATE OR REPLACE VIEW ml.status AS SELECT * FROM ml._status();
+CREATE VIEW ml.status AS SELECT * FROM ml._status();

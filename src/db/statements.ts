@@ -91,6 +91,10 @@ export interface DeploymentSql {
   readonly writeBack: { name: string; text: string };
   /** True when the queue holds at least one row. */
   readonly pending: string;
+  /** $1.. key texts: queue these rows again (their Kafka message no longer fits the plan). */
+  readonly requeue: { name: string; text: string };
+  /** Identifies the claim layout; a Kafka message built for another layout is not scored. */
+  readonly fingerprint: string;
 }
 
 /** Builds (once per deployment) the statements that claim, read and write back its rows. */
@@ -175,14 +179,36 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
     )
     SELECT (SELECT count(*) FROM written)::int AS written`;
 
+  const requeueText = `
+    INSERT INTO ${queue} (${keys.join(', ')})
+    SELECT ${plan.keys.map((_, i) => castKey('r', i)).join(', ')}
+      FROM unnest(${plan.keys.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS r(${keyCols.join(', ')})`;
+
   const version = hash(claimText + writeBackText);
   return {
+    requeue: { name: `pgscore_requeue_${id}_${version}`, text: requeueText },
+    fingerprint: version,
     claim: { name: `pgscore_claim_${id}_${version}`, text: claimText, rowMode: 'array' },
     firstValue: keyCount + 2,
     writeBack: { name: `pgscore_write_${id}_${version}`, text: writeBackText },
     pending: `SELECT EXISTS (SELECT 1 FROM ${queue})`,
   };
 }
+
+/** Kafka messages no worker could decode, kept for ml.errors. $1..$5: parallel arrays. */
+export const RECORD_POISON = `
+  INSERT INTO ml._poison_messages (topic, "partition", "offset", message_key, reason)
+  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[])`;
+
+/** $1 deployment id, $2 rows produced by the relay. */
+export const COUNT_RELAYED = `
+  INSERT INTO ml._kafka_counts AS k (deployment_id, relayed) VALUES ($1, $2)
+  ON CONFLICT (deployment_id) DO UPDATE SET relayed = k.relayed + excluded.relayed`;
+
+/** $1 deployment id, $2 rows consumed by a Kafka worker. */
+export const COUNT_CONSUMED = `
+  INSERT INTO ml._kafka_counts AS k (deployment_id, consumed) VALUES ($1, $2)
+  ON CONFLICT (deployment_id) DO UPDATE SET consumed = k.consumed + excluded.consumed`;
 
 function hash(text: string): string {
   let h = 0;

@@ -33,8 +33,15 @@ export async function loadModel(ref: string, bytes: Uint8Array, options: Session
  * One session per model version, shared by every deployment that scores with it. A version
  * that fails to load is remembered (with the reason) until the cache is told to forget it.
  */
+const RELEASE_DELAY_MS = 30_000;
+
+function release(entry: Promise<LoadedModel>): Promise<void> {
+  return entry.then((model) => model.session.release(), () => undefined);
+}
+
 export class SessionCache {
   readonly #entries = new Map<string, Promise<LoadedModel>>();
+  readonly #retired = new Map<NodeJS.Timeout, Promise<LoadedModel>>();
 
   constructor(
     private readonly fetchBytes: (name: string, version: number) => Promise<Uint8Array>,
@@ -55,16 +62,28 @@ export class SessionCache {
     return entry;
   }
 
-  /** Releases every session whose reference is not in keep (after promotions, undeploys). */
-  async retain(keep: ReadonlySet<string>): Promise<void> {
+  /**
+   * Forgets every session whose reference is not in keep (after promotions, undeploys), and
+   * releases it a little later: a batch that already holds it may still be running.
+   */
+  retain(keep: ReadonlySet<string>): void {
     for (const [ref, entry] of this.#entries) {
       if (keep.has(ref)) continue;
       this.#entries.delete(ref);
-      await entry.then((model) => model.session.release(), () => undefined);
+      const timer = setTimeout(() => {
+        this.#retired.delete(timer);
+        void release(entry);
+      }, RELEASE_DELAY_MS);
+      timer.unref();
+      this.#retired.set(timer, entry);
     }
   }
 
   async close(): Promise<void> {
-    await this.retain(new Set());
+    const entries = [...this.#entries.values(), ...this.#retired.values()];
+    for (const timer of this.#retired.keys()) clearTimeout(timer);
+    this.#entries.clear();
+    this.#retired.clear();
+    await Promise.all(entries.map(release));
   }
 }

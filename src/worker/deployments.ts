@@ -33,8 +33,13 @@ export async function loadDeployments(pool: pg.Pool, models: SessionCache, log: 
       log.error({ model: ref, err: error }, 'model cannot be loaded');
     }
   }
-  const rows = await listActiveDeployments(pool);
-  const deployments = rows.map((row) => ({ ...row, sql: deploymentSql(row), modelRef: `${row.model}@${row.version}` }));
-  await models.retain(new Set(deployments.map((d) => d.modelRef)));
+  const deployments = await listDeployments(pool);
+  models.retain(new Set(deployments.map((d) => d.modelRef)));
   return deployments;
+}
+
+/** The active deployments with their statements (what the relay needs; it loads no models). */
+export async function listDeployments(pool: pg.Pool): Promise<ActiveDeployment[]> {
+  const rows = await listActiveDeployments(pool);
+  return rows.map((row) => ({ ...row, sql: deploymentSql(row), modelRef: `${row.model}@${row.version}` }));
 }

@@ -32,11 +32,11 @@ describe('the pgscore command', () => {
   it('migrate installs the schema on an empty database, concurrently, and again idempotently', async () => {
     const runs = await Promise.all([1, 2, 3].map(() => pgscore(['migrate'], { DATABASE_URL: emptyUrl })));
     for (const run of runs) expect(run, run.stderr).toMatchObject({ code: 0 });
-    const applied = runs.filter((run) => run.stdout.includes('applied 0001_schema.sql'));
+    const applied = runs.filter((run) => run.stdout.includes('applied 0001_schema.sql, 0002_kafka.sql'));
     expect(applied).toHaveLength(1);
     const again = await pgscore(['migrate'], { DATABASE_URL: emptyUrl });
     expect(again.code).toBe(0);
-    expect(again.stdout).toBe('ml schema at version 1: schema already current; functions refreshed\n');
+    expect(again.stdout).toBe('ml schema at version 2: schema already current; functions refreshed\n');
   });
 
   it('model push registers a model with its signature and prints its version', async () => {

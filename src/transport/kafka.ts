@@ -1,0 +1,192 @@
+import { EventEmitter } from 'node:events';
+import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
+import type pg from 'pg';
+import type { Config } from '../config.js';
+import { createPool } from '../db/pool.js';
+import { COUNT_CONSUMED, fetchModelBytes, RECORD_POISON } from '../db/statements.js';
+import { describe, ModelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { SessionCache } from '../models/sessions.js';
+import { inWritebackTransaction, scoreAndWrite, type BatchResult } from '../worker/batch.js';
+import { loadDeployments, type ActiveDeployment } from '../worker/deployments.js';
+import { writePredictions } from '../writeback/writeback.js';
+import type { LoopEvents } from '../worker/loop.js';
+import { createKafka, ensureTopic } from './kafka-client.js';
+import { decodeMessage, toClaimRow } from './message.js';
+
+const RELOAD_EVERY_MS = 5_000;
+
+interface Poison {
+  readonly offset: string;
+  readonly key: string | null;
+  readonly reason: string;
+}
+
+/**
+ * `pgscore worker --transport kafka`: one member of a consumer group. Each chunk of a partition's
+ * batch (at most PGSCORE_BATCH_SIZE messages) is scored and written in one transaction, and its
+ * offsets are committed only after that transaction commits, so a crash redelivers rather than
+ * loses. The write-back only touches rows still at the version a message was read at, so a
+ * redelivered or reordered message never overwrites a prediction from newer values.
+ */
+export class KafkaWorker extends EventEmitter<LoopEvents> {
+  readonly #config: Config;
+  readonly #log: Logger;
+  readonly #pool: pg.Pool;
+  readonly #models: SessionCache;
+  readonly #consumer: Consumer;
+  readonly #kafka;
+  #deployments = new Map<number, ActiveDeployment>();
+  #loadedAt = 0;
+  #reloading: Promise<void> | undefined;
+
+  constructor(connectionString: string, config: Config, log: Logger) {
+    super();
+    this.#config = config;
+    this.#log = log;
+    this.#kafka = createKafka(config, log);
+    this.#consumer = this.#kafka.consumer({ groupId: config.kafkaGroup, allowAutoTopicCreation: false });
+    this.#pool = createPool(connectionString, { max: config.concurrency + 1, name: 'kafka worker' });
+    this.#pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
+    this.#models = new SessionCache((name, version) => fetchModelBytes(this.#pool, name, version), {
+      threads: config.ortThreads,
+    });
+  }
+
+  get deployments(): readonly ActiveDeployment[] {
+    return [...this.#deployments.values()];
+  }
+
+  async start(): Promise<void> {
+    await this.#reload();
+    await ensureTopic(this.#kafka, this.#config);
+    await this.#consumer.connect();
+    await this.#consumer.subscribe({ topic: this.#config.kafkaTopic, fromBeginning: true });
+    const joined = new Promise<void>((resolve) => {
+      const off = this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => {
+        off();
+        resolve();
+      });
+    });
+    await this.#consumer.run({
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.#config.concurrency,
+      eachBatch: (payload) => this.#eachBatch(payload),
+    });
+    await joined;
+    this.emit('ready');
+  }
+
+  async stop(): Promise<void> {
+    await this.#consumer.disconnect();
+    await this.#models.close();
+    await this.#pool.end();
+  }
+
+  async #reload(): Promise<void> {
+    this.#reloading ??= loadDeployments(this.#pool, this.#models, this.#log)
+      .then((list) => {
+        this.#deployments = new Map(list.map((d) => [d.id, d]));
+        this.#loadedAt = Date.now();
+      })
+      .finally(() => {
+        this.#reloading = undefined;
+      });
+    await this.#reloading;
+  }
+
+  /**
+   * Deployments (and promotions) are re-read every few seconds; a message for an unknown
+   * deployment triggers a re-read first (it may be new) before it is dropped (undeployed).
+   */
+  async #deployment(id: number): Promise<ActiveDeployment | undefined> {
+    const age = Date.now() - this.#loadedAt;
+    if (age > RELOAD_EVERY_MS || (!this.#deployments.has(id) && age > 250)) await this.#reload();
+    return this.#deployments.get(id);
+  }
+
+  async #eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const size = this.#config.batchSize;
+    for (let start = 0; start < batch.messages.length; start += size) {
+      // After a rebalance the partition may belong to another member: stop; it will redeliver.
+      if (!isRunning() || isStale()) return;
+      const chunk = batch.messages.slice(start, start + size);
+      await this.#handleChunk(batch.topic, batch.partition, chunk);
+      resolveOffset(chunk[chunk.length - 1]!.offset);
+      await commitOffsetsIfNecessary();
+      await heartbeat();
+    }
+  }
+
+  async #handleChunk(topic: string, partition: number, chunk: readonly KafkaMessage[]): Promise<void> {
+    const started = performance.now();
+    const now = Date.now();
+    const poison: Poison[] = [];
+    const groups = new Map<number, { deployment: ActiveDeployment; rows: unknown[][]; stale: string[][] }>();
+    for (const message of chunk) {
+      const decoded = decodeMessage(message.value);
+      if (!decoded.ok) {
+        poison.push({ offset: message.offset, key: message.key?.toString('utf8') ?? null, reason: decoded.reason });
+        continue;
+      }
+      const deployment = await this.#deployment(decoded.message.d);
+      if (!deployment) continue; // undeployed since: nothing to write to
+      let group = groups.get(deployment.id);
+      if (!group) groups.set(deployment.id, (group = { deployment, rows: [], stale: [] }));
+      if (decoded.message.f !== deployment.sql.fingerprint || decoded.message.k.length !== deployment.plan.keys.length) {
+        // Built for another mapping (the deployment was re-planned): read the row afresh.
+        group.stale.push(decoded.message.k);
+      } else {
+        group.rows.push(toClaimRow(decoded.message, now));
+      }
+    }
+
+    await inWritebackTransaction(this.#pool, async (client) => {
+      if (poison.length > 0) {
+        await client.query(RECORD_POISON, [
+          poison.map(() => topic),
+          poison.map(() => partition),
+          poison.map((p) => p.offset),
+          poison.map((p) => p.key),
+          poison.map((p) => p.reason),
+        ]);
+        this.#log.warn({ topic, partition, poison }, 'undecodable messages recorded in ml.errors');
+      }
+      for (const { deployment, rows, stale } of groups.values()) {
+        const claimedAt = performance.now();
+        const result = await this.#scoreGroup(client, deployment, rows, claimedAt);
+        if (stale.length > 0) {
+          const keyColumns = deployment.plan.keys.map((_, i) => stale.map((key) => key[i]));
+          await client.query({ ...deployment.sql.requeue, values: keyColumns });
+        }
+        await client.query(COUNT_CONSUMED, [deployment.id, rows.length + stale.length]);
+        const done = performance.now();
+        this.emit('batch', {
+          deployment: deployment.name,
+          claimed: rows.length + stale.length,
+          written: result.written,
+          dead: result.dead,
+          requeued: result.requeued + stale.length,
+          ms: done - started,
+          phases: { claimMs: claimedAt - started, scoreMs: result.scoredAt - claimedAt, writeMs: done - result.scoredAt },
+        } satisfies BatchResult);
+      }
+    });
+  }
+
+  async #scoreGroup(client: pg.ClientBase, deployment: ActiveDeployment, rows: unknown[][], claimedAt: number) {
+    if (rows.length === 0) return { written: 0, dead: 0, requeued: 0, scoredAt: claimedAt };
+    try {
+      const model = await this.#models.get(deployment.model, deployment.version);
+      return await scoreAndWrite(client, deployment, model, rows, claimedAt);
+    } catch (error) {
+      if (!(error instanceof ModelError)) throw error;
+      // The rows cannot score until the model is fixed: keep them as dead letters for ml.retry.
+      const reason = describe(error);
+      const failed = { rows: [], columns: deployment.plan.outputs.map(() => []), rejected: rows.map((_, row) => ({ row, reason })) };
+      const batch = { rows, keyCount: deployment.plan.keys.length, claimedAt };
+      const result = await writePredictions(client, deployment.id, deployment.sql, batch, failed, performance.now());
+      return { ...result, scoredAt: performance.now() };
+    }
+  }
+}

@@ -1,0 +1,77 @@
+import { z } from 'zod';
+import type { ActiveDeployment } from '../worker/deployments.js';
+
+/**
+ * The Kafka message for one queued row (version 1), JSON:
+ *   {"v":1,"d":7,"f":"1x3k9","k":["42"],"x":"1234","q":1795785190036,"i":[5.1,3.5,1.4,0.2]}
+ * v format version; d deployment id; f the deployment's claim-layout fingerprint; k primary key
+ * values as text; x the row version (xmin) the values were read at; q when the row was queued
+ * (epoch ms); i the input values in plan order. Short keys because there is one message per
+ * row; JSON because inputs mix numbers, exact int8 text, booleans, strings and arrays, and a
+ * person can read it with kafka-console-consumer. Non-finite numbers travel as {"$f":"NaN"}.
+ * The message key is "<deployment id>:<key values>", so one row's changes stay in order.
+ */
+export const MESSAGE_VERSION = 1;
+
+const messageSchema = z.object({
+  v: z.literal(MESSAGE_VERSION),
+  d: z.number().int().positive(),
+  f: z.string(),
+  k: z.array(z.string()).min(1),
+  x: z.string().regex(/^\d+$/),
+  q: z.number(),
+  i: z.array(z.unknown()),
+});
+
+export type RowMessage = z.infer<typeof messageSchema>;
+
+function encodeValue(value: unknown): unknown {
+  if (typeof value === 'number' && !Number.isFinite(value)) return { $f: String(value) };
+  if (Array.isArray(value)) return value.map(encodeValue);
+  return value;
+}
+
+function decodeValue(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(decodeValue);
+  if (value !== null && typeof value === 'object' && '$f' in value) return Number((value as { $f: unknown }).$f);
+  return value;
+}
+
+/** A claimed row ([key texts..., age_ms, xmin, values...]) as a Kafka message. */
+export function encodeRow(deployment: ActiveDeployment, row: readonly unknown[], now: number): { key: string; value: string } {
+  const keyCount = deployment.plan.keys.length;
+  const keys = row.slice(0, keyCount) as string[];
+  const message: RowMessage = {
+    v: MESSAGE_VERSION,
+    d: deployment.id,
+    f: deployment.sql.fingerprint,
+    k: keys,
+    x: String(row[keyCount + 1]),
+    q: Math.round(now - (row[keyCount] as number)),
+    i: row.slice(keyCount + 2).map(encodeValue),
+  };
+  return { key: `${deployment.id}:${JSON.stringify(keys)}`, value: JSON.stringify(message) };
+}
+
+export type Decoded = { ok: true; message: RowMessage } | { ok: false; reason: string };
+
+export function decodeMessage(value: Buffer | null): Decoded {
+  if (!value) return { ok: false, reason: 'message has no value' };
+  let json: unknown;
+  try {
+    json = JSON.parse(value.toString('utf8'));
+  } catch (error) {
+    return { ok: false, reason: `message is not JSON: ${(error as Error).message}` };
+  }
+  const parsed = messageSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    return { ok: false, reason: `message is not a pgscore row message v${MESSAGE_VERSION}: ${issue.path.join('.') || 'value'}: ${issue.message}` };
+  }
+  return { ok: true, message: { ...parsed.data, i: parsed.data.i.map(decodeValue) } };
+}
+
+/** The message back in the claim layout, with its age now. */
+export function toClaimRow(message: RowMessage, now: number): unknown[] {
+  return [...message.k, Math.max(0, now - message.q), message.x, ...message.i];
+}

@@ -1,0 +1,96 @@
+import { EventEmitter } from 'node:events';
+import { CompressionTypes, type Producer } from 'kafkajs';
+import type pg from 'pg';
+import type { Config } from '../config.js';
+import { createPool } from '../db/pool.js';
+import { COUNT_RELAYED } from '../db/statements.js';
+import type { Logger } from '../log.js';
+import { inWritebackTransaction, type BatchResult } from '../worker/batch.js';
+import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
+import { QueueLoop, type LoopEvents } from '../worker/loop.js';
+import { createKafka, ensureTopic } from './kafka-client.js';
+import { encodeRow } from './message.js';
+
+/**
+ * `pgscore relay`: drains the queues like a notify worker, but instead of scoring it produces
+ * each claimed row, with its input values, to the Kafka topic, and deletes the queue rows only
+ * after every broker in sync has acknowledged them (acks=all, idempotent producer), in the same
+ * transaction that claimed them. A crash between the acknowledgement and the commit sends the
+ * rows again (duplicates); nothing is ever deleted unsent.
+ */
+export class Relay extends EventEmitter<LoopEvents> {
+  readonly #config: Config;
+  readonly #loop: QueueLoop;
+  readonly #producer: Producer;
+  readonly #kafka;
+
+  constructor(connectionString: string, config: Config, log: Logger) {
+    super();
+    this.#config = config;
+    this.#kafka = createKafka(config, log);
+    this.#producer = this.#kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    const pool = createPool(connectionString, { max: config.concurrency + 1, name: 'relay' });
+    pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
+    const producer = this.#producer;
+    this.#loop = new QueueLoop(connectionString, pool, config, log, {
+      load: () => listDeployments(pool),
+      handle: (deployment) => relayBatch(pool, producer, config, deployment),
+      async close() {
+        await pool.end();
+      },
+    });
+    this.#loop.on('batch', (result) => this.emit('batch', result));
+    this.#loop.on('ready', () => this.emit('ready'));
+  }
+
+  get deployments(): readonly ActiveDeployment[] {
+    return this.#loop.deployments;
+  }
+
+  async start(): Promise<void> {
+    await ensureTopic(this.#kafka, this.#config);
+    await this.#producer.connect();
+    await this.#loop.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.#loop.stop();
+    await this.#producer.disconnect();
+  }
+}
+
+async function relayBatch(
+  pool: pg.Pool,
+  producer: Producer,
+  config: Config,
+  deployment: ActiveDeployment,
+): Promise<BatchResult> {
+  const started = performance.now();
+  let claimedAt = started;
+  let sentAt = started;
+  const claimed = await inWritebackTransaction(pool, async (client) => {
+    const { rows } = await client.query<unknown[]>({ ...deployment.sql.claim, values: [config.batchSize] });
+    claimedAt = performance.now();
+    if (rows.length === 0) return 0;
+    const now = Date.now();
+    await producer.send({
+      topic: config.kafkaTopic,
+      acks: -1,
+      compression: CompressionTypes.None,
+      messages: rows.map((row) => encodeRow(deployment, row, now)),
+    });
+    sentAt = performance.now();
+    await client.query(COUNT_RELAYED, [deployment.id, rows.length]);
+    return rows.length;
+  });
+  const done = performance.now();
+  return {
+    deployment: deployment.name,
+    claimed,
+    written: claimed,
+    dead: 0,
+    requeued: 0,
+    ms: done - started,
+    phases: { claimMs: claimedAt - started, scoreMs: sentAt - claimedAt, writeMs: done - sentAt },
+  };
+}
