@@ -45,7 +45,13 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     this.#config = config;
     this.#log = log;
     this.#kafka = createKafka(config, log);
-    this.#consumer = this.#kafka.consumer({ groupId: config.kafkaGroup, allowAutoTopicCreation: false });
+    // A 10 s session (kafkajs defaults to 30 s) hands a dead member's partitions over sooner.
+    this.#consumer = this.#kafka.consumer({
+      groupId: config.kafkaGroup,
+      allowAutoTopicCreation: false,
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1_000,
+    });
     this.#pool = createPool(connectionString, { max: config.concurrency + 1, name: 'kafka worker' });
     this.#pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     this.#models = new SessionCache((name, version) => fetchModelBytes(this.#pool, name, version), {

@@ -1,0 +1,176 @@
+/**
+ * The kafka transport against a real Apache Kafka broker: relay + consumer-group workers score
+ * every row once, survive a killed worker and a restarted broker, keep newest-wins, and record
+ * poison messages. Skipped where Java or Maven is missing, except in CI, where that fails.
+ */
+import { Kafka, logLevel } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it, test } from 'vitest';
+import { loadConfig, type Config } from '../../src/config.js';
+import { KafkaWorker } from '../../src/transport/kafka.js';
+import { Relay } from '../../src/transport/relay.js';
+import { exited, startPgscore } from '../helpers/cli.js';
+import { createTestDatabase, pending, push, quietLog, waitFor, type TestDatabase } from '../helpers/db.js';
+import { ensureKafkaJars, kafkaAvailable, startKafkaBroker, type KafkaBroker } from '../helpers/kafka-broker.js';
+
+const availability = await kafkaAvailable();
+const skipReason = availability.ok ? undefined : availability.reason;
+if (skipReason !== undefined && process.env.CI === 'true') {
+  test('Kafka prerequisites (required in CI)', () => {
+    throw new Error(`cannot run a Kafka broker: ${skipReason}`);
+  });
+}
+
+const INPUTS = '{"f32": ["a", "b"], "f64": "c", "i32": "d", "i64": "e", "flag": "ok", "tag": "tag"}';
+
+describe.skipIf(skipReason !== undefined)('kafka transport', () => {
+  let broker: KafkaBroker;
+  let db: TestDatabase;
+  let round = 0;
+
+  beforeAll(async () => {
+    await ensureKafkaJars();
+    [broker, db] = await Promise.all([startKafkaBroker(), createTestDatabase()]);
+    await push(db, 'typed', 'typed.onnx');
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await db?.drop();
+  });
+
+  /** A table whose prediction `total` must equal a + b + c + d + e + ok for every row. */
+  async function newTable(): Promise<{ table: string; config: Config; env: Record<string, string> }> {
+    round += 1;
+    const table = `rows_${round}`;
+    await db.sql(`CREATE TABLE ${table} (id int PRIMARY KEY, a real, b real, c float8, d int, e bigint, ok bool, tag text)`);
+    await db.sql(`SELECT ml.deploy($1, $2, 'typed', $3, '{"total": "total"}')`, [table, table, INPUTS]);
+    const env = {
+      DATABASE_URL: db.url,
+      KAFKA_BROKERS: broker.brokers.join(','),
+      PGSCORE_KAFKA_TOPIC: `pgscore.test.${round}`,
+      PGSCORE_KAFKA_GROUP: `pgscore-test-${round}`,
+      PGSCORE_KAFKA_PARTITIONS: '4',
+      PGSCORE_POLL_INTERVAL_MS: '200',
+    };
+    return { table, config: loadConfig(env), env };
+  }
+
+  const insert = (table: string, from: number, to: number) =>
+    db.sql(`INSERT INTO ${table} SELECT g, g % 7, 1, g % 5, g % 3, g, g % 2 = 0, 't' FROM generate_series(${from}, ${to}) g`);
+
+  /** Rows whose prediction is missing or does not match their current inputs. */
+  const wrong = async (table: string) =>
+    Number(
+      (await db.sql<{ n: string }>(
+        `SELECT count(*) AS n FROM ${table} WHERE total IS DISTINCT FROM (a + b + c + d + e + ok::int)`,
+      ))[0]!.n,
+    );
+
+  it('relay and two workers in one group score 200,000 rows: none lost, none stale', async () => {
+    const { table, config } = await newTable();
+    const relay = new Relay(db.url, config, quietLog);
+    const workers = [new KafkaWorker(db.url, config, quietLog), new KafkaWorker(db.url, config, quietLog)];
+    const written = [0, 0];
+    workers.forEach((worker, i) => worker.on('batch', (b) => (written[i]! += b.written)));
+    await relay.start();
+    await Promise.all(workers.map((w) => w.start()));
+    try {
+      const started = performance.now();
+      for (let i = 0; i < 4; i++) await insert(table, i * 50_000 + 1, (i + 1) * 50_000);
+      await waitFor(async () => (await wrong(table)) === 0, '200,000 rows scored', 180_000);
+      const seconds = (performance.now() - started) / 1000;
+      console.log(`kafka: 200,000 rows relayed and scored in ${seconds.toFixed(1)} s (${Math.round(200_000 / seconds)} rows/s)`);
+      expect(written.every((n) => n > 0)).toBe(true);
+      await waitFor(async () => (await pending(db, table)) === 0, 'queue empty');
+      const [status] = await db.sql<{ in_kafka: string }>(`SELECT in_kafka FROM ml.status WHERE deployment = $1`, [table]);
+      expect(status!.in_kafka).toBe('0');
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+      await relay.stop();
+    }
+  });
+
+  it('a killed worker hands its partitions to the other; nothing is lost', async () => {
+    const { table, env } = await newTable();
+    const relay = startPgscore(['relay'], env);
+    const survivor = startPgscore(['worker', '--transport', 'kafka'], env);
+    const victim = startPgscore(['worker', '--transport', 'kafka', '--batch-size', '200'], env);
+    try {
+      await insert(table, 1, 60_000);
+      await waitFor(async () => (await wrong(table)) < 55_000, 'scoring under way');
+      victim.kill('SIGKILL');
+      await exited(victim);
+      await waitFor(async () => (await wrong(table)) === 0, 'all rows scored by the survivor', 180_000);
+    } finally {
+      for (const child of [relay, survivor, victim]) child.kill('SIGTERM');
+      await Promise.all([relay, survivor].map(exited));
+    }
+  });
+
+  it('relay and workers ride out a broker restart; nothing is lost', async () => {
+    const { table, config } = await newTable();
+    const relay = new Relay(db.url, config, quietLog);
+    const worker = new KafkaWorker(db.url, config, quietLog);
+    await relay.start();
+    await worker.start();
+    try {
+      await insert(table, 1, 20_000);
+      await waitFor(async () => (await wrong(table)) < 20_000, 'scoring under way');
+      await broker.restart();
+      await insert(table, 20_001, 40_000);
+      await waitFor(async () => (await wrong(table)) === 0, 'all rows scored after the restart', 180_000);
+    } finally {
+      await worker.stop();
+      await relay.stop();
+    }
+  });
+
+  it('a row updated 50 times in quick succession ends with the prediction for its last values', async () => {
+    const { table, config } = await newTable();
+    const relay = new Relay(db.url, config, quietLog);
+    const workers = [new KafkaWorker(db.url, config, quietLog), new KafkaWorker(db.url, config, quietLog)];
+    await relay.start();
+    await Promise.all(workers.map((w) => w.start()));
+    try {
+      await insert(table, 1, 10);
+      for (let v = 1; v <= 50; v++) await db.sql(`UPDATE ${table} SET c = $1`, [v]);
+      await waitFor(async () => (await wrong(table)) === 0 && (await pending(db, table)) === 0, 'newest predictions');
+      const totals = await db.sql<{ c: number; total: number }>(`SELECT c, total FROM ${table} WHERE id = 1`);
+      expect(totals).toEqual([{ c: 50, total: 50 + 1 + 1 + 1 + 1 + 0 }]);
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+      await relay.stop();
+    }
+  });
+
+  it('a poison message is recorded in ml.errors and the partition keeps moving', async () => {
+    const { table, config } = await newTable();
+    const worker = new KafkaWorker(db.url, config, quietLog);
+    const relay = new Relay(db.url, config, quietLog);
+    await worker.start();
+    try {
+      const producer = new Kafka({ brokers: broker.brokers, logLevel: logLevel.NOTHING }).producer();
+      await producer.connect();
+      await producer.send({
+        topic: config.kafkaTopic,
+        messages: [
+          { key: 'junk', value: 'not json', partition: 0 },
+          { key: 'old', value: JSON.stringify({ v: 0, d: 1 }), partition: 0 },
+        ],
+      });
+      await producer.disconnect();
+      await relay.start();
+      await insert(table, 1, 100);
+      await waitFor(async () => (await wrong(table)) === 0, 'rows after the poison scored');
+      const errors = await db.sql<{ deployment: string | null; row_key: { partition: number; key: string }; reason: string }>(
+        `SELECT deployment, row_key, reason FROM ml.errors ORDER BY row_key->>'offset'`,
+      );
+      expect(errors.map((e) => [e.deployment, e.row_key.key, e.reason])).toEqual([
+        [null, 'junk', expect.stringMatching(/^message is not JSON: /)],
+        [null, 'old', 'message is not a pgscore row message v1: v: Invalid input: expected 1'],
+      ]);
+    } finally {
+      await worker.stop();
+      await relay.stop();
+    }
+  });
+});
