@@ -92,6 +92,15 @@ program
     });
   });
 
+program
+  .command('example')
+  .description('register the bundled iris model, create table iris and deploy the model on it (idempotent)')
+  .action(async (_options, command: Command) => {
+    const { ensureExample } = await import('./embedded/example.js');
+    await withPool(config(command), ensureExample);
+    process.stdout.write('example ready: INSERT INTO iris (sepal_length, sepal_width, petal_length, petal_width) VALUES (5.1, 3.5, 1.4, 0.2);\n');
+  });
+
 const kafkaOptions = (command: Command) =>
   command
     .option('--kafka-brokers <list>', 'host:port[,host:port...] (env KAFKA_BROKERS)')

@@ -64,6 +64,22 @@ describe('the pgscore command', () => {
     expect(await db.sql(`SELECT 1 FROM ml.models WHERE name <> 'iris'`)).toEqual([]);
   });
 
+  it('example installs the iris model, table and deployment, idempotently', async () => {
+    for (let i = 0; i < 2; i++) {
+      const run = await pgscore(['example'], { DATABASE_URL: emptyUrl });
+      expect(run, run.stderr).toMatchObject({ code: 0 });
+      expect(run.stdout).toMatch(/^example ready: INSERT INTO iris/);
+    }
+    const client = new pg.Client({ connectionString: emptyUrl });
+    await client.connect();
+    try {
+      const { rows } = await client.query(`SELECT deployment, status FROM ml.deployments`);
+      expect(rows).toEqual([{ deployment: 'iris_species', status: 'active' }]);
+    } finally {
+      await client.end();
+    }
+  });
+
   it('reports every configuration problem at once, with exit code 2', async () => {
     const run = await pgscore(['worker', '--batch-size', '0'], {
       DATABASE_URL: 'mysql://x',
@@ -77,6 +93,12 @@ describe('the pgscore command', () => {
     const noUrl = await pgscore(['status'], { DATABASE_URL: '' });
     expect(noUrl.code).toBe(2);
     expect(noUrl.stderr).toMatch(/^pgscore: DATABASE_URL is not set\nhint: /);
+    const noBrokers = await pgscore(['relay'], { DATABASE_URL: db.url, KAFKA_BROKERS: '' });
+    expect(noBrokers.code).toBe(2);
+    expect(noBrokers.stderr).toMatch(/^pgscore: KAFKA_BROKERS is not set\nhint: /);
+    const badBrokers = await pgscore(['worker', '--transport', 'kafka'], { DATABASE_URL: db.url, KAFKA_BROKERS: 'kafka' });
+    expect(badBrokers.code).toBe(2);
+    expect(badBrokers.stderr).toContain('KAFKA_BROKERS="kafka": must be host:port');
     const unknown = await pgscore(['frobnicate']);
     expect(unknown.code).toBe(2);
   });
