@@ -1,7 +1,7 @@
 -- Deployments: ml.deploy wires a model to a table, ml.undeploy unwires it.
 --
 -- Each active deployment owns
---   ml._queue_<id>        rows waiting to be scored: the source primary key plus pgscore_* columns
+--   ml._queue_<id>        primary keys waiting to be scored, in chunks (see ml._enqueue_sql)
 --   ml._enqueue_<id>()    the statement-level trigger function that fills it
 --   two triggers on the source table, "pgscore_<deployment>_insert" and "..._update".
 -- The triggers are statement-level with transition tables: one queue INSERT per statement,
@@ -13,6 +13,29 @@
 -- skips the NOTIFY (whose commit-time lock would serialise concurrent writers). The shared lock
 -- is held until the writer commits, so a worker can only go to sleep once every writer that saw
 -- it busy has committed, and it looks at the queues once more after that.
+
+-- Queue rows hold primary keys in chunks: one row per statement for single-row writes, one per
+-- 100 rows for bulk statements (so a million-row INSERT adds 10,000 queue rows, not a million).
+-- Each key column of the table is an array column of the same name; pgscore_n counts the keys.
+-- This builds the INSERT that queues the keys selected by p_from (a query whose columns are
+-- named like the key columns).
+CREATE OR REPLACE FUNCTION ml._enqueue_sql(p_id int, p_plan jsonb, p_from text, p_priority int)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT format(
+    'INSERT INTO ml.%1$I (pgscore_priority, pgscore_n, %2$s)
+     SELECT %3$s, count(*), %4$s
+       FROM (SELECT %2$s, (row_number() OVER () - 1) / 100 AS pgscore_chunk FROM (%5$s) f) c
+      GROUP BY pgscore_chunk',
+    format('_queue_%s', p_id),
+    string_agg(format('%I', k->>'column'), ', '),
+    p_priority,
+    string_agg(format('array_agg(%I)', k->>'column'), ', '),
+    p_from)
+  FROM jsonb_array_elements(p_plan->'keys') k
+$$;
 
 CREATE OR REPLACE FUNCTION ml._install_queue(p_id int, p_name text, p_source oid, p_plan jsonb)
 RETURNS void
@@ -30,7 +53,7 @@ DECLARE
   v_first_key text;
   v_features text;
 BEGIN
-  SELECT string_agg(format('%I %s NOT NULL', k->>'column', k->>'type'), ', '),
+  SELECT string_agg(format('%I %s[] NOT NULL', k->>'column', k->>'type'), ', '),
          string_agg(format('%I', k->>'column'), ', '),
          string_agg(format('n.%I', k->>'column'), ', '),
          string_agg(format('o.%1$I = n.%1$I', k->>'column'), ' AND '),
@@ -47,6 +70,7 @@ BEGIN
        pgscore_seq       bigint GENERATED ALWAYS AS IDENTITY,
        pgscore_priority  smallint NOT NULL DEFAULT 0,
        pgscore_queued_at timestamptz NOT NULL DEFAULT statement_timestamp(),
+       pgscore_n         int NOT NULL,
        %s)', v_queue, v_key_defs);
   EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON ml.%I (pgscore_priority, pgscore_seq)', v_queue || '_claim', v_queue);
 
@@ -55,14 +79,10 @@ BEGIN
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
     BEGIN
       IF TG_OP = 'INSERT' THEN
-        INSERT INTO ml.%2$I (%3$s) SELECT %3$s FROM pgscore_new;
+        %2$s;
       ELSE
         -- Only rows whose model inputs changed (or whose key changed) are scored again.
-        INSERT INTO ml.%2$I (%3$s)
-        SELECT %4$s
-          FROM (SELECT %3$s, %5$s AS features FROM pgscore_new) n
-          LEFT JOIN (SELECT %3$s, %5$s AS features FROM pgscore_old) o ON %6$s
-         WHERE o.%7$s IS NULL OR o.features IS DISTINCT FROM n.features;
+        %3$s;
       END IF;
       IF FOUND AND NOT pg_try_advisory_xact_lock_shared(1885827939, 1) THEN
         PERFORM pg_notify('pgscore_wake', '');
@@ -70,7 +90,13 @@ BEGIN
       RETURN NULL;
     END
     $body$ $f$,
-    v_function, v_queue, v_keys, v_n_keys, v_features, v_join, v_first_key);
+    v_function,
+    ml._enqueue_sql(p_id, p_plan, format('SELECT %s FROM pgscore_new', v_keys), 0),
+    ml._enqueue_sql(p_id, p_plan, format(
+      'SELECT %1$s FROM (SELECT %2$s, %3$s AS features FROM pgscore_new) n
+         LEFT JOIN (SELECT %2$s, %3$s AS features FROM pgscore_old) o ON %4$s
+        WHERE o.%5$s IS NULL OR o.features IS DISTINCT FROM n.features',
+      v_n_keys, v_keys, v_features, v_join, v_first_key), 0));
 
   -- The worker sets pgscore.writeback in its write-back transaction: its writes never re-queue.
   EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', p_name), v_rel);

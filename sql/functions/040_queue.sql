@@ -33,13 +33,14 @@ DECLARE
 BEGIN
   SELECT string_agg(format('%I', k->>'column'), ', ') INTO v_keys FROM jsonb_array_elements(d.plan->'keys') k;
   BEGIN
-    EXECUTE format('INSERT INTO ml.%I (pgscore_priority, %s) SELECT 1, %s FROM %s WHERE %s',
-                   format('_queue_%s', d.id), v_keys, v_keys, ml._relname(d.source), coalesce(filter, 'true'));
+    EXECUTE format('WITH queued AS (%s RETURNING pgscore_n) SELECT coalesce(sum(pgscore_n), 0) FROM queued',
+                   ml._enqueue_sql(d.id, d.plan,
+                     format('SELECT %s FROM %s WHERE %s', v_keys, ml._relname(d.source), coalesce(filter, 'true')), 1))
+      INTO v_count;
   EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
     RAISE EXCEPTION 'backfill filter "%" is not a valid condition on %: %', filter, ml._relname(d.source), SQLERRM
       USING ERRCODE = 'invalid_parameter_value';
   END;
-  GET DIAGNOSTICS v_count = ROW_COUNT;
   IF v_count > 0 THEN
     PERFORM pg_notify('pgscore_wake', '');
   END IF;
@@ -57,19 +58,15 @@ AS $$
 DECLARE
   d ml._deployments := ml._active_deployment(deployment);
   v_keys text;
-  v_record_keys text;
   v_count bigint;
 BEGIN
-  SELECT string_agg(format('%I', k->>'column'), ', '), string_agg(format('r.%I', k->>'column'), ', ')
-    INTO v_keys, v_record_keys
+  SELECT string_agg(format('(e.row_key->>%L)::%s AS %I', k->>'column', k->>'type', k->>'column'), ', ')
+    INTO v_keys
     FROM jsonb_array_elements(d.plan->'keys') k;
-  EXECUTE format(
-    'INSERT INTO ml.%1$I (%2$s)
-     SELECT %3$s FROM ml._dead_letters e, jsonb_populate_record(NULL::ml.%1$I, e.row_key) r
-      WHERE e.deployment_id = $1',
-    format('_queue_%s', d.id), v_keys, v_record_keys)
-    USING d.id;
-  GET DIAGNOSTICS v_count = ROW_COUNT;
+  EXECUTE format('WITH queued AS (%s RETURNING pgscore_n) SELECT coalesce(sum(pgscore_n), 0) FROM queued',
+                 ml._enqueue_sql(d.id, d.plan,
+                   format('SELECT %s FROM ml._dead_letters e WHERE e.deployment_id = %s', v_keys, d.id), 0))
+    INTO v_count;
   IF v_count > 0 THEN
     PERFORM pg_notify('pgscore_wake', '');
   END IF;
@@ -144,7 +141,7 @@ BEGIN
     pending := NULL;
     oldest_pending_age := NULL;
     IF d.status = 'active' THEN
-      EXECUTE format('SELECT count(*), statement_timestamp() - min(pgscore_queued_at) FROM ml.%I', format('_queue_%s', d.id))
+      EXECUTE format('SELECT coalesce(sum(pgscore_n), 0), statement_timestamp() - min(pgscore_queued_at) FROM ml.%I', format('_queue_%s', d.id))
          INTO pending, oldest_pending_age;
     END IF;
     SELECT coalesce(sum(b.scored), 0) INTO scored_last_minute

@@ -84,7 +84,10 @@ export async function recordSignature(
 export const TRIM_BATCH_STATS = "DELETE FROM ml._batches WHERE finished_at < now() - interval '1 hour'";
 
 export interface DeploymentSql {
-  /** $1 = batch size. Returns rows [key texts..., age_ms, xmin, source values...]. */
+  /**
+   * $1 = batch size in keys, $2 = most queue rows to lock. Returns rows
+   * [key texts..., age_ms, xmin, queue rows taken, source values...].
+   */
   readonly claim: pg.QueryArrayConfig & { name: string };
   /** Index of the first source value in a claimed row. */
   readonly firstValue: number;
@@ -110,19 +113,29 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
       return input.type === 'string' ? `(${value})::text` : value;
     }),
   );
+  // Lock at most $2 queue rows (the worker sizes $2 from how many keys a row held lately), take
+  // the oldest of them up to $1 keys (at least one row), and delete those.
   const claimText = `
-    WITH claimed AS (
-      DELETE FROM ${queue} q
-       -- By ctid: a TID scan, whatever the planner believes about a queue that just grew.
-       WHERE q.ctid = ANY (ARRAY(
-               SELECT ctid FROM ${queue} ORDER BY pgscore_priority, pgscore_seq LIMIT $1 FOR UPDATE SKIP LOCKED))
+    WITH locked AS MATERIALIZED (
+      SELECT ctid AS tid, pgscore_n, pgscore_priority, pgscore_seq FROM ${queue}
+       ORDER BY pgscore_priority, pgscore_seq LIMIT $2 FOR UPDATE SKIP LOCKED
+    ), picked AS (
+      SELECT tid FROM (
+        SELECT tid, sum(pgscore_n) OVER (ORDER BY pgscore_priority, pgscore_seq) - pgscore_n AS before FROM locked) l
+       WHERE before < $1
+    ), claimed AS (
+      -- By ctid: a TID scan, whatever the planner believes about a queue that just grew.
+      DELETE FROM ${queue} q WHERE q.ctid = ANY (ARRAY(SELECT tid FROM picked))
       RETURNING ${keys.map((k) => `q.${k}`).join(', ')}, q.pgscore_queued_at
     ), claimed_keys AS (
-      SELECT ${keys.join(', ')}, min(pgscore_queued_at) AS pgscore_queued_at FROM claimed GROUP BY ${keys.join(', ')}
+      SELECT ${keys.map((k) => `u.${k}`).join(', ')}, min(c.pgscore_queued_at) AS pgscore_queued_at
+        FROM claimed c, unnest(${keys.map((k) => `c.${k}`).join(', ')}) AS u(${keys.join(', ')})
+       GROUP BY ${keys.map((k) => `u.${k}`).join(', ')}
     )
     SELECT ${keys.map((k) => `c.${k}::text`).join(', ')},
            (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
            s.pgscore_xmin,
+           (SELECT count(*) FROM claimed)::int,
            ${sourceSql.map((_, i) => `s.pgscore_${i}`).join(', ')}
       FROM claimed_keys c
       -- LATERAL ... LIMIT 1 pins the plan to one primary-key lookup per claimed row, whatever the
@@ -162,9 +175,10 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
        WHERE ${keyMatch('u')} AND t.xmin = u.x
       RETURNING ${plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`).join(', ')}
     ), requeued AS (
-      INSERT INTO ${queue} (${keys.join(', ')})
-      SELECT ${plan.keys.map((_, i) => castKey('u', i)).join(', ')} FROM u
+      INSERT INTO ${queue} (pgscore_n, ${keys.join(', ')})
+      SELECT count(*), ${plan.keys.map((_, i) => `array_agg(${castKey('u', i)})`).join(', ')} FROM u
        WHERE NOT EXISTS (SELECT 1 FROM written w WHERE ${keyCols.map((k) => `w.${k} = u.${k}`).join(' AND ')})
+      HAVING count(*) > 0
     ), dead AS (
       INSERT INTO ml._dead_letters AS e (deployment_id, row_key, reason)
       SELECT $1, ${rowKey('b')}, b.reason
@@ -172,7 +186,10 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
       ON CONFLICT (deployment_id, row_key)
       DO UPDATE SET reason = excluded.reason, attempts = e.attempts + 1, last_seen = now()
     ), cleared AS (
-      DELETE FROM ml._dead_letters e USING written w WHERE e.deployment_id = $1 AND e.row_key = ${rowKey('w')}
+      -- Rows that scored now are no dead letters any more (checked only when there are any).
+      DELETE FROM ml._dead_letters e USING written w
+       WHERE EXISTS (SELECT 1 FROM ml._dead_letters x WHERE x.deployment_id = $1)
+         AND e.deployment_id = $1 AND e.row_key = ${rowKey('w')}
     ), stats AS (
       INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist)
       SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[]
@@ -180,16 +197,17 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
     SELECT (SELECT count(*) FROM written)::int AS written`;
 
   const requeueText = `
-    INSERT INTO ${queue} (${keys.join(', ')})
-    SELECT ${plan.keys.map((_, i) => castKey('r', i)).join(', ')}
-      FROM unnest(${plan.keys.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS r(${keyCols.join(', ')})`;
+    INSERT INTO ${queue} (pgscore_n, ${keys.join(', ')})
+    SELECT count(*), ${plan.keys.map((_, i) => `array_agg(${castKey('r', i)})`).join(', ')}
+      FROM unnest(${plan.keys.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS r(${keyCols.join(', ')})
+    HAVING count(*) > 0`;
 
   const version = hash(claimText + writeBackText);
   return {
     requeue: { name: `pgscore_requeue_${id}_${version}`, text: requeueText },
     fingerprint: version,
     claim: { name: `pgscore_claim_${id}_${version}`, text: claimText, rowMode: 'array' },
-    firstValue: keyCount + 2,
+    firstValue: keyCount + 3,
     writeBack: { name: `pgscore_write_${id}_${version}`, text: writeBackText },
     pending: `SELECT EXISTS (SELECT 1 FROM ${queue})`,
   };

@@ -37,7 +37,7 @@ function decodeValue(value: unknown): unknown {
   return value;
 }
 
-/** A claimed row ([key texts..., age_ms, xmin, values...]) as a Kafka message. */
+/** A claimed row ([key texts..., age_ms, xmin, queue rows, values...]) as a Kafka message. */
 export function encodeRow(deployment: ActiveDeployment, row: readonly unknown[], now: number): { key: string; value: string } {
   const keyCount = deployment.plan.keys.length;
   const keys = row.slice(0, keyCount) as string[];
@@ -48,7 +48,7 @@ export function encodeRow(deployment: ActiveDeployment, row: readonly unknown[],
     k: keys,
     x: String(row[keyCount + 1]),
     q: Math.round(now - (row[keyCount] as number)),
-    i: row.slice(keyCount + 2).map(encodeValue),
+    i: row.slice(deployment.sql.firstValue).map(encodeValue),
   };
   return { key: `${deployment.id}:${JSON.stringify(keys)}`, value: JSON.stringify(message) };
 }
@@ -73,5 +73,5 @@ export function decodeMessage(value: Buffer | null): Decoded {
 
 /** The message back in the claim layout, with its age now. */
 export function toClaimRow(message: RowMessage, now: number): unknown[] {
-  return [...message.k, Math.max(0, now - message.q), message.x, ...message.i];
+  return [...message.k, Math.max(0, now - message.q), message.x, 1, ...message.i];
 }

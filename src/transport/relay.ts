@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { COUNT_RELAYED } from '../db/statements.js';
 import type { Logger } from '../log.js';
-import { inWritebackTransaction, type BatchResult } from '../worker/batch.js';
+import { claim, ClaimSizer, inWritebackTransaction, type BatchResult } from '../worker/batch.js';
 import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
 import { QueueLoop, type LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
@@ -32,9 +32,10 @@ export class Relay extends EventEmitter<LoopEvents> {
     const pool = createPool(connectionString, { max: config.concurrency + 1, name: 'relay' });
     pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     const producer = this.#producer;
+    const sizer = new ClaimSizer(config.batchSize);
     this.#loop = new QueueLoop(connectionString, pool, config, log, {
       load: () => listDeployments(pool),
-      handle: (deployment) => relayBatch(pool, producer, config, deployment),
+      handle: (deployment) => relayBatch(pool, producer, config, deployment, sizer),
       async close() {
         await pool.end();
       },
@@ -64,12 +65,13 @@ async function relayBatch(
   producer: Producer,
   config: Config,
   deployment: ActiveDeployment,
+  sizer: ClaimSizer,
 ): Promise<BatchResult> {
   const started = performance.now();
   let claimedAt = started;
   let sentAt = started;
   const claimed = await inWritebackTransaction(pool, async (client) => {
-    const { rows } = await client.query<unknown[]>({ ...deployment.sql.claim, values: [config.batchSize] });
+    const rows = await claim(client, deployment, config.batchSize, sizer);
     claimedAt = performance.now();
     if (rows.length === 0) return 0;
     const now = Date.now();

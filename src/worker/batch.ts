@@ -39,7 +39,7 @@ export async function inWritebackTransaction<T>(pool: pg.Pool, body: (client: pg
 }
 
 /**
- * Scores rows in the claim layout ([key texts..., age_ms, xmin, source values...]) and writes
+ * Scores rows in the claim layout ([key texts..., age_ms, xmin, queue rows, source values...]) and writes
  * predictions, dead letters and statistics, inside the caller's transaction.
  */
 export async function scoreAndWrite(
@@ -57,6 +57,42 @@ export async function scoreAndWrite(
 }
 
 /**
+ * How many queue rows to lock for a batch of `batchSize` keys. A queue row holds one key (a
+ * single-row write) up to 100 (a chunk of a bulk statement); locking far more rows than a
+ * batch takes would keep the other lanes from them, so the limit follows what rows held lately.
+ */
+export class ClaimSizer {
+  readonly #keysPerRow = new Map<number, number>();
+
+  constructor(private readonly batchSize: number) {}
+
+  limit(deploymentId: number): number {
+    const perRow = this.#keysPerRow.get(deploymentId) ?? 1;
+    return Math.max(1, Math.min(this.batchSize, Math.ceil(this.batchSize / perRow)));
+  }
+
+  observe(deploymentId: number, keys: number, queueRows: number): void {
+    if (queueRows > 0) this.#keysPerRow.set(deploymentId, keys / queueRows);
+  }
+}
+
+/** Claims a batch (see DeploymentSql.claim) and tells the sizer what it got. */
+export async function claim(
+  client: pg.ClientBase,
+  deployment: ActiveDeployment,
+  batchSize: number,
+  sizer: ClaimSizer,
+): Promise<unknown[][]> {
+  const { rows } = await client.query<unknown[]>({
+    ...deployment.sql.claim,
+    values: [batchSize, sizer.limit(deployment.id)],
+  });
+  const queueRows = rows.length > 0 ? Number(rows[0]![deployment.plan.keys.length + 2]) : 0;
+  sizer.observe(deployment.id, rows.length, queueRows);
+  return rows;
+}
+
+/**
  * The notify transport's batch, in one transaction: claim queued rows (SKIP LOCKED) with their
  * current inputs, score them, write predictions and dead letters, delete the queue rows,
  * commit. A crash at any point before the commit leaves the rows queued.
@@ -66,11 +102,12 @@ export async function claimAndScore(
   deployment: ActiveDeployment,
   model: LoadedModel,
   batchSize: number,
+  sizer: ClaimSizer,
 ): Promise<BatchResult> {
   const started = performance.now();
   let timing = { claimedAt: started, scoredAt: started };
   const result = await inWritebackTransaction(pool, async (client) => {
-    const { rows } = await client.query<unknown[]>({ ...deployment.sql.claim, values: [batchSize] });
+    const rows = await claim(client, deployment, batchSize, sizer);
     const claimedAt = performance.now();
     if (rows.length === 0) return { claimed: 0, written: 0, dead: 0, requeued: 0 };
     const { scoredAt, ...written } = await scoreAndWrite(client, deployment, model, rows, claimedAt);

@@ -5,7 +5,7 @@ import { fetchModelBytes } from '../db/statements.js';
 import { ModelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { SessionCache } from '../models/sessions.js';
-import { claimAndScore } from './batch.js';
+import { claimAndScore, ClaimSizer } from './batch.js';
 import { loadDeployments, type ActiveDeployment } from './deployments.js';
 import { DeploymentPaused, QueueLoop, type LoopEvents, type LoopSettings } from './loop.js';
 
@@ -22,6 +22,7 @@ export class Worker extends EventEmitter<LoopEvents> {
     const models = new SessionCache((name, version) => fetchModelBytes(pool, name, version), {
       threads: settings.ortThreads,
     });
+    const sizer = new ClaimSizer(settings.batchSize);
     this.#loop = new QueueLoop(connectionString, pool, settings, log, {
       load: () => loadDeployments(pool, models, log),
       async handle(deployment) {
@@ -32,7 +33,7 @@ export class Worker extends EventEmitter<LoopEvents> {
           if (error instanceof ModelError) throw new DeploymentPaused(error.message, { cause: error });
           throw error;
         }
-        return claimAndScore(pool, deployment, model, settings.batchSize);
+        return claimAndScore(pool, deployment, model, settings.batchSize, sizer);
       },
       async close() {
         await models.close();
