@@ -86,7 +86,7 @@ export const TRIM_BATCH_STATS = "DELETE FROM ml._batches WHERE finished_at < now
 export interface DeploymentSql {
   /**
    * $1 = batch size in keys, $2 = most queue rows to lock. Returns rows
-   * [key texts..., age_ms, xmin, queue rows taken, source values...].
+   * [key texts..., age_ms, xmin, ctid, queue rows taken, source values...].
    */
   readonly claim: pg.QueryArrayConfig & { name: string };
   /** Index of the first source value in a claimed row. */
@@ -135,13 +135,14 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
     SELECT ${keys.map((k) => `c.${k}::text`).join(', ')},
            (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
            s.pgscore_xmin,
+           s.pgscore_tid,
            (SELECT count(*) FROM claimed)::int,
            ${sourceSql.map((_, i) => `s.pgscore_${i}`).join(', ')}
       FROM claimed_keys c
       -- LATERAL ... LIMIT 1 pins the plan to one primary-key lookup per claimed row, whatever the
       -- statistics of a table that was just bulk-loaded say.
       JOIN LATERAL (
-        SELECT t.xmin AS pgscore_xmin, ${sourceSql.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
+        SELECT t.xmin AS pgscore_xmin, t.ctid AS pgscore_tid, ${sourceSql.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
           FROM ${table} t
          WHERE ${keys.map((k) => `t.${k} = c.${k}`).join(' AND ')}
          LIMIT 1) s ON true`;
@@ -151,12 +152,12 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
   const param = () => `$${++n}`;
   const keyParams = plan.keys.map(() => param());
   const xminParam = param();
+  const tidParam = param();
   const outputParams = plan.outputs.map(() => param());
   const deadKeyParams = plan.keys.map(() => param());
   const reasonParam = param();
   const histogramParam = param();
   const castKey = (alias: string, i: number) => `${alias}.k${i}::${plan.keys[i]!.type}`;
-  const keyMatch = (alias: string) => plan.keys.map((k, i) => `t.${q(k.column)} = ${castKey(alias, i)}`).join(' AND ');
   const rowKey = (alias: string) =>
     `jsonb_build_object(${plan.keys.map((k, i) => `${pg.escapeLiteral(k.column)}, ${castKey(alias, i)}`).join(', ')})`;
   const keyCols = plan.keys.map((_, i) => `k${i}`);
@@ -164,20 +165,25 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
 
   const writeBackText = `
     WITH u AS (
-      SELECT * FROM unnest(${keyParams.map((p) => `${p}::text[]`).join(', ')}, ${xminParam}::xid[],
+      SELECT * FROM unnest(${keyParams.map((p) => `${p}::text[]`).join(', ')}, ${xminParam}::xid[], ${tidParam}::tid[],
                            ${outputParams.map((p, i) => `${p}::${outputType(i)}[]`).join(', ')})
-             AS u(${keyCols.join(', ')}, x, ${plan.outputs.map((_, i) => `o${i}`).join(', ')})
+             AS u(${keyCols.join(', ')}, x, tid, ${plan.outputs.map((_, i) => `o${i}`).join(', ')})
+    ), locked AS (
+      -- The worker never waits for a row lock (so it can never deadlock with an application's
+      -- multi-row UPDATE): rows locked by someone else are skipped and queued again.
+      SELECT t.ctid AS tid FROM ${table} t WHERE t.ctid = ANY (${tidParam}::tid[]) FOR NO KEY UPDATE OF t SKIP LOCKED
     ), written AS (
-      -- Newest wins: a row whose version changed since it was read keeps its newer state.
+      -- Newest wins: only the row version that was read (ctid and xmin) takes the prediction; a
+      -- row changed since keeps its newer state and is queued again.
       UPDATE ${table} t
          SET ${plan.outputs.map((o, i) => `${q(o.column)} = u.o${i}${o.array ? `::${o.sql_type}` : ''}`).join(', ')}
         FROM u
-       WHERE ${keyMatch('u')} AND t.xmin = u.x
+       WHERE t.ctid = u.tid AND t.xmin = u.x AND u.tid IN (SELECT tid FROM locked)
       RETURNING ${plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`).join(', ')}
     ), requeued AS (
       INSERT INTO ${queue} (pgscore_n, ${keys.join(', ')})
       SELECT count(*), ${plan.keys.map((_, i) => `array_agg(${castKey('u', i)})`).join(', ')} FROM u
-       WHERE NOT EXISTS (SELECT 1 FROM written w WHERE ${keyCols.map((k) => `w.${k} = u.${k}`).join(' AND ')})
+       WHERE (${keyCols.map((k) => `u.${k}`).join(', ')}) NOT IN (SELECT ${keyCols.map((k) => `w.${k}`).join(', ')} FROM written w)
       HAVING count(*) > 0
     ), dead AS (
       INSERT INTO ml._dead_letters AS e (deployment_id, row_key, reason)
@@ -187,9 +193,9 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
       DO UPDATE SET reason = excluded.reason, attempts = e.attempts + 1, last_seen = now()
     ), cleared AS (
       -- Rows that scored now are no dead letters any more (checked only when there are any).
-      DELETE FROM ml._dead_letters e USING written w
+      DELETE FROM ml._dead_letters e USING (SELECT ${rowKey('w')} AS row_key FROM written w) w
        WHERE EXISTS (SELECT 1 FROM ml._dead_letters x WHERE x.deployment_id = $1)
-         AND e.deployment_id = $1 AND e.row_key = ${rowKey('w')}
+         AND e.deployment_id = $1 AND e.row_key = w.row_key
     ), stats AS (
       INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist)
       SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[]
@@ -207,7 +213,7 @@ export function deploymentSql(deployment: DeploymentRow): DeploymentSql {
     requeue: { name: `pgscore_requeue_${id}_${version}`, text: requeueText },
     fingerprint: version,
     claim: { name: `pgscore_claim_${id}_${version}`, text: claimText, rowMode: 'array' },
-    firstValue: keyCount + 3,
+    firstValue: keyCount + 4,
     writeBack: { name: `pgscore_write_${id}_${version}`, text: writeBackText },
     pending: `SELECT EXISTS (SELECT 1 FROM ${queue})`,
   };

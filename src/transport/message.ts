@@ -3,9 +3,10 @@ import type { ActiveDeployment } from '../worker/deployments.js';
 
 /**
  * The Kafka message for one queued row (version 1), JSON:
- *   {"v":1,"d":7,"f":"1x3k9","k":["42"],"x":"1234","q":1795785190036,"i":[5.1,3.5,1.4,0.2]}
+ *   {"v":1,"d":7,"f":"1x3k9","k":["42"],"x":"1234","t":"(0,5)","q":1795785190036,"i":[5.1,3.5,1.4,0.2]}
  * v format version; d deployment id; f the deployment's claim-layout fingerprint; k primary key
- * values as text; x the row version (xmin) the values were read at; q when the row was queued
+ * values as text; x and t the row version (xmin) and place (ctid) the values were read at, which
+ * the write-back must still find; q when the row was queued
  * (epoch ms); i the input values in plan order. Short keys because there is one message per
  * row; JSON because inputs mix numbers, exact int8 text, booleans, strings and arrays, and a
  * person can read it with kafka-console-consumer. Non-finite numbers travel as {"$f":"NaN"}.
@@ -19,6 +20,7 @@ const messageSchema = z.object({
   f: z.string(),
   k: z.array(z.string()).min(1),
   x: z.string().regex(/^\d+$/),
+  t: z.string().regex(/^\(\d+,\d+\)$/),
   q: z.number(),
   i: z.array(z.unknown()),
 });
@@ -37,7 +39,7 @@ function decodeValue(value: unknown): unknown {
   return value;
 }
 
-/** A claimed row ([key texts..., age_ms, xmin, queue rows, values...]) as a Kafka message. */
+/** A claimed row ([key texts..., age_ms, xmin, ctid, queue rows, values...]) as a Kafka message. */
 export function encodeRow(deployment: ActiveDeployment, row: readonly unknown[], now: number): { key: string; value: string } {
   const keyCount = deployment.plan.keys.length;
   const keys = row.slice(0, keyCount) as string[];
@@ -47,6 +49,7 @@ export function encodeRow(deployment: ActiveDeployment, row: readonly unknown[],
     f: deployment.sql.fingerprint,
     k: keys,
     x: String(row[keyCount + 1]),
+    t: String(row[keyCount + 2]),
     q: Math.round(now - (row[keyCount] as number)),
     i: row.slice(deployment.sql.firstValue).map(encodeValue),
   };
@@ -73,5 +76,5 @@ export function decodeMessage(value: Buffer | null): Decoded {
 
 /** The message back in the claim layout, with its age now. */
 export function toClaimRow(message: RowMessage, now: number): unknown[] {
-  return [...message.k, Math.max(0, now - message.q), message.x, 1, ...message.i];
+  return [...message.k, Math.max(0, now - message.q), message.x, message.t, 1, ...message.i];
 }

@@ -39,7 +39,7 @@ export async function inWritebackTransaction<T>(pool: pg.Pool, body: (client: pg
 }
 
 /**
- * Scores rows in the claim layout ([key texts..., age_ms, xmin, queue rows, source values...]) and writes
+ * Scores rows in the claim layout ([key texts..., age_ms, xmin, ctid, queue rows, source values...]) and writes
  * predictions, dead letters and statistics, inside the caller's transaction.
  */
 export async function scoreAndWrite(
@@ -87,7 +87,7 @@ export async function claim(
     ...deployment.sql.claim,
     values: [batchSize, sizer.limit(deployment.id)],
   });
-  const queueRows = rows.length > 0 ? Number(rows[0]![deployment.plan.keys.length + 2]) : 0;
+  const queueRows = rows.length > 0 ? Number(rows[0]![deployment.plan.keys.length + 3]) : 0;
   sizer.observe(deployment.id, rows.length, queueRows);
   return rows;
 }

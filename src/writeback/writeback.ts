@@ -4,7 +4,7 @@ import type { Scored } from '../scoring/score.js';
 import { histogram } from '../worker/latency.js';
 
 export interface ClaimedBatch {
-  /** Rows as claimed: [key texts..., age_ms, xmin, queue rows, source values...]. */
+  /** Rows as claimed: [key texts..., age_ms, xmin, ctid, queue rows, source values...]. */
   readonly rows: readonly (readonly unknown[])[];
   readonly keyCount: number;
   /** performance.now() when the claim returned, to add the time spent since to each row's age. */
@@ -42,6 +42,7 @@ export async function writePredictions(
     deploymentId,
     ...keyArrays(scored.rows),
     scored.rows.map((r) => rows[r]![keyCount + 1]),
+    scored.rows.map((r) => rows[r]![keyCount + 2]),
     ...scored.columns,
     ...keyArrays(deadRows),
     scored.rejected.map((r) => r.reason),
