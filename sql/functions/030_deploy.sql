@@ -53,6 +53,9 @@ DECLARE
   v_first_key text;
   v_features text;
 BEGIN
+  -- Writers lock the table, then its queue (in the trigger). Take them in the same order, or a
+  -- re-install (ml.promote) and an INSERT can deadlock.
+  EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', v_rel);
   SELECT string_agg(format('%I %s[] NOT NULL', k->>'column', k->>'type'), ', '),
          string_agg(format('%I', k->>'column'), ', '),
          string_agg(format('n.%I', k->>'column'), ', '),
@@ -132,7 +135,14 @@ BEGIN
   FOR v_out IN SELECT o FROM jsonb_array_elements(v_plan->'outputs') o WHERE NOT (o->>'exists')::boolean LOOP
     EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', ml._relname(d.source), v_out->>'column', v_out->>'sql_type');
   END LOOP;
+  -- Whether a column existed before matters only here.
+  v_plan := jsonb_set(v_plan, '{outputs}', (SELECT jsonb_agg(o - 'exists') FROM jsonb_array_elements(v_plan->'outputs') o));
 
+  -- A promotion to a version that maps the same way changes nothing on the table.
+  IF d.status = 'active' AND d.plan = v_plan THEN
+    PERFORM pg_notify('pgscore_config', d.name);
+    RETURN;
+  END IF;
   PERFORM ml._install_queue(d.id, d.name, d.source, v_plan);
   UPDATE ml._deployments SET plan = v_plan, status = 'active', reason = NULL WHERE id = p_id;
   IF p_backfill AND coalesce((d.options->>'backfill')::boolean, true) THEN

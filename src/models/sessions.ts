@@ -41,7 +41,7 @@ function release(entry: Promise<LoadedModel>): Promise<void> {
 
 export class SessionCache {
   readonly #entries = new Map<string, Promise<LoadedModel>>();
-  readonly #retired = new Map<NodeJS.Timeout, Promise<LoadedModel>>();
+  readonly #retired = new Map<NodeJS.Timeout, { ref: string; entry: Promise<LoadedModel> }>();
 
   constructor(
     private readonly fetchBytes: (name: string, version: number) => Promise<Uint8Array>,
@@ -50,7 +50,7 @@ export class SessionCache {
 
   get(name: string, version: number): Promise<LoadedModel> {
     const ref = `${name}@${version}`;
-    let entry = this.#entries.get(ref);
+    let entry = this.#entries.get(ref) ?? this.#revive(ref);
     if (!entry) {
       entry = this.fetchBytes(name, version).then((bytes) => loadModel(ref, bytes, this.options));
       this.#entries.set(ref, entry);
@@ -75,12 +75,24 @@ export class SessionCache {
         void release(entry);
       }, RELEASE_DELAY_MS);
       timer.unref();
-      this.#retired.set(timer, entry);
+      this.#retired.set(timer, { ref, entry });
     }
   }
 
+  /** A session retired a moment ago (a rollback right after a promotion) is used again. */
+  #revive(ref: string): Promise<LoadedModel> | undefined {
+    for (const [timer, retired] of this.#retired) {
+      if (retired.ref !== ref) continue;
+      clearTimeout(timer);
+      this.#retired.delete(timer);
+      this.#entries.set(ref, retired.entry);
+      return retired.entry;
+    }
+    return undefined;
+  }
+
   async close(): Promise<void> {
-    const entries = [...this.#entries.values(), ...this.#retired.values()];
+    const entries = [...this.#entries.values(), ...[...this.#retired.values()].map((r) => r.entry)];
     for (const timer of this.#retired.keys()) clearTimeout(timer);
     this.#entries.clear();
     this.#retired.clear();

@@ -39,6 +39,7 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 
 const RELOAD_EVERY_MS = 30_000;
 const MAX_ERROR_BACKOFF_MS = 5_000;
+const MAX_IDLE_RETRY_MS = 4;
 
 /**
  * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
@@ -140,7 +141,8 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         if (this.#reloadDue) await this.#reload();
         const found = await this.#drain();
         if (this.#stopping) break;
-        if (!found) await this.#idle();
+        if (found) this.#idleBackoffMs = 0;
+        else await this.#idle();
       } catch (error) {
         await this.#backOff(error, 'worker loop failed');
       }
@@ -226,7 +228,9 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       }
       this.#releasing = this.#wakeup.releaseIdleLock();
     } else {
-      this.#idleBackoffMs = Math.min(this.#settings.pollIntervalMs, Math.max(1, this.#idleBackoffMs * 2));
+      // Writers that saw this worker busy are about to commit rows (and send no NOTIFY), or
+      // another worker sleeps as the one writers wake (and we are woken with it): look again soon.
+      this.#idleBackoffMs = Math.min(MAX_IDLE_RETRY_MS, Math.max(1, this.#idleBackoffMs * 2));
       await this.#waitForWake(this.#idleBackoffMs);
     }
   }
