@@ -33,7 +33,8 @@ export async function loadModel(ref: string, bytes: Uint8Array, options: Session
  * One session per model version, shared by every deployment that scores with it. A version
  * that fails to load is remembered (with the reason) until the cache is told to forget it.
  */
-const RELEASE_DELAY_MS = 30_000;
+// A batch holds a session for milliseconds; a few seconds is plenty before releasing it.
+const RELEASE_DELAY_MS = 5_000;
 
 function release(entry: Promise<LoadedModel>): Promise<void> {
   return entry.then((model) => model.session.release(), () => undefined);

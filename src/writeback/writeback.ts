@@ -3,6 +3,9 @@ import type { DeploymentSql } from '../db/statements.js';
 import type { Scored } from '../scoring/score.js';
 import { histogram } from '../worker/latency.js';
 
+/** Batches up to this many rows use the prepared write-back statement (see DeploymentSql). */
+const PREPARED_UP_TO = 100;
+
 export interface ClaimedBatch {
   /** Rows as claimed: [key texts..., age_ms, xmin, ctid, queue rows, source values...]. */
   readonly rows: readonly (readonly unknown[])[];
@@ -48,7 +51,8 @@ export async function writePredictions(
     scored.rejected.map((r) => r.reason),
     histogram(latencies),
   ];
-  const result = await client.query<{ written: number }>({ ...sql.writeBack, values });
+  const statement = rows.length <= PREPARED_UP_TO ? sql.writeBack : { text: sql.writeBack.text };
+  const result = await client.query<{ written: number }>({ ...statement, values });
   const written = result.rows[0]?.written ?? 0;
   return { written, dead: deadRows.length, requeued: scored.rows.length - written };
 }
