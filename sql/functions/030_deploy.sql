@@ -80,9 +80,17 @@ BEGIN
   EXECUTE format($f$
     CREATE OR REPLACE FUNCTION ml.%1$I() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    DECLARE
+      n bigint;
     BEGIN
       IF TG_OP = 'INSERT' THEN
-        %2$s;
+        SELECT count(*) INTO n FROM pgscore_new;
+        IF n <= 100 THEN
+          -- The common case (single-row writes): one queue row, without chunking machinery.
+          INSERT INTO ml.%4$I (pgscore_n, %5$s) SELECT n, %6$s FROM pgscore_new HAVING count(*) > 0;
+        ELSE
+          %2$s;
+        END IF;
       ELSE
         -- Only rows whose model inputs changed (or whose key changed) are scored again.
         %3$s;
@@ -99,7 +107,10 @@ BEGIN
       'SELECT %1$s FROM (SELECT %2$s, %3$s AS features FROM pgscore_new) n
          LEFT JOIN (SELECT %2$s, %3$s AS features FROM pgscore_old) o ON %4$s
         WHERE o.%5$s IS NULL OR o.features IS DISTINCT FROM n.features',
-      v_n_keys, v_keys, v_features, v_join, v_first_key), 0));
+      v_n_keys, v_keys, v_features, v_join, v_first_key), 0),
+    v_queue,
+    v_keys,
+    (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k));
 
   -- The worker sets pgscore.writeback in its write-back transaction: its writes never re-queue.
   EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', p_name), v_rel);

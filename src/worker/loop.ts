@@ -39,7 +39,12 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 
 const RELOAD_EVERY_MS = 30_000;
 const MAX_ERROR_BACKOFF_MS = 5_000;
-const MAX_IDLE_RETRY_MS = 4;
+/**
+ * While writers keep the idle lock busy (sustained load, no NOTIFY), the worker looks at the
+ * queues after 1, 2, 4 … up to this many ms, and stays there until the load stops: batches grow
+ * with the load instead of the worker spending the cores on a batch per few rows.
+ */
+const MAX_IDLE_RETRY_MS = 8;
 
 /**
  * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
@@ -141,8 +146,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         if (this.#reloadDue) await this.#reload();
         const found = await this.#drain();
         if (this.#stopping) break;
-        if (found) this.#idleBackoffMs = 0;
-        else await this.#idle();
+        if (!found) await this.#idle();
       } catch (error) {
         await this.#backOff(error, 'worker loop failed');
       }
@@ -230,6 +234,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     } else {
       // Writers that saw this worker busy are about to commit rows (and send no NOTIFY), or
       // another worker sleeps as the one writers wake (and we are woken with it): look again soon.
+      // The retry delay resets only once this worker gets the idle lock (the load has stopped).
       this.#idleBackoffMs = Math.min(MAX_IDLE_RETRY_MS, Math.max(1, this.#idleBackoffMs * 2));
       await this.#waitForWake(this.#idleBackoffMs);
     }
