@@ -1,0 +1,233 @@
+/**
+ * Where the time goes, for the targets the bench misses (not part of `npm run bench`):
+ *   node --import tsx bench/profile/profile.ts [experiments...]   (default: all)
+ * Experiments: explain, drain, oltp, bulk, latency. Uses BENCH_DATABASE_URL or its own embedded Postgres.
+ */
+import { execFile } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { deploymentSql, listActiveDeployments } from '../../src/db/statements.js';
+import { createLogger } from '../../src/log.js';
+import { loadModel } from '../../src/models/sessions.js';
+import { scoreRows } from '../../src/scoring/score.js';
+import { Worker } from '../../src/worker/worker.js';
+import { writePredictions } from '../../src/writeback/writeback.js';
+import { createFeatureTable, deploy, FEATURES, freshDatabase, insertSelectSql, modelBytes, queueSize, SINGLE_INSERT_VALUES, startServer, type BenchDatabase } from '../lib/db.js';
+import { measureLatency } from '../lib/latency.js';
+import { sleep, waitUntil } from '../lib/stats.js';
+import { WORKER_DEFAULTS } from '../lib/worker.js';
+
+const run = promisify(execFile);
+const log = createLogger('silent');
+const which = process.argv.slice(2);
+const want = (name: string) => which.length === 0 || which.includes(name);
+const say = (text: string) => process.stdout.write(`${text}\n`);
+const server = await startServer();
+
+async function setup(name: string, options: { fillfactor?: number } = {}): Promise<BenchDatabase> {
+  const db = await freshDatabase(server, name);
+  await createFeatureTable(db, 't');
+  if (options.fillfactor) await db.query(`ALTER TABLE t SET (fillfactor = ${options.fillfactor})`);
+  await deploy(db, 't', 'logreg');
+  return db;
+}
+
+async function drain(db: BenchDatabase, n: number, settings: Partial<typeof WORKER_DEFAULTS> = {}) {
+  await db.query(insertSelectSql('t', n));
+  await db.query('CHECKPOINT');
+  const worker = new Worker(db.url, { ...WORKER_DEFAULTS, ...settings }, log);
+  const p = { claim: 0, score: 0, write: 0, batches: 0, claimed: 0 };
+  let written = 0;
+  worker.on('batch', (b) => {
+    written += b.written;
+    p.batches++;
+    p.claimed += b.claimed;
+    p.claim += b.phases!.claimMs;
+    p.score += b.phases!.scoreMs;
+    p.write += b.phases!.writeMs;
+  });
+  const t = performance.now();
+  await worker.start();
+  await waitUntil(async () => written >= n, 'drain', 600_000, 5);
+  const secs = (performance.now() - t) / 1000;
+  await worker.stop();
+  const stats = await db.query<{ n_tup_upd: string; n_tup_hot_upd: string }>("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 't'");
+  return {
+    rowsPerSec: Math.round(n / secs),
+    perBatchMs: { claim: +(p.claim / p.batches).toFixed(1), score: +(p.score / p.batches).toFixed(1), write: +(p.write / p.batches).toFixed(1) },
+    avgBatch: Math.round(p.claimed / p.batches),
+    hotUpdates: `${stats[0]?.n_tup_hot_upd}/${stats[0]?.n_tup_upd}`,
+  };
+}
+
+try {
+  if (want('explain')) {
+    say('== EXPLAIN (ANALYZE, BUFFERS) of one 1000-row claim and write-back (logreg, 100k queued) ==');
+    const db = await setup('prof_explain');
+    await db.query(insertSelectSql('t', 100_000));
+    await db.query('VACUUM ANALYZE t');
+    const [d] = await listActiveDeployments(db.pool);
+    const sql = deploymentSql(d!);
+    const model = await loadModel('logreg', await modelBytes('logreg'), { threads: 1 });
+    const client = await db.pool.connect();
+    try {
+      await client.query("BEGIN; SET LOCAL pgscore.writeback = 'on'");
+      // The claim's parameters changed over time ($1 batch size; newer: $2 queue rows to lock).
+      const claimValues = sql.claim.text.includes('$2') ? [1000, 1000] : [1000];
+      const explainClaim = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.claim.text}`, values: claimValues });
+      say(explainClaim.rows.map((r) => r['QUERY PLAN']).join('\n'));
+      await client.query('ROLLBACK');
+      // Client-side time of the same claim: server execution + transfer + pg's parsing of 33 columns x 1000 rows.
+      for (let i = 0; i < 3; i++) {
+        await client.query("BEGIN; SET LOCAL pgscore.writeback = 'on'");
+        const t = performance.now();
+        const { rows } = await client.query<unknown[]>({ ...sql.claim, values: claimValues });
+        const claimMs = performance.now() - t;
+        const scored = await scoreRows(model, d!.plan, rows, sql.firstValue);
+        await client.query('SAVEPOINT before_write');
+        // writePredictions builds the write-back's parameters; capture them to EXPLAIN the same statement.
+        let values: unknown[] = [];
+        const spy = new Proxy(client, {
+          get(target, prop) {
+            if (prop !== 'query') return Reflect.get(target, prop);
+            return (config: { values?: unknown[] }) => {
+              values = config.values ?? [];
+              return target.query(config as never);
+            };
+          },
+        });
+        const t2 = performance.now();
+        await writePredictions(spy, d!.id, sql, { rows, keyCount: 1, claimedAt: t2 }, scored, t2);
+        const writeMs = performance.now() - t2;
+        await client.query('ROLLBACK TO SAVEPOINT before_write');
+        const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack.text}`, values });
+        if (i === 2) say(explainWrite.rows.map((r) => r['QUERY PLAN']).join('\n'));
+        const t3 = performance.now();
+        await client.query('ROLLBACK');
+        say(`client-side: claim ${claimMs.toFixed(1)} ms, write-back ${writeMs.toFixed(1)} ms (rolled back in ${(performance.now() - t3).toFixed(1)} ms)`);
+      }
+      // The same 1000 rows' inputs read as 30 columns (text protocol, parsed by pg) vs one float4[] vs 30 columns unparsed.
+      const ids = '(SELECT id FROM t ORDER BY id LIMIT 1000)';
+      const variants: [string, string, boolean][] = [
+        ['30 real columns, pg parses each', `SELECT id::text, xmin, ${FEATURES.join(', ')} FROM t WHERE id IN ${ids}`, true],
+        ['one float4[] column', `SELECT id::text, xmin, ARRAY[${FEATURES.join(', ')}]::float4[] FROM t WHERE id IN ${ids}`, true],
+        ['one text column (string_agg), split in JS', `SELECT id::text, xmin, concat_ws(',', ${FEATURES.join(', ')}) FROM t WHERE id IN ${ids}`, true],
+      ];
+      for (const [label, text] of variants) {
+        const times: number[] = [];
+        for (let i = 0; i < 15; i++) {
+          const t = performance.now();
+          const { rows } = await client.query<unknown[]>({ text, rowMode: 'array' });
+          if (label.startsWith('one text')) for (const r of rows) (r[2] as string).split(',').map(Number);
+          times.push(performance.now() - t);
+        }
+        times.sort((a, b) => a - b);
+        say(`read 1000 rows, ${label}: median ${times[7]!.toFixed(1)} ms`);
+      }
+    } finally {
+      client.release();
+      await model.session.release();
+      await db.close();
+    }
+  }
+
+  if (want('drain')) {
+    say('\n== backlog drain variants (logreg, 100k rows, in-process notify worker) ==');
+    const variants: [string, { fillfactor?: number }, Partial<typeof WORKER_DEFAULTS>, string?][] = [
+      ['baseline (defaults)', {}, {}],
+      ['table fillfactor 50', { fillfactor: 50 }, {}],
+      ['update trigger disabled (no transition-table capture on write-back)', {}, {}, 'ALTER TABLE t DISABLE TRIGGER pgscore_t_update'],
+      ['concurrency 1', {}, { concurrency: 1 }],
+      ['concurrency 4', {}, { concurrency: 4 }],
+      ['batch 5000', {}, { batchSize: 5000 }],
+      ['fillfactor 50 + update trigger disabled + batch 5000', { fillfactor: 50 }, { batchSize: 5000 }, 'ALTER TABLE t DISABLE TRIGGER pgscore_t_update'],
+    ];
+    for (const [label, tableOptions, settings, extra] of variants) {
+      const db = await setup('prof_drain', tableOptions);
+      if (extra) await db.query(extra);
+      say(`${label}: ${JSON.stringify(await drain(db, 100_000, settings))}`);
+      await db.close();
+    }
+  }
+
+  if (want('bulk')) {
+    say('\n== bulk INSERT … SELECT of 100k rows: where the trigger time goes ==');
+    const db = await setup('prof_bulk');
+    await createFeatureTable(db, 'plain');
+    const time = async (sql: string) => {
+      const ms: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        await db.query('TRUNCATE t, plain, ml._queue_1');
+        await db.query('CHECKPOINT');
+        const t = performance.now();
+        await db.query(sql);
+        ms.push(performance.now() - t);
+      }
+      return ms.sort((a, b) => a - b)[1]!;
+    };
+    const plain = await time(insertSelectSql('plain', 100_000));
+    const deployed = await time(insertSelectSql('t', 100_000));
+    say(`plain ${plain.toFixed(0)} ms, deployed ${deployed.toFixed(0)} ms, ratio ${(plain / deployed).toFixed(2)}`);
+    const r = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${insertSelectSql('t', 100_000)}`);
+    say(r.map((x) => x['QUERY PLAN']).join('\n'));
+    await db.query('ALTER TABLE ml._queue_1 SET UNLOGGED');
+    say(`queue UNLOGGED: deployed ${(await time(insertSelectSql('t', 100_000))).toFixed(0)} ms`);
+    await db.query('ALTER TABLE ml._queue_1 SET LOGGED');
+    await db.query('DROP INDEX ml._queue_1_claim');
+    say(`queue without its (priority, seq) index: deployed ${(await time(insertSelectSql('t', 100_000))).toFixed(0)} ms`);
+    await db.close();
+  }
+
+  if (want('oltp')) {
+    say('\n== OLTP, 16 pgbench clients, 8 s: what costs the throughput ==');
+    const db = await setup('prof_oltp');
+    await createFeatureTable(db, 'plain');
+    const script = `/tmp/pgscore-prof-${process.pid}.sql`;
+    const tps = async (table: string) => {
+      await writeFile(script, `INSERT INTO ${table} (${FEATURES.join(', ')}) VALUES (${SINGLE_INSERT_VALUES});\n`);
+      await db.query(`TRUNCATE ${table}`);
+      const { stdout } = await run('pgbench', ['-n', '-M', 'prepared', '-c', '16', '-j', '2', '-T', '8', '-f', script, db.url]);
+      return Number(/tps = ([\d.]+)/.exec(stdout)![1]);
+    };
+    const plain = await tps('plain');
+    say(`no deployment: ${plain.toFixed(0)} tx/s`);
+    say(`deployment, no worker (trigger + queue insert only): ${(await tps('t')).toFixed(0)} tx/s`);
+    await db.query('TRUNCATE ml._queue_1');
+    for (const [label, settings] of [['worker defaults', {}], ['worker maxWaitMs 20', { maxWaitMs: 20 }], ['worker concurrency 1', { concurrency: 1 }]] as const) {
+      const worker = new Worker(db.url, { ...WORKER_DEFAULTS, ...settings }, log);
+      let batches = 0;
+      let claimed = 0;
+      worker.on('batch', (b) => {
+        batches++;
+        claimed += b.claimed;
+      });
+      await worker.start();
+      const v = await tps('t');
+      say(`deployment + ${label}: ${v.toFixed(0)} tx/s (${(v / plain).toFixed(2)} of plain), ${batches} batches, ${(claimed / Math.max(1, batches)).toFixed(1)} rows per batch`);
+      await waitUntil(async () => (await queueSize(db, 't')) === 0, 'drain', 60_000);
+      await worker.stop();
+    }
+    say(`plain again: ${(await tps('plain')).toFixed(0)} tx/s`);
+    await rm(script, { force: true });
+    await db.close();
+  }
+
+  if (want('latency')) {
+    say('\n== latency at 1k rows/s, in-process worker: batches and idle behaviour ==');
+    for (const [label, settings] of [['defaults', {}], ['pollIntervalMs 10', { pollIntervalMs: 10 }]] as const) {
+      const db = await setup('prof_latency');
+      const worker = new Worker(db.url, { ...WORKER_DEFAULTS, ...settings }, log);
+      const sizes: number[] = [];
+      worker.on('batch', (b) => sizes.push(b.claimed));
+      await worker.start();
+      await sleep(300);
+      const r = await measureLatency(db.url, 't', { rate: 1000, seconds: 8, windows: 1, warmupSeconds: 1, pollEveryMs: 1 });
+      await worker.stop();
+      const status = sizes.length;
+      say(`${label}: p50 ${r.overall.p50.toFixed(1)} ms, p95 ${r.overall.p95.toFixed(1)}, p99 ${r.overall.p99.toFixed(1)}; ${status} batches, ${(sizes.reduce((a, b) => a + b, 0) / status).toFixed(1)} rows per batch`);
+      await db.close();
+    }
+  }
+} finally {
+  await server.stop();
+}

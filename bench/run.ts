@@ -1,0 +1,123 @@
+/**
+ * `npm run bench [-- --quick] [-- --only 1,4]`: starts an embedded Postgres (or uses
+ * BENCH_DATABASE_URL), runs every scenario in bench/scenarios, prints a table and writes
+ * bench/results/<date>.json and .md (quick runs: <date>-quick.*) with SVG charts.
+ * Exits 1 only when a scenario threw; timings never fail the run.
+ */
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { createLogger } from '../src/log.js';
+import { ensureKafkaJars, kafkaAvailable, startKafkaBroker, type KafkaBroker } from '../test/helpers/kafka-broker.js';
+import type { Context, KafkaSetup, Scenario } from './lib/context.js';
+import { startServer } from './lib/db.js';
+import { printTable, writeReport } from './lib/report.js';
+import type { ScenarioOutcome } from './lib/result.js';
+import { rawScoring } from './scenarios/1-raw-scoring.js';
+import { bulkIngest } from './scenarios/2-bulk-ingest.js';
+import { oltpIngest } from './scenarios/3-oltp-ingest.js';
+import { backlogDrain } from './scenarios/4-backlog-drain.js';
+import { realtimeLatency } from './scenarios/5-latency.js';
+import { restPattern } from './scenarios/6-rest-pattern.js';
+import { workerMemory } from './scenarios/7-worker-memory.js';
+
+const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory];
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const onlyArg = args.find((a) => a.startsWith('--only'));
+const only = onlyArg ? (onlyArg.includes('=') ? onlyArg.split('=')[1]! : args[args.indexOf(onlyArg) + 1]!).split(',') : undefined;
+const noKafka = args.includes('--no-kafka') || process.env.BENCH_KAFKA === '0';
+
+// A stray rejection in a scenario's background loop must not kill the run (and the report) with it.
+process.on('unhandledRejection', (error) => progress(`unhandled rejection (ignored): ${(error as Error)?.stack ?? String(error)}`));
+
+const t0 = performance.now();
+const loadAtStart = os.loadavg()[0]!.toFixed(2);
+const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s`;
+const progress = (message: string) => process.stderr.write(`[bench ${elapsed()}] ${message}\n`);
+
+progress(`${quick ? 'quick' : 'full'} run${only ? `, scenarios ${only.join(',')}` : ''}`);
+const server = await startServer();
+let broker: KafkaBroker | undefined;
+let kafkaSetup: Promise<KafkaSetup> | undefined;
+const kafka = () =>
+  (kafkaSetup ??= (async (): Promise<KafkaSetup> => {
+    if (noKafka) return { ok: false, reason: 'disabled with --no-kafka / BENCH_KAFKA=0' };
+    const available = await kafkaAvailable();
+    if (!available.ok) return { ok: false, reason: available.reason };
+    try {
+      await ensureKafkaJars();
+      broker = await startKafkaBroker();
+      progress(`Kafka broker at ${broker.brokers.join(',')}`);
+      return { ok: true, brokers: broker.brokers };
+    } catch (error) {
+      return { ok: false, reason: `the Kafka broker did not start: ${(error as Error).message.split('\n')[0]}` };
+    }
+  })());
+
+// Ctrl-C / SIGTERM: stop the broker and the embedded Postgres instead of leaving them behind.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    progress(`${signal}: stopping`);
+    void Promise.allSettled([broker?.close(), server.stop()]).then(() => process.exit(130));
+  });
+}
+
+const shared = new Map<string, number>();
+// Quick (smoke) runs start the broker in the background at once, to fit in 3 minutes; full runs start it when first needed.
+if (quick) void kafka();
+const ctx: Context = { quick, server, log: createLogger('silent'), shared, kafka, progress };
+const outcomes: ScenarioOutcome[] = [];
+let postgres = 'Postgres';
+try {
+  const c = new pg.Client({ connectionString: server.adminUrl });
+  await c.connect();
+  postgres = ((await c.query<{ v: string }>('SHOW server_version')).rows[0]!.v ?? '').replace(/^/, 'Postgres ');
+  await c.end();
+  for (const scenario of SCENARIOS) {
+    if (only && !only.includes(scenario.id)) continue;
+    progress(`scenario ${scenario.id}: ${scenario.title}`);
+    const started = performance.now();
+    const out = { metrics: [] as ScenarioOutcome['metrics'], notes: [] as string[] };
+    let error: string | undefined;
+    try {
+      await scenario.run(ctx, out);
+    } catch (e) {
+      error = (e as Error).stack ?? String(e);
+      progress(`scenario ${scenario.id} FAILED: ${error}`);
+    }
+    outcomes.push({ id: scenario.id, title: scenario.title, ...out, ...(error ? { error } : {}), seconds: (performance.now() - started) / 1000 });
+  }
+} finally {
+  if (broker) await broker.close().catch(() => undefined);
+  await server.stop().catch((e: unknown) => progress(`could not stop Postgres: ${String(e)}`));
+}
+
+const date = new Date().toISOString().slice(0, 10);
+const kafkaState = kafkaSetup ? await kafkaSetup : undefined;
+const cpus = os.cpus();
+const files = await writeReport(
+  fileURLToPath(new URL('./results/', import.meta.url)),
+  quick ? `${date}-quick` : date,
+  {
+    date,
+    mode: quick ? 'quick' : 'full',
+    startedAt: new Date(Date.now() - (performance.now() - t0)).toISOString(),
+    seconds: (performance.now() - t0) / 1000,
+    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? '?', memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, postgres, os: `${os.type()} ${os.release()}`, loadAvg: `${loadAtStart} / ${os.loadavg()[0]!.toFixed(2)}` },
+    database: server.embedded ? 'embedded, started by the bench' : 'BENCH_DATABASE_URL',
+    kafka: !kafkaState ? 'not used' : kafkaState.ok ? `local single-node broker (${kafkaState.brokers.join(',')})` : `skipped (${kafkaState.reason})`,
+  },
+  outcomes,
+  shared,
+);
+printTable(outcomes);
+progress(`wrote ${files.md} and ${files.json}`);
+const failed = outcomes.filter((o) => o.error);
+if (failed.length > 0) {
+  progress(`${failed.length} scenario(s) threw: ${failed.map((o) => o.id).join(', ')}`);
+  process.exitCode = 1;
+}
+// Every server, broker and child is stopped by now; a stray handle (a client library's timer) must not keep CI waiting.
+process.exit(process.exitCode ?? 0);
