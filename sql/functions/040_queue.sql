@@ -20,6 +20,25 @@ BEGIN
 END
 $$;
 
+-- Queues the keys p_from selects (see ml._enqueue_sql), wakes a sleeping worker, returns how many.
+CREATE OR REPLACE FUNCTION ml._enqueue(d ml._deployments, p_from text, p_priority int)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_count bigint;
+BEGIN
+  EXECUTE format('WITH queued AS (%s RETURNING pgscore_n) SELECT coalesce(sum(pgscore_n), 0) FROM queued',
+                 ml._enqueue_sql(d.id, d.plan, p_from, p_priority))
+    INTO v_count;
+  IF v_count > 0 THEN
+    PERFORM pg_notify('pgscore_wake', '');
+  END IF;
+  RETURN v_count;
+END
+$$;
+
 -- Queues existing rows behind live traffic (priority 1). filter is an SQL condition on the table.
 CREATE OR REPLACE FUNCTION ml.backfill(deployment text, filter text DEFAULT NULL)
 RETURNS bigint
@@ -29,22 +48,12 @@ AS $$
 DECLARE
   d ml._deployments := ml._active_deployment(deployment);
   v_keys text;
-  v_count bigint;
 BEGIN
   SELECT string_agg(format('%I', k->>'column'), ', ') INTO v_keys FROM jsonb_array_elements(d.plan->'keys') k;
-  BEGIN
-    EXECUTE format('WITH queued AS (%s RETURNING pgscore_n) SELECT coalesce(sum(pgscore_n), 0) FROM queued',
-                   ml._enqueue_sql(d.id, d.plan,
-                     format('SELECT %s FROM %s WHERE %s', v_keys, ml._relname(d.source), coalesce(filter, 'true')), 1))
-      INTO v_count;
-  EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
-    RAISE EXCEPTION 'backfill filter "%" is not a valid condition on %: %', filter, ml._relname(d.source), SQLERRM
-      USING ERRCODE = 'invalid_parameter_value';
-  END;
-  IF v_count > 0 THEN
-    PERFORM pg_notify('pgscore_wake', '');
-  END IF;
-  RETURN v_count;
+  RETURN ml._enqueue(d, format('SELECT %s FROM %s WHERE %s', v_keys, ml._relname(d.source), coalesce(filter, 'true')), 1);
+EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
+  RAISE EXCEPTION 'backfill filter "%" is not a valid condition on %: %', filter, ml._relname(d.source), SQLERRM
+    USING ERRCODE = 'invalid_parameter_value';
 END
 $$;
 
@@ -58,19 +67,11 @@ AS $$
 DECLARE
   d ml._deployments := ml._active_deployment(deployment);
   v_keys text;
-  v_count bigint;
 BEGIN
   SELECT string_agg(format('(e.row_key->>%L)::%s AS %I', k->>'column', k->>'type', k->>'column'), ', ')
     INTO v_keys
     FROM jsonb_array_elements(d.plan->'keys') k;
-  EXECUTE format('WITH queued AS (%s RETURNING pgscore_n) SELECT coalesce(sum(pgscore_n), 0) FROM queued',
-                 ml._enqueue_sql(d.id, d.plan,
-                   format('SELECT %s FROM ml._dead_letters e WHERE e.deployment_id = %s', v_keys, d.id), 0))
-    INTO v_count;
-  IF v_count > 0 THEN
-    PERFORM pg_notify('pgscore_wake', '');
-  END IF;
-  RETURN v_count;
+  RETURN ml._enqueue(d, format('SELECT %s FROM ml._dead_letters e WHERE e.deployment_id = %s', v_keys, d.id), 0);
 END
 $$;
 

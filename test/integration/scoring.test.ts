@@ -82,6 +82,19 @@ describe('a row inserted with plain SQL is scored and written back', () => {
     expect(status!.latency_p99_ms).toBeTypeOf('number');
   });
 
+  it('ml.backfill queues existing rows, all or those matching a filter, and they are scored again', async () => {
+    // Clear predictions behind pgscore's back (the worker's own setting skips the triggers).
+    await db.sql(`BEGIN; SET LOCAL pgscore.writeback = 'on'; UPDATE flowers SET species = NULL WHERE sepal_length > 6; COMMIT;`);
+    const [expected] = await db.sql<{ n: string }>(`SELECT count(*) AS n FROM flowers WHERE sepal_length > 6`);
+    const [queued] = await db.sql<{ n: string }>(`SELECT ml.backfill('flowers', 'sepal_length > 6') AS n`);
+    expect(queued!.n).toBe(expected!.n);
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM flowers WHERE species IS NULL`)).length === 0, 'backfilled rows scored');
+    await expect(db.sql(`SELECT ml.backfill('flowers', 'nope > 1')`)).rejects.toThrow(
+      'backfill filter "nope > 1" is not a valid condition on public.flowers: column "nope" does not exist',
+    );
+    await expect(db.sql(`SELECT ml.backfill('nothing')`)).rejects.toThrow('deployment "nothing" does not exist');
+  });
+
   it('scores rows that were queued while no worker ran', async () => {
     await worker.stop();
     await db.sql(`INSERT INTO flowers (sepal_length, sepal_width, petal_length, petal_width) VALUES (5.0, 3.4, 1.5, 0.2)`);
