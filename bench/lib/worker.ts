@@ -1,18 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../../src/config.js';
 import type { Worker } from '../../src/worker/worker.js';
 
 type WorkerSettings = ConstructorParameters<typeof Worker>[1];
 
-/** The worker's documented defaults (README "Configuration"). */
-export const WORKER_DEFAULTS: WorkerSettings = {
-  batchSize: 1000,
-  maxWaitMs: 0,
-  pollIntervalMs: 1000,
-  concurrency: 2,
-  ortThreads: 1,
-};
+/** The worker's defaults, from the one configuration schema (README "Configuration"). */
+export const WORKER_DEFAULTS: WorkerSettings = loadConfig({});
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
