@@ -1,5 +1,6 @@
 import ort from 'onnxruntime-node';
 import { ModelError } from '../errors.js';
+import { ortLogSeverity } from './ort-log.js';
 import { signatureOf, type Signature } from './signature.js';
 
 export interface LoadedModel {
@@ -22,11 +23,21 @@ export async function loadModel(ref: string, bytes: Uint8Array, options: Session
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      // Native log lines bypass pino and go straight to stderr; see ort-log.ts.
+      logSeverityLevel: ortLogSeverity(),
     });
   } catch (error) {
     throw new ModelError(`onnxruntime cannot load model ${ref}: ${(error as Error).message}`, { cause: error });
   }
   return { ref, session, signature: signatureOf(session) };
+}
+
+/**
+ * Options every `session.run` should pass: the same log threshold as the session, so that one
+ * run cannot print native lines the configured level silences (see ort-log.ts).
+ */
+export function runOptions(): ort.InferenceSession.RunOptions {
+  return { logSeverityLevel: ortLogSeverity() };
 }
 
 /**
