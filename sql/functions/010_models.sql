@@ -4,6 +4,7 @@
 CREATE OR REPLACE FUNCTION ml.register_model(name text, onnx bytea, metadata jsonb DEFAULT '{}')
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
@@ -44,6 +45,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml._record_signature(p_name text, p_version int, p_signature jsonb, p_load_error text)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -142,6 +144,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml.promote(name text, version int, alias text DEFAULT 'production')
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
@@ -166,6 +169,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml.rollback(name text, alias text DEFAULT 'production')
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable

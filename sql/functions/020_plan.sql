@@ -57,6 +57,26 @@ AS $$
   END
 $$;
 
+-- Whether an existing column of type p_type (typmod p_typmod) holds every value of an output
+-- element type exactly: a float never goes into an integer, a float64 never into a real.
+CREATE OR REPLACE FUNCTION ml._holds(p_element text, p_type oid, p_typmod int)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE
+    WHEN p_element IN ('float32', 'float16') THEN p_type IN ('real'::regtype, 'double precision'::regtype) OR (p_type = 'numeric'::regtype AND p_typmod = -1)
+    WHEN p_element = 'float64' THEN p_type = 'double precision'::regtype OR (p_type = 'numeric'::regtype AND p_typmod = -1)
+    WHEN p_element IN ('int8', 'uint8', 'int16') THEN p_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'real'::regtype, 'double precision'::regtype)
+                                                   OR (p_type = 'numeric'::regtype AND p_typmod = -1)
+    WHEN p_element IN ('uint16', 'int32') THEN p_type IN ('integer'::regtype, 'bigint'::regtype, 'double precision'::regtype) OR (p_type = 'numeric'::regtype AND p_typmod = -1)
+    WHEN p_element IN ('uint32', 'int64') THEN p_type = 'bigint'::regtype OR (p_type = 'numeric'::regtype AND p_typmod = -1)
+    WHEN p_element = 'bool' THEN p_type = 'boolean'::regtype
+    WHEN p_element = 'string' THEN p_type = 'text'::regtype OR (p_type = 'character varying'::regtype AND p_typmod = -1)
+    ELSE false
+  END
+$$;
+
 -- One entry of an input mapping: a column of the table, or an SQL expression over its columns.
 CREATE OR REPLACE FUNCTION ml._input_source(p_source regclass, p_input text, p_spec text)
 RETURNS jsonb
@@ -65,23 +85,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_type oid;
+  v_attnum int2;
+  v_checked jsonb;
   v_source jsonb;
 BEGIN
-  SELECT a.atttypid INTO v_type FROM pg_attribute a
+  SELECT a.atttypid, a.attnum INTO v_type, v_attnum FROM pg_attribute a
    WHERE a.attrelid = p_source AND a.attname = p_spec AND a.attnum > 0 AND NOT a.attisdropped;
   IF FOUND THEN
-    v_source := jsonb_build_object('column', p_spec, 'label', format('column "%s"', p_spec));
+    v_source := jsonb_build_object('column', p_spec, 'attnum', v_attnum, 'label', format('column "%s"', p_spec));
   ELSE
-    BEGIN
-      -- The RIGHT JOIN yields one all-NULL row, so pg_typeof reports the expression's type.
-      EXECUTE format('SELECT pg_typeof(s.x)::oid FROM (SELECT (%s) AS x FROM %s WHERE false) s RIGHT JOIN (VALUES (1)) v(one) ON true',
-                     p_spec, p_source)
-         INTO v_type;
-    EXCEPTION WHEN OTHERS THEN
-      RAISE EXCEPTION 'model input "%": "%" is neither a column of % nor an SQL expression over it (%)', p_input, p_spec, p_source, SQLERRM
-        USING ERRCODE = 'invalid_parameter_value';
-    END;
-    v_source := jsonb_build_object('expr', p_spec, 'label', format('expression (%s)', p_spec));
+    v_checked := ml._check_expression(p_source, format('model input "%s"', p_input), p_spec);
+    v_type := (v_checked->>'type')::oid;
+    v_source := jsonb_build_object('expr', p_spec, 'columns', v_checked->'columns', 'label', format('expression (%s)', p_spec));
   END IF;
 
   SELECT v_source || jsonb_build_object(
@@ -241,7 +256,6 @@ DECLARE
   v_width int;
   v_array boolean;
   v_sql_type text;
-  v_kind text;
   v_exists boolean;
   v_tensors text;
   v_existing record;
@@ -302,27 +316,38 @@ BEGIN
       RAISE EXCEPTION 'column "%" is a primary key or input column of %, so it cannot hold predictions', v_column, p_source
         USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT format_type(a.atttypid, a.atttypmod) AS type, t.typcategory AS category, e.typcategory AS element_category
+    SELECT a.attnum, format_type(a.atttypid, a.atttypmod) AS type, a.atttypmod AS typmod,
+           CASE WHEN t.typcategory = 'A' THEN t.typelem ELSE a.atttypid END AS element, t.typcategory = 'A' AS is_array
       INTO v_existing
-      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
      WHERE a.attrelid = p_source AND a.attname = v_column AND a.attnum > 0 AND NOT a.attisdropped;
     v_exists := FOUND;
-    -- An existing column only needs the right kind of value: numbers, text or booleans.
-    v_kind := CASE WHEN v_out->>'type' IN ('bool', 'string') THEN v_out->>'type' ELSE 'float64' END;
-    IF v_exists AND NOT (CASE WHEN v_array THEN v_existing.category = 'A' AND ml._feeds(v_kind, v_existing.element_category)
-                              ELSE ml._feeds(v_kind, v_existing.category) END) THEN
-      RAISE EXCEPTION 'column "%" of % is %, but output "%" of model % gives % (%)', v_column, p_source, v_existing.type, v_spec, p_model,
-        v_out->>'type', CASE WHEN v_array THEN 'an array per row' ELSE 'one value per row' END
-        USING ERRCODE = 'datatype_mismatch', HINT = 'Map another column, or drop this one and let ml.deploy create it.';
+    IF v_exists AND (v_existing.is_array <> v_array OR NOT ml._holds(v_out->>'type', v_existing.element, CASE WHEN v_array THEN -1 ELSE v_existing.typmod END)) THEN
+      RAISE EXCEPTION 'column "%" of % is %, but output "%" of model % gives % (%)%', v_column, p_source, v_existing.type, v_spec, p_model,
+        v_out->>'type', CASE WHEN v_array THEN 'an array per row' ELSE 'one value per row' END,
+        CASE WHEN v_existing.is_array = v_array AND v_out->>'type' NOT IN ('bool', 'string')
+                  AND (SELECT t.typcategory = 'N' FROM pg_type t WHERE t.oid = v_existing.element)
+             THEN format('; writing it into %s would round, truncate or overflow', v_existing.type) ELSE '' END
+        USING ERRCODE = 'datatype_mismatch',
+              HINT = format('Map another column, make this one %s, or drop it and let ml.deploy create it.', v_sql_type);
     END IF;
 
     v_plan := v_plan || jsonb_build_array(jsonb_build_object(
       'column', v_column, 'output', v_output, 'index', coalesce(v_index, CASE WHEN v_array THEN NULL ELSE 0 END),
-      'type', v_out->>'type', 'sql_type', v_sql_type, 'array', v_array, 'width', v_width, 'exists', v_exists));
+      'type', v_out->>'type', 'sql_type', v_sql_type, 'array', v_array, 'width', v_width, 'exists', v_exists,
+      'attnum', CASE WHEN v_exists THEN v_existing.attnum END));
   END LOOP;
   RETURN v_plan;
 END
 $$;
+
+-- The layout of plans (and of the queue tables and triggers built from them). Version 2 added
+-- attnums (renames are followed), positional queue key columns and queue retry columns.
+-- `pgscore migrate` rebuilds every deployment from an older version.
+CREATE OR REPLACE FUNCTION ml._plan_version()
+RETURNS int
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT 2 $$;
 
 CREATE OR REPLACE FUNCTION ml._plan(p_source oid, p_model text, p_signature jsonb, p_inputs jsonb, p_outputs jsonb)
 RETURNS jsonb
@@ -338,7 +363,7 @@ BEGIN
   IF ml._relname(p_source) IS NULL THEN
     RAISE EXCEPTION 'the table of this deployment (oid %) no longer exists', p_source USING ERRCODE = 'undefined_table';
   END IF;
-  SELECT jsonb_agg(jsonb_build_object('column', a.attname, 'type', format_type(a.atttypid, a.atttypmod)) ORDER BY k.ord)
+  SELECT jsonb_agg(jsonb_build_object('column', a.attname, 'attnum', a.attnum, 'type', format_type(a.atttypid, a.atttypmod)) ORDER BY k.ord)
     INTO v_keys
     FROM pg_index i
     CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
@@ -353,9 +378,13 @@ BEGIN
   SELECT array_agg(DISTINCT c) INTO v_taken FROM (
     SELECT k->>'column' AS c FROM jsonb_array_elements(v_keys) k
     UNION ALL
-    SELECT s->>'column' FROM jsonb_array_elements(v_inputs) i, jsonb_array_elements(i->'sources') s WHERE s ? 'column') t;
+    SELECT s->>'column' FROM jsonb_array_elements(v_inputs) i, jsonb_array_elements(i->'sources') s WHERE s ? 'column'
+    UNION ALL
+    SELECT c->>'column' FROM jsonb_array_elements(v_inputs) i, jsonb_array_elements(i->'sources') s, jsonb_array_elements(s->'columns') c
+     WHERE s ? 'expr') t;
 
   RETURN jsonb_build_object(
+    'version', ml._plan_version(),
     'keys', v_keys,
     'inputs', v_inputs,
     'outputs', ml._plan_outputs(v_source, p_model, p_signature, p_outputs, v_taken));

@@ -1,9 +1,9 @@
--- Deployments: ml.deploy wires a model to a table, ml.undeploy unwires it.
---
--- Each active deployment owns
---   ml._queue_<id>        primary keys waiting to be scored, in chunks (see ml._enqueue_sql)
---   ml._enqueue_<id>()    the statement-level trigger function that fills it
---   two triggers on the source table, "pgscore_<deployment>_insert" and "..._update".
+-- What a deployment generates, rebuilt from its plan on every activation and by every
+-- `pgscore migrate` (so an upgrade carries old deployments onto the current layout):
+--   ml._queue_<id>       primary keys waiting to be scored, in chunks (see ml._enqueue_sql)
+--   ml._enqueue_<id>()   the statement-level trigger function that fills it
+--   two triggers on the source table, "pgscore_<deployment>_insert" and "..._update"
+--   the worker role's grants on the table: its key and input columns, its prediction columns.
 -- The triggers are statement-level with transition tables: one queue INSERT per statement,
 -- and at most one NOTIFY, sent only when a worker is idle (see the advisory lock below).
 
@@ -16,9 +16,9 @@
 
 -- Queue rows hold primary keys in chunks: one row per statement for single-row writes, one per
 -- 100 rows for bulk statements (so a million-row INSERT adds 10,000 queue rows, not a million).
--- Each key column of the table is an array column of the same name; pgscore_n counts the keys.
--- This builds the INSERT that queues the keys selected by p_from (a query whose columns are
--- named like the key columns).
+-- Key column i of the table is the array column pgscore_k<i>; pgscore_n counts the keys. This
+-- builds the INSERT that queues the keys selected by p_from (a query returning the key columns
+-- in primary-key order).
 CREATE OR REPLACE FUNCTION ml._enqueue_sql(p_id int, p_plan jsonb, p_from text, p_priority int)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -27,55 +27,100 @@ AS $$
   SELECT format(
     'INSERT INTO ml.%1$I (pgscore_priority, pgscore_n, %2$s)
      SELECT %3$s, count(*), %4$s
-       FROM (SELECT %2$s, (row_number() OVER () - 1) / 100 AS pgscore_chunk FROM (%5$s) f) c
+       FROM (SELECT %2$s, (row_number() OVER () - 1) / 100 AS pgscore_chunk FROM (%5$s) f(%2$s)) c
       GROUP BY pgscore_chunk',
     format('_queue_%s', p_id),
-    string_agg(format('%I', k->>'column'), ', '),
+    string_agg(format('pgscore_k%s', k.i), ', ' ORDER BY k.i),
     p_priority,
-    string_agg(format('array_agg(%I)', k->>'column'), ', '),
+    string_agg(format('array_agg(pgscore_k%s)', k.i), ', ' ORDER BY k.i),
     p_from)
-  FROM jsonb_array_elements(p_plan->'keys') k
+  FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)
 $$;
 
-CREATE OR REPLACE FUNCTION ml._install_queue(p_id int, p_name text, p_source oid, p_plan jsonb)
+-- Creates the queue of a deployment, or brings an existing one (with its queued keys) to the
+-- current layout. Fresh and upgraded queues go through the same steps, so they end up equal.
+CREATE OR REPLACE FUNCTION ml._install_queue_table(p_id int, p_plan jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_rel text := ml._relname(p_source);
   v_queue text := format('_queue_%s', p_id);
-  v_function text := format('_enqueue_%s', p_id);
-  v_key_defs text;
-  v_keys text;
-  v_n_keys text;
-  v_join text;
-  v_first_key text;
-  v_features text;
+  v_oid oid;
+  v_key record;
+  v_old record;
+  v_fixed text[] := ARRAY['pgscore_seq', 'pgscore_priority', 'pgscore_queued_at', 'pgscore_n', 'pgscore_attempts', 'pgscore_not_before'];
+  v_existing text[];
 BEGIN
-  -- Writers lock the table, then its queue (in the trigger). Take them in the same order, or a
-  -- re-install (ml.promote) and an INSERT can deadlock.
-  EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', v_rel);
-  SELECT string_agg(format('%I %s[] NOT NULL', k->>'column', k->>'type'), ', '),
-         string_agg(format('%I', k->>'column'), ', '),
-         string_agg(format('n.%I', k->>'column'), ', '),
-         string_agg(format('o.%1$I = n.%1$I', k->>'column'), ' AND '),
-         format('%I', (array_agg(k->>'column'))[1])
-    INTO v_key_defs, v_keys, v_n_keys, v_join, v_first_key
-    FROM jsonb_array_elements(p_plan->'keys') k;
-
-  SELECT 'ROW(' || string_agg(CASE WHEN s ? 'column' THEN format('%I', s->>'column') ELSE format('(%s)', s->>'expr') END, ', ') || ')'
-    INTO v_features
-    FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s;
-
   EXECUTE format(
     'CREATE TABLE IF NOT EXISTS ml.%I (
        pgscore_seq       bigint GENERATED ALWAYS AS IDENTITY,
        pgscore_priority  smallint NOT NULL DEFAULT 0,
        pgscore_queued_at timestamptz NOT NULL DEFAULT statement_timestamp(),
        pgscore_n         int NOT NULL,
-       %s)', v_queue, v_key_defs);
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON ml.%I (pgscore_priority, pgscore_seq)', v_queue || '_claim', v_queue);
+       %s)',
+    v_queue,
+    (SELECT string_agg(format('pgscore_k%s %s[] NOT NULL', k.i, k.key->>'type'), ', ' ORDER BY k.i)
+       FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)));
+  v_oid := format('ml.%I', v_queue)::regclass;
+
+  -- Plan version 1 named key columns after the table's; they are renamed by position. A key
+  -- whose type changed (ALTER TABLE ... TYPE) is converted; a different key cannot be.
+  SELECT array_agg(a.attname ORDER BY a.attnum) INTO v_existing
+    FROM pg_attribute a WHERE a.attrelid = v_oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL (v_fixed);
+  IF cardinality(v_existing) <> jsonb_array_length(p_plan->'keys') THEN
+    RAISE EXCEPTION 'the primary key of the table changed from % to % columns; the queued keys no longer fit it',
+      cardinality(v_existing), jsonb_array_length(p_plan->'keys')
+      USING ERRCODE = 'invalid_table_definition',
+            HINT = 'ml.undeploy drops the old queue; deploy again and ml.backfill to score every row.';
+  END IF;
+  FOR v_key IN SELECT k.i, k.key->>'type' AS type, v_existing[k.i] AS name
+                 FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i) LOOP
+    IF v_key.name <> format('pgscore_k%s', v_key.i) THEN
+      EXECUTE format('ALTER TABLE ml.%I RENAME COLUMN %I TO %I', v_queue, v_key.name, format('pgscore_k%s', v_key.i));
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) AS type INTO v_old
+      FROM pg_attribute a WHERE a.attrelid = v_oid AND a.attname = format('pgscore_k%s', v_key.i);
+    IF v_old.type <> v_key.type || '[]' THEN
+      EXECUTE format('ALTER TABLE ml.%1$I ALTER COLUMN %2$I TYPE %3$s[] USING %2$I::%3$s[]', v_queue, format('pgscore_k%s', v_key.i), v_key.type);
+    END IF;
+  END LOOP;
+
+  -- Version 2: rows locked by someone else wait before they are claimed again.
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_oid AND attname = 'pgscore_attempts' AND NOT attisdropped) THEN
+    EXECUTE format('ALTER TABLE ml.%I ADD COLUMN pgscore_attempts smallint NOT NULL DEFAULT 0, ADD COLUMN pgscore_not_before timestamptz', v_queue);
+  END IF;
+  IF to_regclass(format('ml.%I', v_queue || '_claim')) IS NULL THEN
+    EXECUTE format('CREATE INDEX %I ON ml.%I (pgscore_priority, pgscore_seq)', v_queue || '_claim', v_queue);
+  END IF;
+  EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ml.%I TO pgscore_worker', v_queue);
+END
+$$;
+
+-- The trigger function that queues the keys of inserted rows, and of updated rows whose inputs
+-- (or key) changed. SECURITY DEFINER: applications need no rights on ml.
+CREATE OR REPLACE FUNCTION ml._install_enqueue_function(p_id int, p_plan jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_function text := format('_enqueue_%s', p_id);
+  v_keys text;
+  v_n_keys text;
+  v_join text;
+  v_first_key text;
+  v_features text;
+BEGIN
+  SELECT string_agg(format('%I', k->>'column'), ', '),
+         string_agg(format('n.%I', k->>'column'), ', '),
+         string_agg(format('o.%1$I = n.%1$I', k->>'column'), ' AND '),
+         format('%I', (array_agg(k->>'column'))[1])
+    INTO v_keys, v_n_keys, v_join, v_first_key
+    FROM jsonb_array_elements(p_plan->'keys') k;
+  SELECT 'ROW(' || string_agg(CASE WHEN s ? 'column' THEN format('%I', s->>'column') ELSE format('(%s)', s->>'expr') END, ', ') || ')'
+    INTO v_features
+    FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s;
 
   EXECUTE format($f$
     CREATE OR REPLACE FUNCTION ml.%1$I() RETURNS trigger
@@ -108,189 +153,111 @@ BEGIN
          LEFT JOIN (SELECT %2$s, %3$s AS features FROM pgscore_old) o ON %4$s
         WHERE o.%5$s IS NULL OR o.features IS DISTINCT FROM n.features',
       v_n_keys, v_keys, v_features, v_join, v_first_key), 0),
-    v_queue,
-    v_keys,
+    format('_queue_%s', p_id),
+    (SELECT string_agg(format('pgscore_k%s', i), ', ' ORDER BY i) FROM generate_series(1, jsonb_array_length(p_plan->'keys')) i),
     (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k));
+  -- Attached to another table, it would queue that table's keys on this deployment.
+  EXECUTE format('REVOKE ALL ON FUNCTION ml.%I() FROM PUBLIC', v_function);
+END
+$$;
 
-  -- The worker sets pgscore.writeback in its write-back transaction: its writes never re-queue.
-  EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', p_name), v_rel);
-  EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_update', p_name), v_rel);
+-- The WHEN of both triggers: the worker's own write-back (SET LOCAL pgscore.writeback = 'on')
+-- is not queued again, and only a member of pgscore_worker can skip the triggers that way.
+CREATE OR REPLACE FUNCTION ml._trigger_condition()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT 'pg_catalog.current_setting(''pgscore.writeback'', true) IS DISTINCT FROM ''on'' '
+         'OR NOT pg_catalog.pg_has_role(''pgscore_worker'', ''MEMBER'')'
+$$;
+
+CREATE OR REPLACE FUNCTION ml._drop_triggers(p_name text, p_source oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_rel text := ml._relname(p_source);
+BEGIN
+  IF v_rel IS NOT NULL THEN
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', p_name), v_rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_update', p_name), v_rel);
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml._install_triggers(p_id int, p_name text, p_source oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_rel text := ml._relname(p_source);
+BEGIN
+  PERFORM ml._drop_triggers(p_name, p_source);
   EXECUTE format(
     'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pgscore_new
-     FOR EACH STATEMENT WHEN (pg_catalog.current_setting(''pgscore.writeback'', true) IS DISTINCT FROM ''on'')
-     EXECUTE FUNCTION ml.%I()', format('pgscore_%s_insert', p_name), v_rel, v_function);
+     FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ml.%I()',
+    format('pgscore_%s_insert', p_name), v_rel, ml._trigger_condition(), format('_enqueue_%s', p_id));
   EXECUTE format(
     'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgscore_old NEW TABLE AS pgscore_new
-     FOR EACH STATEMENT WHEN (pg_catalog.current_setting(''pgscore.writeback'', true) IS DISTINCT FROM ''on'')
-     EXECUTE FUNCTION ml.%I()', format('pgscore_%s_update', p_name), v_rel, v_function);
+     FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ml.%I()',
+    format('pgscore_%s_update', p_name), v_rel, ml._trigger_condition(), format('_enqueue_%s', p_id));
 END
 $$;
 
--- Resolves the mapping against the model's signature, adds prediction columns, installs the
--- queue and triggers, and marks the deployment active. Idempotent: ml.promote re-runs it.
-CREATE OR REPLACE FUNCTION ml._activate(p_id int, p_backfill boolean)
+-- The worker role's rights on a table: read the key and input columns of its active
+-- deployments (and the row version, tableoid, xmin and ctid, that the write-back checks), update their
+-- prediction columns. Rebuilt from scratch so that nothing outlives the deployment that needed it.
+CREATE OR REPLACE FUNCTION ml._grant_worker(p_source oid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  d ml._deployments;
-  v_version int;
-  v_plan jsonb;
-  v_out jsonb;
+  v_rel text := ml._relname(p_source);
+  v_read text;
+  v_write text;
 BEGIN
-  SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
-  v_version := ml._resolve_version(d.model, d.version, d.alias);
-  v_plan := ml._plan(d.source, format('%s@%s', d.model, v_version), ml._signature(d.model, v_version), d.inputs, d.outputs);
-
-  FOR v_out IN SELECT o FROM jsonb_array_elements(v_plan->'outputs') o WHERE NOT (o->>'exists')::boolean LOOP
-    EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', ml._relname(d.source), v_out->>'column', v_out->>'sql_type');
-  END LOOP;
-  -- Whether a column existed before matters only here.
-  v_plan := jsonb_set(v_plan, '{outputs}', (SELECT jsonb_agg(o - 'exists') FROM jsonb_array_elements(v_plan->'outputs') o));
-
-  -- A promotion to a version that maps the same way changes nothing on the table.
-  IF d.status = 'active' AND d.plan = v_plan THEN
-    PERFORM pg_notify('pgscore_config', d.name);
+  IF v_rel IS NULL THEN
     RETURN;
   END IF;
-  PERFORM ml._install_queue(d.id, d.name, d.source, v_plan);
-  UPDATE ml._deployments SET plan = v_plan, status = 'active', reason = NULL WHERE id = p_id;
-  IF p_backfill AND coalesce((d.options->>'backfill')::boolean, true) THEN
-    PERFORM ml.backfill(d.name);
+  EXECUTE format('REVOKE ALL ON %s FROM pgscore_worker', v_rel);
+  SELECT string_agg(DISTINCT format('%I', c), ', ') INTO v_read FROM (
+    SELECT k->>'column' AS c FROM ml._deployments d, jsonb_array_elements(d.plan->'keys') k
+     WHERE d.source = p_source AND d.status = 'active'
+    UNION ALL
+    SELECT coalesce(s->>'column', x->>'column')
+      FROM ml._deployments d, jsonb_array_elements(d.plan->'inputs') i, jsonb_array_elements(i->'sources') s
+      LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN s ? 'expr' THEN s->'columns' ELSE '[]' END) x ON true
+     WHERE d.source = p_source AND d.status = 'active') t
+   WHERE c IS NOT NULL;
+  SELECT string_agg(DISTINCT format('%I', o->>'column'), ', ') INTO v_write
+    FROM ml._deployments d, jsonb_array_elements(d.plan->'outputs') o
+   WHERE d.source = p_source AND d.status = 'active';
+  IF v_read IS NOT NULL THEN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgscore_worker',
+                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_source));
+    EXECUTE format('GRANT SELECT (tableoid, xmin, ctid, %s) ON %s TO pgscore_worker', v_read, v_rel);
+    EXECUTE format('GRANT UPDATE (%s) ON %s TO pgscore_worker', v_write, v_rel);
   END IF;
-  PERFORM pg_notify('pgscore_config', d.name);
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ml.deploy(
-  deployment text,
-  source regclass,
-  model text,
-  inputs jsonb DEFAULT NULL,
-  outputs jsonb DEFAULT NULL,
-  options jsonb DEFAULT '{}')
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_variable
-DECLARE
-  v_ref text[];
-  v_model text;
-  v_version int;
-  v_alias text;
-  v_resolved int;
-  v_id int;
-  v_key text;
-  v_kind "char";
-BEGIN
-  IF deployment IS NULL OR deployment !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$' THEN
-    RAISE EXCEPTION 'deployment name % is not valid', coalesce(quote_literal(deployment), 'NULL')
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use letters, digits, "_", "." and "-" (at most 40 characters).';
-  END IF;
-  IF EXISTS (SELECT 1 FROM ml._deployments d WHERE d.name = deployment) THEN
-    RAISE EXCEPTION 'deployment "%" already exists', deployment
-      USING ERRCODE = 'duplicate_object', HINT = 'Run ml.undeploy first to change it, or pick another name.';
-  END IF;
-  IF source IS NULL THEN
-    RAISE EXCEPTION 'source table is NULL' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  SELECT c.relkind INTO v_kind FROM pg_class c WHERE c.oid = source;
-  IF v_kind NOT IN ('r', 'p') THEN
-    RAISE EXCEPTION '% is not a table', source USING ERRCODE = 'wrong_object_type';
-  END IF;
-
-  IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
-    RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  FOR v_key IN SELECT jsonb_object_keys(options) LOOP
-    IF v_key <> 'backfill' THEN
-      RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
-        USING ERRCODE = 'feature_not_supported', HINT = 'Supported options: backfill (true or false).';
-    END IF;
-  END LOOP;
-  IF options ? 'backfill' AND jsonb_typeof(options->'backfill') <> 'boolean' THEN
-    RAISE EXCEPTION 'option "backfill" must be true or false' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-
-  -- 'churn' follows production, 'churn@3' pins version 3, 'churn@staging' follows an alias.
-  v_ref := regexp_match(coalesce(model, ''), '^([^@]+)(?:@(.+))?$');
-  IF v_ref IS NULL THEN
-    RAISE EXCEPTION 'model reference % is not valid', coalesce(quote_literal(model), 'NULL')
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''name'', ''name@3'' or ''name@staging''.';
-  END IF;
-  v_model := v_ref[1];
-  IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = v_model) THEN
-    RAISE EXCEPTION 'model "%" is not registered', v_model
-      USING ERRCODE = 'no_data_found', HINT = 'Register it with ml.register_model or `pgscore model push`.';
-  END IF;
-  IF v_ref[2] ~ '^\d+$' THEN
-    v_version := v_ref[2]::int;
-    IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = v_model AND m.version = v_version) THEN
-      RAISE EXCEPTION 'model %@% does not exist (versions: %)', v_model, v_version,
-        (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM ml._models m WHERE m.name = v_model)
-        USING ERRCODE = 'no_data_found';
-    END IF;
-  ELSE
-    v_alias := coalesce(v_ref[2], 'production');
-    IF NOT EXISTS (SELECT 1 FROM ml._aliases a WHERE a.model = v_model AND a.alias = v_alias) THEN
-      RAISE EXCEPTION 'model % has no alias "%"', v_model, v_alias
-        USING ERRCODE = 'no_data_found', HINT = 'Point it at a version with ml.promote.';
-    END IF;
-  END IF;
-
-  INSERT INTO ml._deployments (name, source, model, version, alias, inputs, outputs, options)
-  VALUES (deployment, source, v_model, v_version, v_alias, inputs, outputs, options)
-  RETURNING id INTO v_id;
-
-  v_resolved := ml._resolve_version(v_model, v_version, v_alias);
-  IF EXISTS (SELECT 1 FROM ml._models m WHERE m.name = v_model AND m.version = v_resolved AND m.signature IS NULL AND m.load_error IS NULL) THEN
-    RAISE NOTICE 'deployment "%" is pending: no worker has read the signature of %@% yet', deployment, v_model, v_resolved
-      USING HINT = 'It activates (or turns invalid, with the reason) once `pgscore worker` has loaded the model; see ml.deployments.';
-    RETURN 'pending';
-  END IF;
-  PERFORM ml._activate(v_id, true);
-  RETURN 'active';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION ml.undeploy(deployment text)
+-- Builds everything a deployment generates from its plan. Writers lock the table, then its
+-- queue (in the trigger): take them in the same order, or a re-install and an INSERT deadlock.
+CREATE OR REPLACE FUNCTION ml._install(p_id int, p_name text, p_source oid, p_plan jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_variable
-DECLARE
-  d ml._deployments;
-  v_rel text;
 BEGIN
-  SELECT * INTO d FROM ml._deployments x WHERE x.name = deployment FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'deployment "%" does not exist', deployment USING ERRCODE = 'no_data_found';
-  END IF;
-  v_rel := ml._relname(d.source);
-  IF v_rel IS NOT NULL THEN
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', d.name), v_rel);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_update', d.name), v_rel);
-  END IF;
-  EXECUTE format('DROP FUNCTION IF EXISTS ml.%I()', format('_enqueue_%s', d.id));
-  EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', d.id));
-  DELETE FROM ml._deployments WHERE id = d.id;
-  PERFORM pg_notify('pgscore_config', d.name);
+  EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', ml._relname(p_source));
+  PERFORM ml._install_queue_table(p_id, p_plan);
+  PERFORM ml._install_enqueue_function(p_id, p_plan);
+  PERFORM ml._install_triggers(p_id, p_name, p_source);
 END
 $$;
 
-CREATE OR REPLACE VIEW ml.deployments AS
-SELECT d.name AS deployment,
-       d.source::regclass AS source,
-       d.model || coalesce('@' || d.version, CASE WHEN d.alias <> 'production' THEN '@' || d.alias ELSE '' END) AS model,
-       ml._resolve_version(d.model, d.version, d.alias) AS model_version,
-       d.status,
-       d.reason,
-       d.inputs,
-       d.outputs,
-       d.options,
-       d.plan,
-       d.created_at
-  FROM ml._deployments d;
+-- Replaced by the functions above (plan version 2).
+DROP FUNCTION IF EXISTS ml._install_queue(int, text, oid, jsonb);

@@ -43,6 +43,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml.backfill(deployment text, filter text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -50,10 +51,13 @@ DECLARE
   v_keys text;
 BEGIN
   SELECT string_agg(format('%I', k->>'column'), ', ') INTO v_keys FROM jsonb_array_elements(d.plan->'keys') k;
+  -- The filter runs with the schema owner's rights: it passes the same checks as input expressions.
+  IF filter IS NOT NULL AND (ml._check_expression(d.source, 'backfill filter', filter)->>'type')::oid <> 'boolean'::regtype THEN
+    RAISE EXCEPTION 'backfill filter (%) is not a condition (it gives %)', filter,
+      format_type((ml._check_expression(d.source, 'backfill filter', filter)->>'type')::oid, NULL)
+      USING ERRCODE = 'datatype_mismatch', HINT = 'Give a condition on the table''s columns, like "created_at > now() - interval ''1 day''".';
+  END IF;
   RETURN ml._enqueue(d, format('SELECT %s FROM %s WHERE %s', v_keys, ml._relname(d.source), coalesce(filter, 'true')), 1);
-EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
-  RAISE EXCEPTION 'backfill filter "%" is not a valid condition on %: %', filter, ml._relname(d.source), SQLERRM
-    USING ERRCODE = 'invalid_parameter_value';
 END
 $$;
 
@@ -62,6 +66,7 @@ $$;
 CREATE OR REPLACE FUNCTION ml.retry(deployment text)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -128,6 +133,7 @@ RETURNS TABLE (
   last_scored_at timestamptz,
   in_kafka bigint)
 LANGUAGE plpgsql STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
@@ -141,7 +147,7 @@ BEGIN
     state := d.status;
     pending := NULL;
     oldest_pending_age := NULL;
-    IF d.status = 'active' THEN
+    IF to_regclass(format('ml.%I', format('_queue_%s', d.id))) IS NOT NULL THEN
       EXECUTE format('SELECT coalesce(sum(pgscore_n), 0), statement_timestamp() - min(pgscore_queued_at) FROM ml.%I', format('_queue_%s', d.id))
          INTO pending, oldest_pending_age;
     END IF;

@@ -12,8 +12,8 @@ interface SqlFile {
   readonly sql: string;
 }
 
-async function readSqlFiles(folder: string): Promise<SqlFile[]> {
-  const dir = new URL(`${folder}/`, SQL_DIR);
+async function readSqlFiles(sqlDir: URL, folder: string): Promise<SqlFile[]> {
+  const dir = new URL(`${folder}/`, sqlDir);
   const names = (await readdir(dir)).filter((name) => name.endsWith('.sql')).sort();
   return Promise.all(names.map(async (name) => ({ name, sql: await readFile(new URL(name, dir), 'utf8') })));
 }
@@ -28,15 +28,30 @@ export interface MigrateResult {
   /** Migration files applied by this call (empty when the schema was current). */
   readonly applied: readonly string[];
   readonly schemaVersion: number;
+  /** Every deployment after its generated objects were rebuilt, with its state. */
+  readonly deployments: readonly RebuiltDeployment[];
+}
+
+export interface RebuiltDeployment {
+  readonly deployment: string;
+  readonly status: string;
+  readonly reason: string | null;
+}
+
+export interface MigrateOptions {
+  /** The sql/ folder to install from (tests install old releases kept under test/fixtures). */
+  readonly sqlDir?: URL;
 }
 
 /**
  * Installs or upgrades the ml schema: frozen numbered migrations once each, every in its own
- * transaction, then all function files (CREATE OR REPLACE) in one transaction. Safe to run
- * concurrently: an advisory lock serialises callers, and the later ones find nothing to do.
+ * transaction, then all function files (CREATE OR REPLACE) and the rebuild of every
+ * deployment's generated objects in one transaction. Safe to run concurrently: an advisory lock
+ * serialises callers, and the later ones find nothing to do.
  */
-export async function migrate(client: pg.ClientBase): Promise<MigrateResult> {
-  const [migrations, functions] = await Promise.all([readSqlFiles('migrations'), readSqlFiles('functions')]);
+export async function migrate(client: pg.ClientBase, options: MigrateOptions = {}): Promise<MigrateResult> {
+  const sqlDir = options.sqlDir ?? SQL_DIR;
+  const [migrations, functions] = await Promise.all([readSqlFiles(sqlDir, 'migrations'), readSqlFiles(sqlDir, 'functions')]);
   const known = Math.max(...migrations.map((m) => versionOf(m.name)));
   await client.query(MIGRATE_LOCK);
   try {
@@ -64,10 +79,17 @@ export async function migrate(client: pg.ClientBase): Promise<MigrateResult> {
       });
       applied.push(migration.name);
     }
+    let deployments: RebuiltDeployment[] = [];
     await inTransaction(client, 'functions', async () => {
       for (const file of functions) await applyFile(client, file);
+      // Old releases (test fixtures) have no rebuild step.
+      const { rows: rebuild } = await client.query<{ exists: boolean }>(
+        "SELECT to_regprocedure('ml._rebuild_deployments()') IS NOT NULL AS exists");
+      if (rebuild[0]?.exists) {
+        deployments = (await client.query<RebuiltDeployment>('SELECT * FROM ml._rebuild_deployments()')).rows;
+      }
     });
-    return { applied, schemaVersion: known };
+    return { applied, schemaVersion: known, deployments };
   } finally {
     await client.query(MIGRATE_UNLOCK);
   }

@@ -1,0 +1,334 @@
+-- Deployments: ml.deploy wires a model to a table, ml.undeploy unwires it; ml._activate
+-- (re)builds what a deployment generates; schema changes and dropped tables turn a deployment
+-- invalid or dropped without failing the statement that changed the table.
+
+-- The deployment's mapping with the table's current column names: a renamed input or
+-- prediction column is followed (plans record attnums), a dropped one is an error that says so.
+CREATE OR REPLACE FUNCTION ml._current_mapping(d ml._deployments, OUT inputs jsonb, OUT outputs jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_renamed boolean := false;
+  v_src jsonb;
+  v_in jsonb;
+  v_out jsonb;
+  v_now name;
+  v_dropped boolean;
+  v_specs jsonb;
+BEGIN
+  inputs := d.inputs;
+  outputs := d.outputs;
+  IF d.plan IS NULL OR coalesce((d.plan->>'version')::int, 1) < 2 THEN
+    RETURN;
+  END IF;
+
+  inputs := '{}';
+  FOR v_in IN SELECT i FROM jsonb_array_elements(d.plan->'inputs') i LOOP
+    v_specs := '[]';
+    FOR v_src IN SELECT s FROM jsonb_array_elements(v_in->'sources') s LOOP
+      IF v_src ? 'column' THEN
+        SELECT a.attname, a.attisdropped INTO v_now, v_dropped
+          FROM pg_attribute a WHERE a.attrelid = d.source AND a.attnum = (v_src->>'attnum')::int2;
+        IF v_dropped IS DISTINCT FROM false THEN
+          RAISE EXCEPTION 'input column "%" (model input "%") was dropped from %', v_src->>'column', v_in->>'name', ml._relname(d.source)
+            USING ERRCODE = 'undefined_column';
+        END IF;
+        v_renamed := v_renamed OR v_now <> v_src->>'column';
+        v_specs := v_specs || to_jsonb(v_now::text);
+      ELSE
+        v_specs := v_specs || (v_src->'expr');
+      END IF;
+    END LOOP;
+    inputs := inputs || jsonb_build_object(v_in->>'name', v_specs);
+  END LOOP;
+
+  outputs := '{}';
+  FOR v_out IN SELECT o FROM jsonb_array_elements(d.plan->'outputs') o LOOP
+    SELECT a.attname, a.attisdropped INTO v_now, v_dropped
+      FROM pg_attribute a WHERE a.attrelid = d.source AND a.attnum = (v_out->>'attnum')::int2;
+    IF v_dropped IS DISTINCT FROM false THEN
+      RAISE EXCEPTION 'prediction column "%" (output "%") was dropped from %', v_out->>'column', v_out->>'output', ml._relname(d.source)
+        USING ERRCODE = 'undefined_column',
+              HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
+    END IF;
+    v_renamed := v_renamed OR v_now <> v_out->>'column';
+    outputs := outputs || jsonb_build_object(v_now::text, coalesce(d.outputs->(v_out->>'column'), to_jsonb(v_out->>'output')));
+  END LOOP;
+
+  IF NOT v_renamed THEN
+    inputs := d.inputs;
+    outputs := d.outputs;
+  END IF;
+END
+$$;
+
+-- Turns a deployment that no longer fits its table (or model) invalid: its triggers go, so the
+-- application's writes go on unscored; its queued keys stay for when ml.deploy re-activates it.
+CREATE OR REPLACE FUNCTION ml._invalidate(p_id int, p_reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments;
+BEGIN
+  SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
+  PERFORM ml._drop_triggers(d.name, d.source);
+  UPDATE ml._deployments SET status = 'invalid', reason = p_reason WHERE id = p_id;
+  PERFORM ml._grant_worker(d.source);
+  RAISE WARNING 'pgscore: deployment "%" is invalid now: %', d.name, p_reason
+    USING HINT = 'Its triggers were removed and its queued rows kept; fix the cause and run ml.deploy again with the same name.';
+  PERFORM pg_notify('pgscore_config', d.name);
+END
+$$;
+
+-- The table of a deployment was dropped: its queue and trigger function go with it.
+CREATE OR REPLACE FUNCTION ml._mark_dropped(p_id int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments;
+BEGIN
+  SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
+  EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', d.id));
+  EXECUTE format('DROP FUNCTION IF EXISTS ml.%I()', format('_enqueue_%s', d.id));
+  UPDATE ml._deployments SET status = 'dropped', plan = NULL,
+         reason = format('table %s was dropped', coalesce(d.source_name, d.source::text))
+   WHERE id = p_id;
+  PERFORM pg_notify('pgscore_config', d.name);
+END
+$$;
+
+-- Resolves the mapping against the model's signature and builds what the deployment generates.
+-- Idempotent: ml.promote, schema changes and `pgscore migrate` re-run it. p_add_columns: may it
+-- add prediction columns (deploy, promote) or must they exist (after a schema change)?
+CREATE OR REPLACE FUNCTION ml._activate(p_id int, p_backfill boolean, p_add_columns boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments;
+  v_version int;
+  v_mapping record;
+  v_plan jsonb;
+  v_out jsonb;
+  v_rel text;
+BEGIN
+  SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
+  v_rel := ml._relname(d.source);
+  IF v_rel IS NULL THEN
+    PERFORM ml._mark_dropped(p_id);
+    RETURN;
+  END IF;
+  v_version := ml._resolve_version(d.model, d.version, d.alias);
+  SELECT * INTO v_mapping FROM ml._current_mapping(d);
+  v_plan := ml._plan(d.source, format('%s@%s', d.model, v_version), ml._signature(d.model, v_version), v_mapping.inputs, v_mapping.outputs);
+
+  FOR v_out IN SELECT o FROM jsonb_array_elements(v_plan->'outputs') o WHERE NOT (o->>'exists')::boolean LOOP
+    IF NOT p_add_columns THEN
+      RAISE EXCEPTION 'prediction column "%" of % does not exist', v_out->>'column', v_rel
+        USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
+    END IF;
+    EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
+  END LOOP;
+  -- Whether a column existed before matters only here; its attnum lets renames be followed.
+  v_plan := jsonb_set(v_plan, '{outputs}', (
+    SELECT jsonb_agg((o - 'exists') || jsonb_build_object('attnum', a.attnum) ORDER BY n)
+      FROM jsonb_array_elements(v_plan->'outputs') WITH ORDINALITY x(o, n)
+      JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = o->>'column' AND NOT a.attisdropped));
+
+  UPDATE ml._deployments SET inputs = v_mapping.inputs, outputs = v_mapping.outputs, source_name = v_rel WHERE id = p_id;
+  -- A promotion to a version that maps the same way changes nothing on the table.
+  IF NOT (d.status = 'active' AND d.plan = v_plan) THEN
+    PERFORM ml._install(d.id, d.name, d.source, v_plan);
+    UPDATE ml._deployments SET plan = v_plan, status = 'active', reason = NULL WHERE id = p_id;
+  END IF;
+  PERFORM ml._grant_worker(d.source);
+  IF p_backfill AND coalesce((d.options->>'backfill')::boolean, true) THEN
+    PERFORM ml.backfill(d.name);
+  END IF;
+  PERFORM pg_notify('pgscore_config', d.name);
+END
+$$;
+
+-- Re-plans one deployment against its table and model as they are now: it stays (or becomes)
+-- active when the mapping still fits, turns invalid with the reason when it does not, and is
+-- marked dropped when its table is gone. Returns the status. Called after schema changes (by
+-- the event trigger, or by the worker where event triggers could not be installed).
+CREATE OR REPLACE FUNCTION ml._recheck(p_id int, p_context text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_status text;
+BEGIN
+  BEGIN
+    PERFORM ml._activate(p_id, false, false);
+  EXCEPTION WHEN OTHERS THEN
+    PERFORM ml._invalidate(p_id, CASE WHEN p_context IS NULL THEN SQLERRM ELSE format('%s: %s', p_context, SQLERRM) END);
+  END;
+  SELECT status INTO v_status FROM ml._deployments WHERE id = p_id;
+  RETURN v_status;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml.deploy(
+  deployment text,
+  source regclass,
+  model text,
+  inputs jsonb DEFAULT NULL,
+  outputs jsonb DEFAULT NULL,
+  options jsonb DEFAULT '{}')
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+  v_ref text[];
+  v_model text;
+  v_version int;
+  v_alias text;
+  v_resolved int;
+  v_id int;
+  v_key text;
+  v_kind "char";
+  v_old ml._deployments;
+  v_signed boolean;
+BEGIN
+  IF deployment IS NULL OR deployment !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$' THEN
+    RAISE EXCEPTION 'deployment name % is not valid', coalesce(quote_literal(deployment), 'NULL')
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use letters, digits, "_", "." and "-" (at most 40 characters).';
+  END IF;
+  SELECT * INTO v_old FROM ml._deployments d WHERE d.name = deployment FOR UPDATE;
+  IF FOUND AND v_old.status IN ('active', 'pending') THEN
+    RAISE EXCEPTION 'deployment "%" already exists', deployment
+      USING ERRCODE = 'duplicate_object', HINT = 'Run ml.undeploy first to change it, or pick another name.';
+  END IF;
+  IF source IS NULL THEN
+    RAISE EXCEPTION 'source table is NULL' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT c.relkind INTO v_kind FROM pg_class c WHERE c.oid = source;
+  IF v_kind NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION '% is not a table', source USING ERRCODE = 'wrong_object_type';
+  END IF;
+  IF source::oid IN (SELECT c.oid FROM pg_class c WHERE c.relnamespace = 'ml'::regnamespace) THEN
+    RAISE EXCEPTION '% belongs to pgscore', source USING ERRCODE = 'wrong_object_type';
+  END IF;
+
+  IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+    RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  FOR v_key IN SELECT jsonb_object_keys(options) LOOP
+    IF v_key <> 'backfill' THEN
+      RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
+        USING ERRCODE = 'feature_not_supported', HINT = 'Supported options: backfill (true or false).';
+    END IF;
+  END LOOP;
+  IF options ? 'backfill' AND jsonb_typeof(options->'backfill') <> 'boolean' THEN
+    RAISE EXCEPTION 'option "backfill" must be true or false' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  -- 'churn' follows production, 'churn@3' pins version 3, 'churn@staging' follows an alias.
+  v_ref := regexp_match(coalesce(model, ''), '^([^@]+)(?:@(.+))?$');
+  IF v_ref IS NULL THEN
+    RAISE EXCEPTION 'model reference % is not valid', coalesce(quote_literal(model), 'NULL')
+      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''name'', ''name@3'' or ''name@staging''.';
+  END IF;
+  v_model := v_ref[1];
+  IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = v_model) THEN
+    RAISE EXCEPTION 'model "%" is not registered', v_model
+      USING ERRCODE = 'no_data_found', HINT = 'Register it with ml.register_model or `pgscore model push`.';
+  END IF;
+  IF v_ref[2] ~ '^\d+$' THEN
+    v_version := v_ref[2]::int;
+    IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = v_model AND m.version = v_version) THEN
+      RAISE EXCEPTION 'model %@% does not exist (versions: %)', v_model, v_version,
+        (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM ml._models m WHERE m.name = v_model)
+        USING ERRCODE = 'no_data_found';
+    END IF;
+  ELSE
+    v_alias := coalesce(v_ref[2], 'production');
+    IF NOT EXISTS (SELECT 1 FROM ml._aliases a WHERE a.model = v_model AND a.alias = v_alias) THEN
+      RAISE EXCEPTION 'model % has no alias "%"', v_model, v_alias
+        USING ERRCODE = 'no_data_found', HINT = 'Point it at a version with ml.promote.';
+    END IF;
+  END IF;
+
+  IF v_old.id IS NULL THEN
+    INSERT INTO ml._deployments (name, source, model, version, alias, inputs, outputs, options, source_name)
+    VALUES (deployment, source, v_model, v_version, v_alias, inputs, outputs, options, ml._relname(source))
+    RETURNING id INTO v_id;
+  ELSE
+    -- Re-activating an invalid (or dropped) deployment keeps its queued keys, unless it moves
+    -- to another table, whose keys they are not.
+    v_id := v_old.id;
+    IF v_old.source <> source THEN
+      EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', v_id));
+    END IF;
+    UPDATE ml._deployments d
+       SET source = source, model = v_model, version = v_version, alias = v_alias, inputs = inputs, outputs = outputs,
+           options = options, plan = NULL, status = 'pending', reason = NULL, source_name = ml._relname(source)
+     WHERE d.id = v_id;
+  END IF;
+
+  -- The signature check and the worker's ml._record_signature take the model row in turn: either
+  -- this sees the signature, or the worker sees this pending deployment once it commits.
+  v_resolved := ml._resolve_version(v_model, v_version, v_alias);
+  SELECT m.signature IS NOT NULL OR m.load_error IS NOT NULL INTO v_signed
+    FROM ml._models m WHERE m.name = v_model AND m.version = v_resolved FOR SHARE;
+  IF NOT v_signed THEN
+    RAISE NOTICE 'deployment "%" is pending: no worker has read the signature of %@% yet', deployment, v_model, v_resolved
+      USING HINT = 'It activates (or turns invalid, with the reason) once `pgscore worker` has loaded the model; see ml.deployments.';
+    RETURN 'pending';
+  END IF;
+  PERFORM ml._activate(v_id, true);
+  RETURN 'active';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml.undeploy(deployment text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+  d ml._deployments;
+BEGIN
+  SELECT * INTO d FROM ml._deployments x WHERE x.name = deployment FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'deployment "%" does not exist', deployment USING ERRCODE = 'no_data_found';
+  END IF;
+  PERFORM ml._drop_triggers(d.name, d.source);
+  EXECUTE format('DROP FUNCTION IF EXISTS ml.%I()', format('_enqueue_%s', d.id));
+  EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', d.id));
+  DELETE FROM ml._deployments WHERE id = d.id;
+  PERFORM ml._grant_worker(d.source);
+  PERFORM pg_notify('pgscore_config', d.name);
+END
+$$;
+
+-- The columns of ml.deployments change between versions: drop and create instead of replacing.
+DROP VIEW IF EXISTS ml.deployments;
+CREATE VIEW ml.deployments AS
+SELECT d.name AS deployment,
+       coalesce(ml._relname(d.source), d.source_name) AS source,
+       d.model || coalesce('@' || d.version, CASE WHEN d.alias <> 'production' THEN '@' || d.alias ELSE '' END) AS model,
+       ml._resolve_version(d.model, d.version, d.alias) AS model_version,
+       d.status,
+       d.reason,
+       d.inputs,
+       d.outputs,
+       d.options,
+       d.plan,
+       d.created_at
+  FROM ml._deployments d;

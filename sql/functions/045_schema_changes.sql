@@ -1,0 +1,135 @@
+-- Schema changes under a deployment. An event trigger re-plans every deployment of a table
+-- that ALTER TABLE changed, and marks deployments dropped with their table. Where event
+-- triggers cannot be created (migrate ran without superuser), the worker calls
+-- ml._recheck_deployments after a failed batch and on every reload, which finds the same.
+-- Neither ever fails the statement that changed the table (invariant 8).
+
+-- Whether the table still has every column the plan names, at the same place (attnum) and of
+-- the same type, and the same primary key.
+CREATE OR REPLACE FUNCTION ml._plan_matches(p_source oid, p_plan jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH wanted AS (
+    SELECT k->>'column' AS name, (k->>'attnum')::int2 AS attnum, k->>'type' AS type FROM jsonb_array_elements(p_plan->'keys') k
+    UNION ALL
+    SELECT s->>'column', (s->>'attnum')::int2, s->>'type'
+      FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s WHERE s ? 'column'
+    UNION ALL
+    SELECT c->>'column', (c->>'attnum')::int2, NULL
+      FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s, jsonb_array_elements(s->'columns') c
+     WHERE s ? 'expr'
+    UNION ALL
+    SELECT o->>'column', (o->>'attnum')::int2, NULL FROM jsonb_array_elements(p_plan->'outputs') o
+  )
+  SELECT coalesce((p_plan->>'version')::int, 1) = ml._plan_version()
+     AND NOT EXISTS (
+       SELECT 1 FROM wanted w
+         LEFT JOIN pg_attribute a ON a.attrelid = p_source AND a.attnum = w.attnum AND NOT a.attisdropped
+        WHERE a.attname IS DISTINCT FROM w.name
+           OR (w.type IS NOT NULL AND w.type NOT IN (format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL))))
+     AND (SELECT array_agg(k.attnum ORDER BY k.ord) FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+           WHERE i.indrelid = p_source AND i.indisprimary)
+         = (SELECT array_agg((k->>'attnum')::int2 ORDER BY n) FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY x(k, n))
+$$;
+
+-- The worker's check: deployments whose table changed are re-planned (active or invalid),
+-- those whose table is gone are marked dropped, and pending ones whose model has been read by
+-- now are activated. Returns how many deployments changed state.
+CREATE OR REPLACE FUNCTION ml._recheck_deployments()
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments;
+  v_changed int := 0;
+  v_status text;
+BEGIN
+  FOR d IN SELECT * FROM ml._deployments WHERE status IN ('active', 'pending') ORDER BY id LOOP
+    IF ml._relname(d.source) IS NULL THEN
+      PERFORM ml._mark_dropped(d.id);
+      v_changed := v_changed + 1;
+    ELSIF d.status = 'active' AND NOT ml._plan_matches(d.source, d.plan) THEN
+      v_status := ml._recheck(d.id, format('table %s changed', ml._relname(d.source)));
+      v_changed := v_changed + 1;
+    ELSIF d.status = 'pending' AND EXISTS (
+        SELECT 1 FROM ml._models m
+         WHERE m.name = d.model AND m.version = ml._resolve_version(d.model, d.version, d.alias)
+           AND (m.signature IS NOT NULL OR m.load_error IS NOT NULL)) THEN
+      BEGIN
+        PERFORM ml._activate(d.id, true);
+      EXCEPTION WHEN OTHERS THEN
+        PERFORM ml._invalidate(d.id, SQLERRM);
+      END;
+      v_changed := v_changed + 1;
+    END IF;
+  END LOOP;
+  RETURN v_changed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml._on_alter_table()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN
+    SELECT DISTINCT d.id, c.command_tag, c.object_identity
+      FROM pg_event_trigger_ddl_commands() c
+      JOIN ml._deployments d ON d.source = c.objid AND d.status = 'active'
+     WHERE c.classid = 'pg_class'::regclass
+     ORDER BY d.id
+  LOOP
+    PERFORM ml._recheck(r.id, format('after %s %s', r.command_tag, r.object_identity));
+  END LOOP;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'pgscore could not check its deployments after %: %', tg_tag, SQLERRM
+    USING HINT = 'The worker checks them again on its next reload.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml._on_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_id int;
+BEGIN
+  FOR v_id IN
+    SELECT DISTINCT d.id FROM pg_event_trigger_dropped_objects() o
+      JOIN ml._deployments d ON d.source = o.objid AND d.status <> 'dropped'
+     WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
+  LOOP
+    PERFORM ml._mark_dropped(v_id);
+  END LOOP;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'pgscore could not mark deployments of dropped tables after %: %', tg_tag, SQLERRM
+    USING HINT = 'The worker marks them on its next reload.';
+END
+$$;
+
+-- Event triggers need a superuser. Without them the worker finds schema changes itself.
+DO $$
+BEGIN
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    DROP EVENT TRIGGER IF EXISTS pgscore_alter_table;
+    DROP EVENT TRIGGER IF EXISTS pgscore_drop;
+    CREATE EVENT TRIGGER pgscore_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+      EXECUTE FUNCTION ml._on_alter_table();
+    CREATE EVENT TRIGGER pgscore_drop ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+      EXECUTE FUNCTION ml._on_drop();
+  ELSE
+    RAISE NOTICE 'pgscore: % is not a superuser, so no event triggers were installed', current_user
+      USING DETAIL = 'The worker detects schema changes on its own, after the first failed batch or within seconds.';
+  END IF;
+END
+$$;

@@ -1,0 +1,36 @@
+-- Least privilege (README "Security"), re-applied on every migrate. Applications get nothing:
+-- their writes are queued by SECURITY DEFINER triggers. Nothing private is executable by PUBLIC.
+REVOKE ALL ON SCHEMA ml FROM PUBLIC;
+GRANT USAGE ON SCHEMA ml TO pgscore_admin, pgscore_worker;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ml FROM PUBLIC;
+-- Trigger functions created later by ml.deploy (which runs as the schema owner) too.
+ALTER DEFAULT PRIVILEGES IN SCHEMA ml REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+
+-- Admins: the SQL surface, and read access to everything in ml.
+GRANT EXECUTE ON FUNCTION
+  ml.register_model(text, bytea, jsonb),
+  ml.promote(text, int, text),
+  ml.rollback(text, text),
+  ml.deploy(text, regclass, text, jsonb, jsonb, jsonb),
+  ml.undeploy(text),
+  ml.backfill(text, text),
+  ml.retry(text),
+  ml._record_signature(text, int, jsonb, text)
+  TO pgscore_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA ml TO pgscore_admin;
+
+-- Functions the views call run with the reader's rights; ml._status is SECURITY DEFINER.
+GRANT EXECUTE ON FUNCTION ml._status(), ml._resolve_version(text, int, text), ml._relname(oid)
+  TO pgscore_admin, pgscore_worker;
+GRANT SELECT ON ml.models, ml.deployments, ml.status, ml.errors TO pgscore_admin, pgscore_worker;
+
+-- The worker: reads models and deployments, records signatures and schema changes it finds,
+-- writes dead letters and statistics. Its rights on queues and source tables are granted per
+-- deployment (ml._install_queue_table, ml._grant_worker).
+GRANT SELECT ON ml._models, ml._aliases, ml._deployments, ml._migrations TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._record_signature(text, int, jsonb, text), ml._recheck(int, text), ml._recheck_deployments()
+  TO pgscore_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ml._dead_letters TO pgscore_worker;
+GRANT SELECT, INSERT, DELETE ON ml._batches TO pgscore_worker;
+GRANT INSERT ON ml._poison_messages TO pgscore_worker;
+GRANT SELECT, INSERT, UPDATE ON ml._kafka_counts TO pgscore_worker;
