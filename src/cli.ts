@@ -3,6 +3,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, requireDatabaseUrl, type Config } from './config.js';
 import { createPool } from './db/pool.js';
 import { migrate } from './db/migrate.js';
+import { createWorkerRole } from './db/roles.js';
+import { configureOrtLogging } from './models/ort-log.js';
 import { ConfigError, describe, UsageError } from './errors.js';
 import { createLogger } from './log.js';
 import { pushModel } from './models/registry.js';
@@ -32,7 +34,9 @@ function untilSignal(): Promise<NodeJS.Signals> {
 }
 
 function config(command: Command): Config {
-  return loadConfig(process.env, command.optsWithGlobals());
+  const cfg = loadConfig(process.env, command.optsWithGlobals());
+  configureOrtLogging(cfg.ortLogLevel);
+  return cfg;
 }
 
 async function withPool<T>(cfg: Config, body: (pool: ReturnType<typeof createPool>) => Promise<T>): Promise<T> {
@@ -86,10 +90,21 @@ program
         const result = await migrate(client);
         const what = result.applied.length ? `applied ${result.applied.join(', ')}` : 'schema already current';
         process.stdout.write(`ml schema at version ${result.schemaVersion}: ${what}; functions refreshed\n`);
+        for (const d of result.deployments) {
+          process.stdout.write(`deployment ${d.deployment}: ${d.status}${d.reason ? ` (${d.reason})` : ''}\n`);
+        }
       } finally {
         client.release();
       }
     });
+  });
+
+program
+  .command('create-worker-role <name>')
+  .description('create (or update) a login role in the pgscore_worker group for workers and relays (password from env PGSCORE_WORKER_PASSWORD)')
+  .action(async (name: string, _options, command: Command) => {
+    await withPool(config(command), (pool) => createWorkerRole(pool, name, process.env.PGSCORE_WORKER_PASSWORD || undefined));
+    process.stdout.write(`role ${name} can run pgscore worker and pgscore relay\n`);
   });
 
 program
@@ -116,7 +131,9 @@ kafkaOptions(
     .option('--max-wait-ms <ms>', 'after a wake-up, wait this long for more rows (env PGSCORE_MAX_WAIT_MS)')
     .option('--poll-interval-ms <ms>', 'look at the queues at least this often (env PGSCORE_POLL_INTERVAL_MS)')
     .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)')
-    .option('--ort-threads <n>', 'onnxruntime threads per batch (env PGSCORE_ORT_THREADS)'),
+    .option('--ort-threads <n>', 'onnxruntime threads per batch (env PGSCORE_ORT_THREADS)')
+    .option('--ort-log-level <level>', "onnxruntime's own log threshold: verbose, info, warning, error or fatal (env PGSCORE_ORT_LOG_LEVEL)")
+    .option('--allow-superuser', 'score even when connected as a superuser (env PGSCORE_ALLOW_SUPERUSER)'),
 ).action(async (_options, command: Command) => {
   const cfg = config(command);
   const log = createLogger(cfg.logLevel);
@@ -134,7 +151,8 @@ kafkaOptions(
     .command('relay')
     .description('move queued rows with their inputs to Kafka for `pgscore worker --transport kafka`')
     .option('--batch-size <rows>', 'most rows per produce request (env PGSCORE_BATCH_SIZE)')
-    .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)'),
+    .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)')
+    .option('--allow-superuser', 'relay even when connected as a superuser (env PGSCORE_ALLOW_SUPERUSER)'),
 ).action(async (_options, command: Command) => {
   const cfg = config(command);
   const log = createLogger(cfg.logLevel);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { DEFAULT_ORT_LOG_LEVEL, ORT_LOG_LEVELS } from './models/ort-log.js';
 
 /**
  * Every setting pgscore reads, from the environment and from command-line flags (flags win).
@@ -17,6 +18,12 @@ const schema = z.object({
   pollIntervalMs: int(10, 3_600_000).default(1000),
   concurrency: int(1, 32).default(2),
   ortThreads: int(1, 64).default(1),
+  ortLogLevel: z.enum(ORT_LOG_LEVELS).default(DEFAULT_ORT_LOG_LEVEL),
+  allowSuperuser: z
+    .enum(['true', 'false', '1', '0'])
+    .or(z.boolean())
+    .transform((v) => v === true || v === 'true' || v === '1')
+    .default(false),
   transport: z.enum(['notify', 'kafka']).default('notify'),
   kafkaBrokers: z
     .string()
@@ -50,6 +57,8 @@ export const ENV_NAMES: Readonly<Record<Key, string>> = {
   pollIntervalMs: 'PGSCORE_POLL_INTERVAL_MS',
   concurrency: 'PGSCORE_CONCURRENCY',
   ortThreads: 'PGSCORE_ORT_THREADS',
+  ortLogLevel: 'PGSCORE_ORT_LOG_LEVEL',
+  allowSuperuser: 'PGSCORE_ALLOW_SUPERUSER',
   transport: 'PGSCORE_TRANSPORT',
   kafkaBrokers: 'KAFKA_BROKERS',
   kafkaTopic: 'PGSCORE_KAFKA_TOPIC',
@@ -73,6 +82,8 @@ const FLAG_NAMES: Readonly<Record<Key, string>> = {
   pollIntervalMs: '--poll-interval-ms',
   concurrency: '--concurrency',
   ortThreads: '--ort-threads',
+  ortLogLevel: '--ort-log-level',
+  allowSuperuser: '--allow-superuser',
   transport: '--transport',
   kafkaBrokers: '--kafka-brokers',
   kafkaTopic: '--kafka-topic',

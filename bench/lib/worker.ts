@@ -6,8 +6,11 @@ import type { Worker } from '../../src/worker/worker.js';
 
 type WorkerSettings = ConstructorParameters<typeof Worker>[1];
 
-/** The worker's defaults, from the one configuration schema (README "Configuration"). */
-export const WORKER_DEFAULTS: WorkerSettings = loadConfig({});
+/**
+ * The worker's defaults, from the one configuration schema (README "Configuration"). The bench
+ * owns its throwaway databases and connects as their superuser, so it allows that explicitly.
+ */
+export const WORKER_DEFAULTS: WorkerSettings = loadConfig({ PGSCORE_ALLOW_SUPERUSER: 'true' });
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -24,7 +27,7 @@ export interface Child {
 export function spawnPgscore(args: string[], env: Record<string, string>, readyText: string): Child {
   const child = spawn(process.execPath, ['bin/pgscore.js', ...args], {
     cwd: ROOT,
-    env: { ...process.env, PGSCORE_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, PGSCORE_LOG_LEVEL: 'info', PGSCORE_ALLOW_SUPERUSER: 'true', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';

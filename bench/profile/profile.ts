@@ -6,7 +6,9 @@
 import { execFile } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { deploymentSql, listActiveDeployments } from '../../src/db/statements.js';
+import { listActiveDeployments } from '../../src/db/statements.js';
+import { decodeClaim } from '../../src/queue/claim.js';
+import { deploymentStatements } from '../../src/queue/statements.js';
 import { createLogger } from '../../src/log.js';
 import { loadModel } from '../../src/models/sessions.js';
 import { scoreRows } from '../../src/scoring/score.js';
@@ -67,7 +69,7 @@ try {
     await db.query(insertSelectSql('t', 100_000));
     await db.query('VACUUM ANALYZE t');
     const [d] = await listActiveDeployments(db.pool);
-    const sql = deploymentSql(d!);
+    const sql = deploymentStatements(d!);
     const model = await loadModel('logreg', await modelBytes('logreg'), { threads: 1 });
     const client = await db.pool.connect();
     try {
@@ -81,9 +83,10 @@ try {
       for (let i = 0; i < 3; i++) {
         await client.query("BEGIN; SET LOCAL pgscore.writeback = 'on'");
         const t = performance.now();
-        const { rows } = await client.query<unknown[]>({ ...sql.claim, values: claimValues });
+        const { rows: raw } = await client.query<unknown[]>({ ...sql.claim, values: claimValues });
+        const { rows } = decodeClaim(raw, 1);
         const claimMs = performance.now() - t;
-        const scored = await scoreRows(model, d!.plan, rows, sql.firstValue);
+        const scored = await scoreRows(model, d!.plan, rows.map((row) => row.values));
         await client.query('SAVEPOINT before_write');
         // writePredictions builds the write-back's parameters; capture them to EXPLAIN the same statement.
         let values: unknown[] = [];
@@ -97,7 +100,7 @@ try {
           },
         });
         const t2 = performance.now();
-        await writePredictions(spy, d!.id, sql, { rows, keyCount: 1, claimedAt: t2 }, scored, t2);
+        await writePredictions(spy, { id: d!.id, sql, keyCount: 1 }, rows, scored, 0);
         const writeMs = performance.now() - t2;
         await client.query('ROLLBACK TO SAVEPOINT before_write');
         const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack.text}`, values });

@@ -10,7 +10,7 @@ const BATCHES = [1, 100, 1000];
 
 /** Rows in the worker's claim layout: [key text, age_ms, xmin, v0..v29], values as pg parses real. */
 function claimRows(n: number): unknown[][] {
-  return Array.from({ length: n }, (_, r) => [String(r + 1), 1.5, '1234', ...Array.from({ length: 30 }, (_, i) => Math.fround(Math.random() * (i + 1)))]);
+  return Array.from({ length: n }, () => Array.from({ length: 30 }, (_, i) => Math.fround(Math.random() * (i + 1))));
 }
 
 export const rawScoring: Scenario = {
@@ -37,13 +37,13 @@ export const rawScoring: Scenario = {
       try {
         for (const batch of BATCHES) {
           const rows = claimRows(batch);
-          for (let i = 0; i < 20; i++) await scoreRows(loaded, plan, rows, 3); // warm-up
+          for (let i = 0; i < 20; i++) await scoreRows(loaded, plan, rows); // warm-up
           const rates: number[] = [];
           for (let rep = 0; rep < reps; rep++) {
             let scored = 0;
             const started = performance.now();
             while (performance.now() - started < seconds * 1000) {
-              const result = await scoreRows(loaded, plan, rows, 3);
+              const result = await scoreRows(loaded, plan, rows);
               scored += result.rows.length;
             }
             rates.push(scored / ((performance.now() - started) / 1000));
@@ -56,7 +56,7 @@ export const rawScoring: Scenario = {
       }
     }
     out.notes.push(
-      `scoreRows(model, plan, rows, 3) in a loop for ${seconds} s per repetition, one session (1 ORT thread, as the worker), rows in the claim layout [key, age_ms, xmin, f0..f29] as pg returns them; the plan is the one ml.deploy stored. Includes rows→tensor copying and tensor→columns reading, no database.`,
+      `scoreRows(model, plan, rows) in a loop for ${seconds} s per repetition, one session (1 ORT thread, as the worker), rows of 30 input values as the claim decodes them; the plan is the one ml.deploy stored. Includes rows→tensor copying and tensor→columns reading, no database.`,
     );
   },
 };

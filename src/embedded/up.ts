@@ -1,12 +1,15 @@
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
+import { connectionAs, createWorkerRole } from '../db/roles.js';
 import type { Logger } from '../log.js';
 import { Worker } from '../worker/worker.js';
 import { ensureExample } from './example.js';
 import { startEmbeddedPostgres } from './postgres.js';
 
 export const EMBEDDED_DATABASE = 'pgscore';
+const UP_WORKER_ROLE = 'pgscore_up_worker';
+const UP_WORKER_PASSWORD = 'pgscore';
 
 export interface Running {
   readonly url: string;
@@ -35,10 +38,12 @@ export async function up(config: Config, log: Logger): Promise<Running> {
         client.release();
       }
       await ensureExample(pool);
+      await createWorkerRole(pool, UP_WORKER_ROLE, UP_WORKER_PASSWORD);
     } finally {
       await pool.end();
     }
-    const worker = new Worker(url, config, log);
+    // The worker runs as a member of pgscore_worker, as in production; psql users get the superuser.
+    const worker = new Worker(connectionAs(url, UP_WORKER_ROLE, UP_WORKER_PASSWORD), config, log);
     await worker.start();
     return {
       url,

@@ -4,9 +4,11 @@ import { z } from 'zod';
  * A deployment's mapping, resolved against its model by ml._plan (sql/functions/020_plan.sql)
  * and stored in ml._deployments.plan. The worker only ever reads it.
  */
+const column = z.object({ column: z.string(), attnum: z.number().int() });
 const source = z.union([
-  z.object({ column: z.string(), label: z.string(), type: z.string() }),
-  z.object({ expr: z.string(), label: z.string(), type: z.string() }),
+  column.extend({ label: z.string(), type: z.string() }),
+  /** An SQL expression, and the columns it reads (checked at deploy, see 015_expressions.sql). */
+  z.object({ expr: z.string(), columns: z.array(column), label: z.string(), type: z.string() }),
 ]);
 
 export const inputTypes = ['float32', 'float64', 'int32', 'int64', 'bool', 'string'] as const;
@@ -25,6 +27,7 @@ const input = z.object({
 
 const output = z.object({
   column: z.string(),
+  attnum: z.number().int(),
   output: z.string(),
   /** Which value of each row; null writes the whole row into an array column. */
   index: z.number().int().nonnegative().nullable(),
@@ -33,8 +36,12 @@ const output = z.object({
   array: z.boolean(),
 });
 
+/** The plan layout this worker reads (ml._plan_version()); `pgscore migrate` rebuilds older plans. */
+export const PLAN_VERSION = 2;
+
 export const planSchema = z.object({
-  keys: z.array(z.object({ column: z.string(), type: z.string() })).min(1),
+  version: z.literal(PLAN_VERSION),
+  keys: z.array(column.extend({ type: z.string() })).min(1),
   inputs: z.array(input).min(1),
   outputs: z.array(output).min(1),
 });

@@ -1,4 +1,4 @@
-import type { LoadedModel } from '../models/sessions.js';
+import { runOptions, type LoadedModel } from '../models/sessions.js';
 import { buildFeeds, type Rejection } from './inputs.js';
 import { readOutputs, type Cell } from './outputs.js';
 import type { Plan } from './plan.js';
@@ -12,7 +12,7 @@ export interface Scored {
 }
 
 /**
- * Scores rows (values from column `first` on, as the plan's sources) with one session.run.
+ * Scores rows (each the input values in the plan's source order) with one session.run.
  * When the model fails on the batch, each half is scored on its own until the failing rows
  * are found: they become rejections, the others are scored.
  */
@@ -20,15 +20,14 @@ export async function scoreRows(
   model: LoadedModel,
   plan: Plan,
   rows: readonly (readonly unknown[])[],
-  first: number,
 ): Promise<Scored> {
-  const { feeds, accepted, rejected } = buildFeeds(plan.inputs, rows, first);
+  const { feeds, accepted, rejected } = buildFeeds(plan.inputs, rows, 0);
   const empty = (): Cell[][] => plan.outputs.map(() => []);
   if (accepted.length === 0) return { rows: [], columns: empty(), rejected };
 
   const fetches = [...new Set(plan.outputs.map((output) => output.output))];
   try {
-    const results = await model.session.run(feeds, fetches);
+    const results = await model.session.run(feeds, fetches, runOptions());
     return { rows: accepted, columns: readOutputs(plan.outputs, results, accepted.length, model.ref), rejected };
   } catch (error) {
     if (accepted.length === 1) {
@@ -40,7 +39,7 @@ export async function scoreRows(
     const columns = empty();
     const failed: Rejection[] = [...rejected];
     for (const half of [accepted.slice(0, middle), accepted.slice(middle)]) {
-      const part = await scoreRows(model, plan, half.map((i) => rows[i]!), first);
+      const part = await scoreRows(model, plan, half.map((i) => rows[i]!));
       scoredRows.push(...part.rows.map((i) => half[i]!));
       part.columns.forEach((values, c) => columns[c]!.push(...values));
       failed.push(...part.rejected.map((r) => ({ row: half[r.row]!, reason: r.reason })));

@@ -3,18 +3,25 @@ import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
-import { COUNT_CONSUMED, fetchModelBytes, RECORD_POISON } from '../db/statements.js';
-import { describe, ModelError } from '../errors.js';
+import { COUNT_CONSUMED, fetchModelBytes, listParkedDeployments, RECHECK_DEPLOYMENT, RECORD_POISON } from '../db/statements.js';
+import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
+import { RateLimitedLog } from '../log-limit.js';
 import { SessionCache } from '../models/sessions.js';
-import { inWritebackTransaction, scoreAndWrite, type BatchResult } from '../worker/batch.js';
+import { inWritebackTransaction, scoreBatch, type BatchResult } from '../pipeline/batch.js';
+import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
+import type { ClaimedRow } from '../queue/claimed-row.js';
+import { requeueRows } from '../queue/requeue.js';
+import { requeueSql } from '../queue/requeue.js';
 import { loadDeployments, type ActiveDeployment } from '../worker/deployments.js';
-import { writePredictions } from '../writeback/writeback.js';
+import { checkWorkerRole } from '../worker/identity.js';
 import type { LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
-import { decodeMessage, toClaimRow } from './message.js';
+import { decodeMessage, toClaimedRow } from './message.js';
 
 const RELOAD_EVERY_MS = 5_000;
+/** Rows of a paused deployment wait this long on its queue before the relay sends them again. */
+const PAUSED_REQUEUE_DELAY_MS = 5_000;
 
 interface Poison {
   readonly offset: string;
@@ -37,6 +44,9 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #consumer: Consumer;
   readonly #kafka;
   #deployments = new Map<number, ActiveDeployment>();
+  #parked = new Map<number, { keyCount: number; sql: { requeue: { name: string; text: string } } }>();
+  readonly #health = new DeploymentHealth();
+  readonly #failureLog: RateLimitedLog;
   #loadedAt = 0;
   #reloading: Promise<void> | undefined;
 
@@ -44,6 +54,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     super();
     this.#config = config;
     this.#log = log;
+    this.#failureLog = new RateLimitedLog(log);
     this.#kafka = createKafka(config, log);
     // A 10 s session (kafkajs defaults to 30 s) hands a dead member's partitions over sooner.
     this.#consumer = this.#kafka.consumer({
@@ -64,6 +75,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   }
 
   async start(): Promise<void> {
+    await checkWorkerRole(this.#pool, this.#config.allowSuperuser);
     await this.#reload();
     await ensureTopic(this.#kafka, this.#config);
     await this.#consumer.connect();
@@ -91,8 +103,14 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
 
   async #reload(): Promise<void> {
     this.#reloading ??= loadDeployments(this.#pool, this.#models, this.#log)
-      .then((list) => {
+      .then(async (list) => {
         this.#deployments = new Map(list.map((d) => [d.id, d]));
+        this.#health.retain(new Set(this.#deployments.keys()));
+        const parked = await listParkedDeployments(this.#pool);
+        this.#parked = new Map(parked.map(({ id, plan }) => [
+          id,
+          { keyCount: plan.keys.length, sql: { requeue: { name: `pgscore_park_${id}_${plan.keys.length}`, text: requeueSql(id, plan) } } },
+        ]));
         this.#loadedAt = Date.now();
       })
       .finally(() => {
@@ -128,71 +146,104 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     const started = performance.now();
     const now = Date.now();
     const poison: Poison[] = [];
-    const groups = new Map<number, { deployment: ActiveDeployment; rows: unknown[][]; stale: string[][] }>();
+    const groups = new Map<number, { deployment: ActiveDeployment; rows: ClaimedRow[]; stale: ClaimedRow[] }>();
+    const parked = new Map<number, { keyCount: number; sql: { requeue: { name: string; text: string } }; rows: ClaimedRow[] }>();
     for (const message of chunk) {
       const decoded = decodeMessage(message.value);
       if (!decoded.ok) {
         poison.push({ offset: message.offset, key: message.key?.toString('utf8') ?? null, reason: decoded.reason });
         continue;
       }
+      const row = toClaimedRow(decoded.message, now);
       const deployment = await this.#deployment(decoded.message.d);
-      if (!deployment) continue; // undeployed since: nothing to write to
+      if (!deployment) {
+        // Invalid since (its queue is kept): park the row there for ml.deploy. Undeployed or
+        // dropped: nothing to write to.
+        const target = this.#parked.get(decoded.message.d);
+        if (target && decoded.message.k.length === target.keyCount) {
+          const entry = parked.get(decoded.message.d) ?? { ...target, rows: [] };
+          entry.rows.push(row);
+          parked.set(decoded.message.d, entry);
+        }
+        continue;
+      }
       let group = groups.get(deployment.id);
       if (!group) groups.set(deployment.id, (group = { deployment, rows: [], stale: [] }));
-      if (decoded.message.f !== deployment.sql.fingerprint || decoded.message.k.length !== deployment.plan.keys.length) {
+      if (decoded.message.f !== deployment.sql.fingerprint || decoded.message.k.length !== deployment.keyCount) {
         // Built for another mapping (the deployment was re-planned): read the row afresh.
-        group.stale.push(decoded.message.k);
+        group.stale.push(row);
       } else {
-        group.rows.push(toClaimRow(decoded.message, now));
+        group.rows.push(row);
       }
     }
 
-    await inWritebackTransaction(this.#pool, async (client) => {
-      if (poison.length > 0) {
-        await client.query(RECORD_POISON, [
-          poison.map(() => topic),
-          poison.map(() => partition),
-          poison.map((p) => p.offset),
-          poison.map((p) => p.key),
-          poison.map((p) => p.reason),
-        ]);
-        this.#log.warn({ topic, partition, poison }, 'undecodable messages recorded in ml.errors');
-      }
-      for (const { deployment, rows, stale } of groups.values()) {
-        const claimedAt = performance.now();
-        const result = await this.#scoreGroup(client, deployment, rows, claimedAt);
-        if (stale.length > 0) {
-          const keyColumns = deployment.plan.keys.map((_, i) => stale.map((key) => key[i]));
-          await client.query({ ...deployment.sql.requeue, values: keyColumns });
+    try {
+      await inWritebackTransaction(this.#pool, async (client) => {
+        if (poison.length > 0) {
+          await client.query(RECORD_POISON, [
+            poison.map(() => topic),
+            poison.map(() => partition),
+            poison.map((p) => p.offset),
+            poison.map((p) => p.key),
+            poison.map((p) => p.reason),
+          ]);
+          this.#log.warn({ topic, partition, poison }, 'undecodable messages recorded in ml.errors');
         }
-        await client.query(COUNT_CONSUMED, [deployment.id, rows.length + stale.length]);
-        const done = performance.now();
-        this.emit('batch', {
-          deployment: deployment.name,
-          claimed: rows.length + stale.length,
-          written: result.written,
-          dead: result.dead,
-          requeued: result.requeued + stale.length,
-          ms: done - started,
-          phases: { claimMs: claimedAt - started, scoreMs: result.scoredAt - claimedAt, writeMs: done - result.scoredAt },
-        } satisfies BatchResult);
+        for (const target of parked.values()) await requeueRows(client, target, target.rows, 0);
+        for (const { deployment, rows, stale } of groups.values()) {
+          const claimedAt = performance.now();
+          const result = await this.#scoreGroup(client, deployment, rows, claimedAt);
+          await requeueRows(client, deployment, stale, 0);
+          await client.query(COUNT_CONSUMED, [deployment.id, rows.length + stale.length]);
+          const done = performance.now();
+          this.emit('batch', {
+            deployment: deployment.name,
+            claimed: rows.length + stale.length,
+            written: result.written,
+            dead: result.dead,
+            requeued: result.requeued + stale.length,
+            ms: done - started,
+            phases: { claimMs: claimedAt - started, scoreMs: result.scoredAt - claimedAt, writeMs: done - result.scoredAt },
+          } satisfies BatchResult);
+        }
+      });
+    } catch (error) {
+      // The failure policy: nothing of the chunk committed and its offsets stay uncommitted, so
+      // Kafka redelivers it. A deployment whose write failed is re-checked first (a schema change
+      // turns it invalid, and its rows are parked on the redelivery).
+      const action = classifyFailure(error);
+      if (action.kind === 'recheck') {
+        for (const { deployment } of groups.values()) {
+          await this.#pool.query(RECHECK_DEPLOYMENT, [deployment.id, `a Kafka batch failed: ${action.reason}`]).catch(() => undefined);
+        }
+        this.#loadedAt = 0;
       }
-    });
+      this.#failureLog.error(`chunk:${action.kind}`, { topic, partition, err: error }, `Kafka batch failed, it will be redelivered: ${action.reason}`);
+      await new Promise((resolve) => setTimeout(resolve, 250 + Math.random() * 250));
+      throw error;
+    }
   }
 
-  async #scoreGroup(client: pg.ClientBase, deployment: ActiveDeployment, rows: unknown[][], claimedAt: number) {
+  /**
+   * Scores one deployment's rows, or (its model does not load: the failure policy's pause) puts
+   * them back on the deployment's queue to wait, as the notify worker leaves them queued.
+   */
+  async #scoreGroup(client: pg.ClientBase, deployment: ActiveDeployment, rows: ClaimedRow[], claimedAt: number) {
     if (rows.length === 0) return { written: 0, dead: 0, requeued: 0, scoredAt: claimedAt };
-    try {
-      const model = await this.#models.get(deployment.model, deployment.version);
-      return await scoreAndWrite(client, deployment, model, rows, claimedAt);
-    } catch (error) {
-      if (!(error instanceof ModelError)) throw error;
-      // The rows cannot score until the model is fixed: keep them as dead letters for ml.retry.
-      const reason = describe(error);
-      const failed = { rows: [], columns: deployment.plan.outputs.map(() => []), rejected: rows.map((_, row) => ({ row, reason })) };
-      const batch = { rows, keyCount: deployment.plan.keys.length, claimedAt };
-      const result = await writePredictions(client, deployment.id, deployment.sql, batch, failed, performance.now());
-      return { ...result, scoredAt: performance.now() };
+    if (!this.#health.isResting(deployment.id)) {
+      try {
+        const model = await this.#models.get(deployment.model, deployment.version);
+        const result = await scoreBatch(client, deployment, model, rows, claimedAt);
+        this.#health.succeeded(deployment.id);
+        return result;
+      } catch (error) {
+        if (classifyFailure(error).kind !== 'pause') throw error;
+        const restMs = this.#health.failed(deployment.id, describe(error));
+        this.#failureLog.error(`pause:${deployment.id}`, { deployment: deployment.name, restMs, err: error },
+          `deployment paused, its rows wait on its queue: ${describe(error)}`);
+      }
     }
+    await requeueRows(client, deployment, rows, PAUSED_REQUEUE_DELAY_MS);
+    return { written: 0, dead: 0, requeued: rows.length, scoredAt: performance.now() };
   }
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { ClaimedRow } from '../queue/claimed-row.js';
 import type { ActiveDeployment } from '../worker/deployments.js';
 
 /**
@@ -39,21 +40,19 @@ function decodeValue(value: unknown): unknown {
   return value;
 }
 
-/** A claimed row ([key texts..., age_ms, xmin, ctid, queue rows, values...]) as a Kafka message. */
-export function encodeRow(deployment: ActiveDeployment, row: readonly unknown[], now: number): { key: string; value: string } {
-  const keyCount = deployment.plan.keys.length;
-  const keys = row.slice(0, keyCount) as string[];
+/** A claimed row as a Kafka message. */
+export function encodeRow(deployment: ActiveDeployment, row: ClaimedRow, now: number): { key: string; value: string } {
   const message: RowMessage = {
     v: MESSAGE_VERSION,
     d: deployment.id,
     f: deployment.sql.fingerprint,
-    k: keys,
-    x: String(row[keyCount + 1]),
-    t: String(row[keyCount + 2]),
-    q: Math.round(now - (row[keyCount] as number)),
-    i: row.slice(deployment.sql.firstValue).map(encodeValue),
+    k: [...row.keys],
+    x: row.xmin,
+    t: row.tid,
+    q: Math.round(now - row.ageMs),
+    i: row.values.map(encodeValue),
   };
-  return { key: `${deployment.id}:${JSON.stringify(keys)}`, value: JSON.stringify(message) };
+  return { key: `${deployment.id}:${JSON.stringify(row.keys)}`, value: JSON.stringify(message) };
 }
 
 export type Decoded = { ok: true; message: RowMessage } | { ok: false; reason: string };
@@ -74,7 +73,7 @@ export function decodeMessage(value: Buffer | null): Decoded {
   return { ok: true, message: { ...parsed.data, i: parsed.data.i.map(decodeValue) } };
 }
 
-/** The message back in the claim layout, with its age now. */
-export function toClaimRow(message: RowMessage, now: number): unknown[] {
-  return [...message.k, Math.max(0, now - message.q), message.x, message.t, 1, ...message.i];
+/** The message as the row the batch pipeline scores, with its age now. */
+export function toClaimedRow(message: RowMessage, now: number): ClaimedRow {
+  return { keys: message.k, ageMs: Math.max(0, now - message.q), xmin: message.x, tid: message.t, attempts: 0, values: message.i };
 }

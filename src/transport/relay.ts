@@ -3,9 +3,11 @@ import { CompressionTypes, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
-import { COUNT_RELAYED } from '../db/statements.js';
+import { COUNT_RELAYED, RECHECK_DEPLOYMENT } from '../db/statements.js';
 import type { Logger } from '../log.js';
-import { claim, ClaimSizer, inWritebackTransaction, type BatchResult } from '../worker/batch.js';
+import { inWritebackTransaction, type BatchResult } from '../pipeline/batch.js';
+import { claimBatch, ClaimSizer } from '../queue/claim.js';
+import { checkWorkerRole } from '../worker/identity.js';
 import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
 import { QueueLoop, type LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
@@ -23,6 +25,7 @@ export class Relay extends EventEmitter<LoopEvents> {
   readonly #loop: QueueLoop;
   readonly #producer: Producer;
   readonly #kafka;
+  readonly #pool: pg.Pool;
 
   constructor(connectionString: string, config: Config, log: Logger) {
     super();
@@ -33,9 +36,14 @@ export class Relay extends EventEmitter<LoopEvents> {
     pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     const producer = this.#producer;
     const sizer = new ClaimSizer(config.batchSize);
+    this.#pool = pool;
     this.#loop = new QueueLoop(connectionString, pool, config, log, {
-      load: () => listDeployments(pool),
+      load: () => listDeployments(pool, log),
       handle: (deployment) => relayBatch(pool, producer, config, deployment, sizer),
+      async recheck(deployment, reason) {
+        const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a relay batch failed: ${reason}`]);
+        return rows[0]?.status ?? 'undeployed';
+      },
       async close() {
         await pool.end();
       },
@@ -49,6 +57,7 @@ export class Relay extends EventEmitter<LoopEvents> {
   }
 
   async start(): Promise<void> {
+    await checkWorkerRole(this.#pool, this.#config.allowSuperuser);
     await ensureTopic(this.#kafka, this.#config);
     await this.#producer.connect();
     await this.#loop.start();
@@ -71,7 +80,7 @@ async function relayBatch(
   let claimedAt = started;
   let sentAt = started;
   const claimed = await inWritebackTransaction(pool, async (client) => {
-    const rows = await claim(client, deployment, config.batchSize, sizer);
+    const rows = await claimBatch(client, deployment, config.batchSize, sizer);
     claimedAt = performance.now();
     if (rows.length === 0) return 0;
     const now = Date.now();

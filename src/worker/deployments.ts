@@ -2,23 +2,25 @@ import type pg from 'pg';
 import { ModelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
-  deploymentSql,
   listActiveDeployments,
   listUnvalidatedModels,
+  RECHECK_DEPLOYMENTS,
   recordSignature,
   type DeploymentRow,
-  type DeploymentSql,
 } from '../db/statements.js';
 import type { SessionCache } from '../models/sessions.js';
+import { deploymentStatements, type DeploymentStatements } from '../queue/statements.js';
 
 export interface ActiveDeployment extends DeploymentRow {
-  readonly sql: DeploymentSql;
+  readonly sql: DeploymentStatements;
   readonly modelRef: string;
+  readonly keyCount: number;
 }
 
 /**
  * Reads signatures of models registered with plain SQL (which activates deployments waiting
- * for them), then lists the active deployments and releases sessions no deployment uses.
+ * for them), re-checks deployments against their tables, then lists the active deployments and
+ * releases sessions no deployment uses.
  */
 export async function loadDeployments(pool: pg.Pool, models: SessionCache, log: Logger): Promise<ActiveDeployment[]> {
   for (const model of await listUnvalidatedModels(pool)) {
@@ -33,13 +35,20 @@ export async function loadDeployments(pool: pg.Pool, models: SessionCache, log: 
       log.error({ model: ref, err: error }, 'model cannot be loaded');
     }
   }
-  const deployments = await listDeployments(pool);
+  const deployments = await listDeployments(pool, log);
   models.retain(new Set(deployments.map((d) => d.modelRef)));
   return deployments;
 }
 
 /** The active deployments with their statements (what the relay needs; it loads no models). */
-export async function listDeployments(pool: pg.Pool): Promise<ActiveDeployment[]> {
-  const rows = await listActiveDeployments(pool);
-  return rows.map((row) => ({ ...row, sql: deploymentSql(row), modelRef: `${row.model}@${row.version}` }));
+export async function listDeployments(pool: pg.Pool, log: Logger): Promise<ActiveDeployment[]> {
+  const { rows } = await pool.query<{ changed: number }>(RECHECK_DEPLOYMENTS);
+  if ((rows[0]?.changed ?? 0) > 0) log.info({ changed: rows[0]!.changed }, 'deployments re-checked against their tables');
+  const active = await listActiveDeployments(pool);
+  return active.map((row) => ({
+    ...row,
+    sql: deploymentStatements(row),
+    modelRef: `${row.model}@${row.version}`,
+    keyCount: row.plan.keys.length,
+  }));
 }

@@ -2,11 +2,13 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Config } from '../config.js';
-import { TRIM_BATCH_STATS } from '../db/statements.js';
-import { describe, isConnectionError, PgscoreError } from '../errors.js';
+import { HAS_EVENT_TRIGGERS, TRIM_BATCH_STATS } from '../db/statements.js';
+import { describe, isConnectionError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { RateLimitedLog } from '../log-limit.js';
+import type { BatchResult } from '../pipeline/batch.js';
+import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
 import { NotifyWakeup } from '../transport/notify.js';
-import type { BatchResult } from './batch.js';
 import type { ActiveDeployment } from './deployments.js';
 
 export interface LoopEvents {
@@ -19,16 +21,15 @@ export type LoopSettings = Pick<Config, 'batchSize' | 'maxWaitMs' | 'pollInterva
 /** What a loop does with its queues: which deployments it serves, and one batch of one of them. */
 export interface QueueHandler {
   load(): Promise<ActiveDeployment[]>;
-  /** Claims and handles one batch; `claimed` 0 means the queue was empty. */
+  /**
+   * Claims and handles one batch; `claimed` 0 means the queue was empty. A failure is handled
+   * by the failure policy (src/pipeline/policy.ts).
+   */
   handle(deployment: ActiveDeployment): Promise<BatchResult>;
+  /** Re-plans a deployment after a failed batch (ml._recheck); returns its status. */
+  recheck(deployment: ActiveDeployment, reason: string): Promise<string>;
   close(): Promise<void>;
 }
-
-/**
- * Thrown by a handler when a deployment cannot be served until the configuration changes
- * (its model does not load): the loop pauses that deployment and keeps serving the others.
- */
-export class DeploymentPaused extends PgscoreError {}
 
 /** Promise.withResolvers, which Node 20 lacks. */
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -38,6 +39,7 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 const RELOAD_EVERY_MS = 30_000;
+const UNWATCHED_RELOAD_EVERY_MS = 2_000;
 const MAX_ERROR_BACKOFF_MS = 5_000;
 /**
  * While writers keep the idle lock busy (sustained load, no NOTIFY), the worker looks at the
@@ -59,8 +61,9 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   readonly #handler: QueueHandler;
   readonly #wakeup: NotifyWakeup;
   #deployments: ActiveDeployment[] = [];
-  /** Deployments paused (their model does not load), with the reason; retried after the next reload. */
-  #broken = new Map<number, string>();
+  /** Deployments resting after failures (src/pipeline/policy.ts). */
+  readonly #health = new DeploymentHealth();
+  readonly #failureLog: RateLimitedLog;
   #cursor = 0;
   #stopping = false;
   #reloadDue = true;
@@ -83,6 +86,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     this.#log = log;
     this.#pool = pool;
     this.#handler = handler;
+    this.#failureLog = new RateLimitedLog(log);
     this.#wakeup = new NotifyWakeup(connectionString, log, {
       onWake: () => this.#wake(),
       onConfig: () => {
@@ -103,10 +107,17 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   async start(): Promise<void> {
     await this.#wakeup.start();
     await this.#reload();
+    // Without event triggers, schema changes are found by the re-check of every reload.
+    const { rows } = await this.#pool.query<{ present: boolean }>(HAS_EVENT_TRIGGERS);
+    const watched = rows[0]?.present === true;
+    if (!watched) {
+      this.#log.warn('no pgscore event triggers in this database (migrate ran without superuser): schema changes are checked every 2 s');
+    }
     this.#timers.push(
       setInterval(() => {
         this.#reloadDue = true;
-      }, RELOAD_EVERY_MS),
+        if (!watched) this.#wake();
+      }, watched ? RELOAD_EVERY_MS : UNWATCHED_RELOAD_EVERY_MS),
       setInterval(() => {
         this.#pool.query(TRIM_BATCH_STATS).catch((error) => this.#log.warn({ err: error }, 'could not trim statistics'));
       }, 60_000),
@@ -157,7 +168,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     this.#reloadDue = false;
     try {
       this.#deployments = await this.#handler.load();
-      this.#broken.clear();
+      this.#health.retain(new Set(this.#deployments.map((d) => d.id)));
       this.#log.debug({ deployments: this.#deployments.map((d) => d.name) }, 'deployments loaded');
     } catch (error) {
       this.#reloadDue = true;
@@ -165,8 +176,12 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     }
   }
 
+  #live(): ActiveDeployment[] {
+    return this.#deployments.filter((d) => !this.#health.isResting(d.id));
+  }
+
   #nextDeployment(): ActiveDeployment | undefined {
-    const live = this.#deployments.filter((d) => !this.#broken.has(d.id));
+    const live = this.#live();
     if (live.length === 0) return undefined;
     this.#cursor = (this.#cursor + 1) % live.length;
     return live[this.#cursor];
@@ -179,7 +194,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       let emptyInARow = 0;
       while (!this.#stopping && !this.#reloadDue) {
         const deployment = this.#nextDeployment();
-        if (!deployment || emptyInARow >= this.#deployments.length) return;
+        if (!deployment || emptyInARow >= this.#live().length) return;
         const claimed = await this.#handleOne(deployment);
         if (claimed > 0) {
           found = true;
@@ -197,20 +212,39 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     try {
       const result = await this.#handler.handle(deployment);
       this.#errorBackoffMs = 0;
+      this.#health.succeeded(deployment.id);
       if (result.claimed > 0) {
         this.#log.debug(result, 'batch done');
         this.emit('batch', result);
       }
       return result.claimed;
     } catch (error) {
-      if (error instanceof DeploymentPaused) {
-        this.#broken.set(deployment.id, error.message);
-        this.#log.error({ deployment: deployment.name, err: error }, `deployment paused: ${error.message}`);
-        return 0;
-      }
-      await this.#backOff(error, 'batch failed; its rows stay queued', deployment.name);
+      await this.#onFailure(deployment, error);
       return 0;
     }
+  }
+
+  /** The failure policy (src/pipeline/policy.ts): the rows stay queued in every case. */
+  async #onFailure(deployment: ActiveDeployment, error: unknown): Promise<void> {
+    const action = classifyFailure(error);
+    if (action.kind === 'reconnect') {
+      await this.#backOff(error, 'batch failed; its rows stay queued', deployment.name);
+      return;
+    }
+    const restMs = this.#health.failed(deployment.id, action.reason);
+    const scope = { deployment: deployment.name, restMs: Math.round(restMs), err: error };
+    if (action.kind === 'pause') {
+      this.#failureLog.error(`pause:${deployment.id}`, scope, `deployment paused, its rows stay queued: ${action.reason}`);
+      return;
+    }
+    this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checking the deployment: ${action.reason}`);
+    try {
+      const status = await this.#handler.recheck(deployment, action.reason);
+      if (status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
+    } catch (recheckError) {
+      this.#log.warn({ deployment: deployment.name, err: recheckError }, 'could not re-check the deployment');
+    }
+    this.#reloadDue = true;
   }
 
   async #backOff(error: unknown, message: string, deployment?: string): Promise<void> {
@@ -241,7 +275,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   }
 
   async #anyPending(): Promise<boolean> {
-    const live = this.#deployments.filter((d) => !this.#broken.has(d.id));
+    const live = this.#live();
     if (live.length === 0) return false;
     const { rows } = await this.#pool.query<{ pending: boolean }>(
       `SELECT ${live.map((d) => `(${d.sql.pending})`).join(' OR ')} AS pending`,

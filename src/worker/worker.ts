@@ -1,19 +1,21 @@
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
-import { fetchModelBytes } from '../db/statements.js';
-import { ModelError } from '../errors.js';
+import { fetchModelBytes, RECHECK_DEPLOYMENT } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { SessionCache } from '../models/sessions.js';
-import { claimAndScore, ClaimSizer } from './batch.js';
+import { claimAndScore } from '../pipeline/batch.js';
+import { ClaimSizer } from '../queue/claim.js';
 import { loadDeployments, type ActiveDeployment } from './deployments.js';
-import { DeploymentPaused, QueueLoop, type LoopEvents, type LoopSettings } from './loop.js';
+import { checkWorkerRole } from './identity.js';
+import { QueueLoop, type LoopEvents, type LoopSettings } from './loop.js';
 
-export type WorkerSettings = LoopSettings & Pick<Config, 'ortThreads'>;
+export type WorkerSettings = LoopSettings & Pick<Config, 'ortThreads'> & Partial<Pick<Config, 'allowSuperuser'>>;
 
 /** `pgscore worker` with the notify transport: drains the queues, scoring each batch. */
 export class Worker extends EventEmitter<LoopEvents> {
   readonly #loop: QueueLoop;
+  readonly #start: () => Promise<void>;
 
   constructor(connectionString: string, settings: WorkerSettings, log: Logger) {
     super();
@@ -26,20 +28,23 @@ export class Worker extends EventEmitter<LoopEvents> {
     this.#loop = new QueueLoop(connectionString, pool, settings, log, {
       load: () => loadDeployments(pool, models, log),
       async handle(deployment) {
-        let model;
-        try {
-          model = await models.get(deployment.model, deployment.version);
-        } catch (error) {
-          if (error instanceof ModelError) throw new DeploymentPaused(error.message, { cause: error });
-          throw error;
-        }
+        // A model that does not load throws a ModelError: the failure policy pauses the deployment.
+        const model = await models.get(deployment.model, deployment.version);
         return claimAndScore(pool, deployment, model, settings.batchSize, sizer);
+      },
+      async recheck(deployment, reason) {
+        const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a batch failed: ${reason}`]);
+        return rows[0]?.status ?? 'undeployed';
       },
       async close() {
         await models.close();
         await pool.end();
       },
     });
+    this.#start = async () => {
+      await checkWorkerRole(pool, settings.allowSuperuser ?? false);
+      await this.#loop.start();
+    };
     this.#loop.on('batch', (result) => this.emit('batch', result));
     this.#loop.on('ready', () => this.emit('ready'));
   }
@@ -49,7 +54,7 @@ export class Worker extends EventEmitter<LoopEvents> {
   }
 
   start(): Promise<void> {
-    return this.#loop.start();
+    return this.#start();
   }
 
   stop(): Promise<void> {

@@ -8,7 +8,10 @@ import { Worker } from '../../src/worker/worker.js';
 import { withDatabase } from './global-postgres.js';
 
 export interface TestDatabase {
+  /** As the superuser that owns the ml schema (the DBA). */
   readonly url: string;
+  /** As a member of pgscore_worker: what workers and relays connect with. */
+  readonly workerUrl: string;
   readonly pool: pg.Pool;
   /** Runs one statement and returns its rows. */
   sql<T extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<T[]>;
@@ -28,6 +31,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   pool.on('error', () => undefined);
   return {
     url,
+    workerUrl: withDatabase(inject('workerUrl'), name),
     pool,
     async sql<T extends pg.QueryResultRow>(text: string, values?: unknown[]) {
       return (await pool.query<T>(text, values)).rows;
@@ -66,7 +70,7 @@ export const WORKER_DEFAULTS: WorkerSettings = {
 };
 
 export async function startWorker(db: TestDatabase, overrides: Partial<WorkerSettings> = {}): Promise<Worker> {
-  const worker = new Worker(db.url, { ...WORKER_DEFAULTS, ...overrides }, quietLog);
+  const worker = new Worker(db.workerUrl, { ...WORKER_DEFAULTS, ...overrides }, quietLog);
   await worker.start();
   return worker;
 }

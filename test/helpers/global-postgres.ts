@@ -4,17 +4,22 @@ import path from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { migrate } from '../../src/db/migrate.js';
+import { connectionAs, createWorkerRole } from '../../src/db/roles.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/embedded/postgres.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     /** Connection string of a database on the test server; tests swap the database name. */
     adminUrl: string;
+    /** The same server, logging in as a member of pgscore_worker (workers refuse superusers). */
+    workerUrl: string;
     templateDatabase: string;
   }
 }
 
 export const TEMPLATE = 'pgscore_template';
+export const WORKER_ROLE = 'pgscore_test_worker';
+const WORKER_PASSWORD = 'pgscore';
 
 /**
  * One Postgres server for the integration suite: Debian's (or any) through TEST_DATABASE_URL, or
@@ -41,9 +46,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const template = new pg.Client({ connectionString: withDatabase(adminUrl, TEMPLATE) });
   await template.connect();
   await migrate(template);
+  await createWorkerRole(template, WORKER_ROLE, WORKER_PASSWORD);
   await template.end();
 
   project.provide('adminUrl', adminUrl);
+  project.provide('workerUrl', connectionAs(adminUrl, WORKER_ROLE, WORKER_PASSWORD));
   project.provide('templateDatabase', TEMPLATE);
 
   return async () => {

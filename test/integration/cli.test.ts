@@ -36,7 +36,7 @@ describe('the pgscore command', () => {
     expect(applied).toHaveLength(1);
     const again = await pgscore(['migrate'], { DATABASE_URL: emptyUrl });
     expect(again.code).toBe(0);
-    expect(again.stdout).toBe('ml schema at version 2: schema already current; functions refreshed\n');
+    expect(again.stdout).toBe('ml schema at version 3: schema already current; functions refreshed\n');
   });
 
   it('model push registers a model with its signature and prints its version', async () => {
@@ -106,7 +106,7 @@ describe('the pgscore command', () => {
   it('worker scores, status prints ml.status, and SIGTERM stops the worker cleanly', async () => {
     await db.sql(`CREATE TABLE flowers (id int PRIMARY KEY, sl real, sw real, pl real, pw real)`);
     await db.sql(`SELECT ml.deploy('flowers', 'flowers', 'iris', '{"X": ["sl", "sw", "pl", "pw"]}', '{"species": "label"}')`);
-    const worker = startPgscore(['worker'], { DATABASE_URL: db.url, PGSCORE_LOG_LEVEL: 'info' });
+    const worker = startPgscore(['worker'], { DATABASE_URL: db.workerUrl, PGSCORE_LOG_LEVEL: 'info' });
     try {
       await db.sql(`INSERT INTO flowers VALUES (1, 5.1, 3.5, 1.4, 0.2)`);
       await waitFor(async () => (await db.sql<{ species: string }>('SELECT species FROM flowers'))[0]?.species === 'setosa', 'scored by the CLI worker');

@@ -44,7 +44,7 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
     await db.sql(`CREATE TABLE ${table} (id int PRIMARY KEY, a real, b real, c float8, d int, e bigint, ok bool, tag text)`);
     await db.sql(`SELECT ml.deploy($1, $2, 'typed', $3, '{"total": "total"}')`, [table, table, INPUTS]);
     const env = {
-      DATABASE_URL: db.url,
+      DATABASE_URL: db.workerUrl,
       KAFKA_BROKERS: broker.brokers.join(','),
       PGSCORE_KAFKA_TOPIC: `pgscore.test.${round}`,
       PGSCORE_KAFKA_GROUP: `pgscore-test-${round}`,
@@ -67,8 +67,8 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
 
   it('relay and two workers in one group score 200,000 rows: none lost, none stale', async () => {
     const { table, config } = await newTable();
-    const relay = new Relay(db.url, config, quietLog);
-    const workers = [new KafkaWorker(db.url, config, quietLog), new KafkaWorker(db.url, config, quietLog)];
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const workers = [new KafkaWorker(db.workerUrl, config, quietLog), new KafkaWorker(db.workerUrl, config, quietLog)];
     const written = [0, 0];
     workers.forEach((worker, i) => worker.on('batch', (b) => (written[i]! += b.written)));
     await relay.start();
@@ -108,8 +108,8 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
 
   it('relay and workers ride out a broker restart; nothing is lost', async () => {
     const { table, config } = await newTable();
-    const relay = new Relay(db.url, config, quietLog);
-    const worker = new KafkaWorker(db.url, config, quietLog);
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
     await relay.start();
     await worker.start();
     try {
@@ -126,8 +126,8 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
 
   it('a row updated 50 times in quick succession ends with the prediction for its last values', async () => {
     const { table, config } = await newTable();
-    const relay = new Relay(db.url, config, quietLog);
-    const workers = [new KafkaWorker(db.url, config, quietLog), new KafkaWorker(db.url, config, quietLog)];
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const workers = [new KafkaWorker(db.workerUrl, config, quietLog), new KafkaWorker(db.workerUrl, config, quietLog)];
     await relay.start();
     await Promise.all(workers.map((w) => w.start()));
     try {
@@ -144,8 +144,8 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
 
   it('a poison message is recorded in ml.errors and the partition keeps moving', async () => {
     const { table, config } = await newTable();
-    const worker = new KafkaWorker(db.url, config, quietLog);
-    const relay = new Relay(db.url, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    const relay = new Relay(db.workerUrl, config, quietLog);
     await worker.start();
     try {
       const producer = new Kafka({ brokers: broker.brokers, logLevel: logLevel.NOTHING }).producer();

@@ -52,7 +52,7 @@ describe('nothing is lost, nothing is scored twice, newest wins', () => {
   it('a worker killed mid-batch leaves its rows queued; the next worker scores them', async () => {
     await createTumors(db, 'killed');
     await db.sql(insertTumors('killed', 1, 60_000));
-    const worker = startPgscore(['worker', '--batch-size', '5000', '--concurrency', '1'], { DATABASE_URL: db.url });
+    const worker = startPgscore(['worker', '--batch-size', '5000', '--concurrency', '1'], { DATABASE_URL: db.workerUrl });
     await waitFor(async () => (await unscored(db, 'killed')) < 60_000, 'first batch written');
     worker.kill('SIGKILL');
     await exited(worker);

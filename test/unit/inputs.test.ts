@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildFeeds } from '../../src/scoring/inputs.js';
 import type { PlanInput } from '../../src/scoring/plan.js';
 
-const column = (name: string) => ({ column: name, label: `column "${name}"`, type: 'real' });
+const column = (name: string) => ({ column: name, attnum: 1, label: `column "${name}"`, type: 'real' });
 
 const input = (over: Partial<PlanInput> & Pick<PlanInput, 'name' | 'type'>): PlanInput => ({
   rank: 2,

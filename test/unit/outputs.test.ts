@@ -4,6 +4,7 @@ import { readOutputs } from '../../src/scoring/outputs.js';
 import type { PlanOutput } from '../../src/scoring/plan.js';
 
 const output = (over: Partial<PlanOutput> & Pick<PlanOutput, 'column' | 'output'>): PlanOutput => ({
+  attnum: 1,
   index: 0,
   type: 'float32',
   sql_type: 'real',

@@ -1,0 +1,110 @@
+import pg from 'pg';
+import type { Plan } from '../scoring/plan.js';
+import type { ClaimedRow } from './claimed-row.js';
+import { queueTable, sourceValueSql } from './names.js';
+
+const q = pg.escapeIdentifier;
+
+/**
+ * The claim: lock at most $2 queue rows that are due (SKIP LOCKED; the worker sizes $2 from how
+ * many keys a row held lately), take the oldest of them up to $1 keys (at least one row),
+ * delete those, and read each key's current inputs with one primary-key lookup.
+ * Columns: key texts..., age_ms, xmin, ctid, queue rows taken, attempts, source values...
+ */
+export function claimSql(deploymentId: number, plan: Plan, table: string): string {
+  const queue = queueTable(deploymentId);
+  const keys = plan.keys.map((k) => q(k.column));
+  const queueKeys = plan.keys.map((_, i) => `pgscore_k${i + 1}`);
+  const values = sourceValueSql(plan);
+  return `
+    WITH locked AS MATERIALIZED (
+      SELECT ctid AS tid, pgscore_n, pgscore_priority, pgscore_seq FROM ${queue}
+       WHERE pgscore_not_before IS NULL OR pgscore_not_before <= now()
+       ORDER BY pgscore_priority, pgscore_seq LIMIT $2 FOR UPDATE SKIP LOCKED
+    ), picked AS (
+      SELECT tid FROM (
+        SELECT tid, sum(pgscore_n) OVER (ORDER BY pgscore_priority, pgscore_seq) - pgscore_n AS before FROM locked) l
+       WHERE before < $1
+    ), claimed AS (
+      -- By ctid: a TID scan, whatever the planner believes about a queue that just grew.
+      DELETE FROM ${queue} q WHERE q.ctid = ANY (ARRAY(SELECT tid FROM picked))
+      RETURNING ${queueKeys.map((k) => `q.${k}`).join(', ')}, q.pgscore_queued_at, q.pgscore_attempts
+    ), claimed_keys AS (
+      SELECT ${keys.map((k) => `u.${k}`).join(', ')}, min(c.pgscore_queued_at) AS pgscore_queued_at,
+             max(c.pgscore_attempts) AS pgscore_attempts
+        FROM claimed c, unnest(${queueKeys.map((k) => `c.${k}`).join(', ')}) AS u(${keys.join(', ')})
+       GROUP BY ${keys.map((k) => `u.${k}`).join(', ')}
+    )
+    SELECT ${keys.map((k) => `c.${k}::text`).join(', ')},
+           (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
+           s.pgscore_xmin,
+           s.pgscore_tid,
+           (SELECT count(*) FROM claimed)::int,
+           c.pgscore_attempts::int,
+           ${values.map((_, i) => `s.pgscore_${i}`).join(', ')}
+      FROM claimed_keys c
+      -- LATERAL ... LIMIT 1 pins the plan to one primary-key lookup per claimed row, whatever the
+      -- statistics of a table that was just bulk-loaded say. A row deleted since drops out here.
+      JOIN LATERAL (
+        SELECT t.xmin AS pgscore_xmin, t.ctid AS pgscore_tid, ${values.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
+          FROM ${table} t
+         WHERE ${keys.map((k) => `t.${k} = c.${k}`).join(' AND ')}
+         LIMIT 1) s ON true`;
+}
+
+export interface Claimed {
+  readonly rows: ClaimedRow[];
+  /** Queue rows the claim took (a queue row holds 1 to 100 keys). */
+  readonly queueRows: number;
+}
+
+/** Decodes the claim's rows (array mode) into named rows. */
+export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: number): Claimed {
+  const rows = raw.map((row) => ({
+    keys: row.slice(0, keyCount) as string[],
+    ageMs: row[keyCount] as number,
+    xmin: String(row[keyCount + 1]),
+    tid: String(row[keyCount + 2]),
+    attempts: row[keyCount + 4] as number,
+    values: row.slice(keyCount + 5),
+  }));
+  return { rows, queueRows: raw.length > 0 ? Number(raw[0]![keyCount + 3]) : 0 };
+}
+
+/**
+ * How many queue rows to lock for a batch of `batchSize` keys. A queue row holds one key (a
+ * single-row write) up to 100 (a chunk of a bulk statement); locking far more rows than a
+ * batch takes would keep the other lanes from them, so the limit follows what rows held lately.
+ */
+export class ClaimSizer {
+  readonly #keysPerRow = new Map<number, number>();
+
+  constructor(private readonly batchSize: number) {}
+
+  limit(deploymentId: number): number {
+    const perRow = this.#keysPerRow.get(deploymentId) ?? 1;
+    return Math.max(1, Math.min(this.batchSize, Math.ceil(this.batchSize / perRow)));
+  }
+
+  observe(deploymentId: number, keys: number, queueRows: number): void {
+    if (queueRows > 0) this.#keysPerRow.set(deploymentId, keys / queueRows);
+  }
+}
+
+/** True when the queue holds a row that is due. */
+export function pendingSql(deploymentId: number): string {
+  return `SELECT EXISTS (SELECT 1 FROM ${queueTable(deploymentId)} WHERE pgscore_not_before IS NULL OR pgscore_not_before <= now())`;
+}
+
+/** Claims a batch (see claimSql) in the caller's transaction and tells the sizer what it got. */
+export async function claimBatch(
+  client: pg.ClientBase,
+  deployment: { readonly id: number; readonly keyCount: number; readonly sql: { readonly claim: pg.QueryArrayConfig & { name: string } } },
+  batchSize: number,
+  sizer: ClaimSizer,
+): Promise<ClaimedRow[]> {
+  const { rows: raw } = await client.query<unknown[]>({ ...deployment.sql.claim, values: [batchSize, sizer.limit(deployment.id)] });
+  const { rows, queueRows } = decodeClaim(raw, deployment.keyCount);
+  sizer.observe(deployment.id, rows.length, queueRows);
+  return rows;
+}

@@ -1,0 +1,93 @@
+import pg from 'pg';
+import { queueKeyColumns, queueTable } from '../queue/names.js';
+import type { Plan } from '../scoring/plan.js';
+
+const q = pg.escapeIdentifier;
+
+/**
+ * Delay before a row that could not be written back (locked by someone else, or changed since
+ * it was read) is claimed again: 50 ms, doubling per attempt, at most a second. A row an
+ * application keeps locked is tried about once a second, not in a hot loop.
+ */
+export const RETRY_DELAY_SQL = (attempts: string) =>
+  `CASE WHEN ${attempts} = 0 THEN NULL ELSE now() + least(1000, 25 * power(2, least(${attempts}, 16))) * interval '1 millisecond' END`;
+
+/**
+ * The write-back statement, run in the batch's transaction. Parameters:
+ *   $1 deployment id; then per key column the scored rows' key texts; their xmins, ctids and
+ *   attempts; one array per output; per key column the dead rows' key texts; their reasons;
+ *   the latency histogram.
+ * Newest wins: only the row version that was read takes the prediction. The worker never waits
+ * for a row lock (so it cannot deadlock with an application's multi-row UPDATE): rows locked by
+ * someone else, or changed since they were read, go back to the queue with a retry delay.
+ *
+ * On an ordinary table rows are found by ctid (TID scans). A ctid is unique only within one
+ * partition, so on a partitioned table they are found by primary key, which is unique across
+ * partitions (every partition's key includes the partition key).
+ */
+export function writeBackSql(deploymentId: number, plan: Plan, table: string, partitioned: boolean): string {
+  const queue = queueTable(deploymentId);
+  let n = 1;
+  const param = () => `$${++n}`;
+  const keyParams = plan.keys.map(() => param());
+  const xminParam = param();
+  const tidParam = param();
+  const attemptsParam = param();
+  const outputParams = plan.outputs.map(() => param());
+  const deadKeyParams = plan.keys.map(() => param());
+  const reasonParam = param();
+  const histogramParam = param();
+
+  const keyCols = plan.keys.map((_, i) => `k${i}`);
+  const castKey = (alias: string, i: number) => `${alias}.k${i}::${plan.keys[i]!.type}`;
+  const rowKey = (alias: string) =>
+    `jsonb_build_object(${plan.keys.map((k, i) => `${pg.escapeLiteral(k.column)}, ${castKey(alias, i)}`).join(', ')})`;
+  const outputType = (i: number) => (plan.outputs[i]!.array ? 'text' : plan.outputs[i]!.sql_type);
+  const matchKeys = plan.keys.map((k, i) => `t.${q(k.column)} = ${castKey('u', i)}`).join(' AND ');
+
+  const locked = partitioned
+    ? `SELECT t.tableoid AS toid, t.ctid AS tid FROM ${table} t JOIN u ON ${matchKeys}
+         FOR NO KEY UPDATE OF t SKIP LOCKED`
+    : // ARRAY(SELECT …) keeps this a TID scan: with the array as a constant the planner may
+      // prefer to scan a mid-sized table.
+      `SELECT t.tableoid AS toid, t.ctid AS tid FROM ${table} t WHERE t.ctid = ANY (ARRAY(SELECT tid FROM u))
+         FOR NO KEY UPDATE OF t SKIP LOCKED`;
+  const match = partitioned ? matchKeys : 't.ctid = u.tid';
+
+  return `
+    WITH u AS (
+      SELECT * FROM unnest(${keyParams.map((p) => `${p}::text[]`).join(', ')}, ${xminParam}::xid[], ${tidParam}::tid[],
+                           ${attemptsParam}::int[], ${outputParams.map((p, i) => `${p}::${outputType(i)}[]`).join(', ')})
+             AS u(${keyCols.join(', ')}, x, tid, attempts, ${plan.outputs.map((_, i) => `o${i}`).join(', ')})
+    ), locked AS (
+      ${locked}
+    ), written AS (
+      UPDATE ${table} t
+         SET ${plan.outputs.map((o, i) => `${q(o.column)} = u.o${i}${o.array ? `::${o.sql_type}` : ''}`).join(', ')}
+        FROM u
+       WHERE ${match} AND t.xmin = u.x AND (t.tableoid, t.ctid) IN (SELECT toid, tid FROM locked)
+      RETURNING ${plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`).join(', ')}
+    ), requeued AS (
+      INSERT INTO ${queue} (pgscore_n, pgscore_attempts, pgscore_not_before, ${queueKeyColumns(plan).join(', ')})
+      SELECT count(*), r.attempts, ${RETRY_DELAY_SQL('r.attempts')},
+             ${plan.keys.map((_, i) => `array_agg(${castKey('r', i)})`).join(', ')}
+        FROM (SELECT ${keyCols.map((k) => `u.${k}`).join(', ')}, least(u.attempts + 1, 10000) AS attempts FROM u
+               WHERE (${keyCols.map((k) => `u.${k}`).join(', ')}) NOT IN (SELECT ${keyCols.map((k) => `w.${k}`).join(', ')} FROM written w)) r
+       GROUP BY r.attempts
+    ), dead AS (
+      INSERT INTO ml._dead_letters AS e (deployment_id, row_key, reason)
+      SELECT $1, ${rowKey('b')}, b.reason
+        FROM unnest(${deadKeyParams.map((p) => `${p}::text[]`).join(', ')}, ${reasonParam}::text[]) AS b(${keyCols.join(', ')}, reason)
+      ON CONFLICT (deployment_id, row_key)
+      DO UPDATE SET reason = excluded.reason, attempts = e.attempts + 1, last_seen = now()
+    ), cleared AS (
+      -- Rows that scored now are no dead letters any more (checked only when there are any).
+      DELETE FROM ml._dead_letters e USING (SELECT ${rowKey('w')} AS row_key FROM written w) w
+       WHERE EXISTS (SELECT 1 FROM ml._dead_letters x WHERE x.deployment_id = $1)
+         AND e.deployment_id = $1 AND e.row_key = w.row_key
+    ), stats AS (
+      INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist)
+      SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[]
+    )
+    SELECT (SELECT count(*) FROM written)::int AS written`;
+}
