@@ -102,15 +102,31 @@ BEGIN
     SELECT d.refclassid, d.refobjid, d.refobjsubid
       FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
      WHERE r.ev_class = v_view_oid AND NOT (d.refclassid = 'pg_class'::regclass AND d.refobjid = v_view_oid)
+  ), tree AS (
+    SELECT r.ev_action::text AS action FROM pg_rewrite r WHERE r.ev_class = v_view_oid
   ), functions AS (
+    -- Built-in functions and operators are pinned: they have no pg_depend rows, so the parsed
+    -- tree names them. Everything else (other schemas) shows up in pg_depend too.
     SELECT d.refobjid AS fn FROM deps d WHERE d.refclassid = 'pg_proc'::regclass
     UNION
     SELECT o.oprcode FROM deps d JOIN pg_operator o ON o.oid = d.refobjid WHERE d.refclassid = 'pg_operator'::regclass
+    UNION
+    SELECT m[1]::oid FROM tree, regexp_matches(tree.action, ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\d+)', 'g') m WHERE m[1] <> '0'
+    UNION
+    SELECT o.oprcode FROM tree, regexp_matches(tree.action, ':opno (\d+)', 'g') m JOIN pg_operator o ON o.oid = m[1]::oid
   )
   SELECT coalesce(
     (SELECT format('it reads table %s; an expression may read only the columns of %s', d.refobjid::regclass, p_source)
        FROM deps d WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> p_source LIMIT 1),
-    (SELECT 'it contains a subquery' FROM pg_rewrite r WHERE r.ev_class = v_view_oid AND r.ev_action::text LIKE '%{SUBLINK%' LIMIT 1),
+    (SELECT 'it contains a subquery' FROM tree WHERE tree.action LIKE '%{SUBLINK%'),
+    (SELECT 'it casts to a domain, whose checks could run any function' FROM tree WHERE tree.action LIKE '%{COERCETODOMAIN%'),
+    -- Catalog functions that run a query given as text or read files reach any table or view.
+    (SELECT format('%s runs queries or reads files; an expression may only compute from its row', p.oid::regprocedure)
+       FROM functions f JOIN pg_proc p ON p.oid = f.fn
+      WHERE p.pronamespace = 'pg_catalog'::regnamespace
+        AND (p.proname ~ '(_to_xml|_to_xmlschema|_to_xml_and_xmlschema)$'
+             OR p.proname ~ '^(pg_read_|pg_ls_|pg_stat_file|lo_|ts_stat$|ts_rewrite$|query_to_|cursor_to_|dblink)')
+      LIMIT 1),
     (SELECT format('%s is %s; an expression computes one value from one row', p.oid::regprocedure,
                    CASE p.prokind WHEN 'a' THEN 'an aggregate' WHEN 'w' THEN 'a window function' ELSE 'a set-returning function' END)
        FROM functions f JOIN pg_proc p ON p.oid = f.fn WHERE p.prokind <> 'f' OR p.proretset LIMIT 1),

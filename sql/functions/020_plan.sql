@@ -312,6 +312,10 @@ BEGIN
     v_array := v_index IS NULL AND coalesce(v_width, 0) <> 1;
     v_sql_type := ml._sql_type(v_out->>'type') || CASE WHEN v_array THEN '[]' ELSE '' END;
 
+    IF octet_length(v_column) > 63 THEN
+      RAISE EXCEPTION 'prediction column name "%" is longer than 63 bytes, the most Postgres keeps', v_column
+        USING ERRCODE = 'name_too_long';
+    END IF;
     IF v_column = ANY (p_taken) THEN
       RAISE EXCEPTION 'column "%" is a primary key or input column of %, so it cannot hold predictions', v_column, p_source
         USING ERRCODE = 'invalid_parameter_value';

@@ -94,6 +94,7 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON ml.%I (pgscore_priority, pgscore_seq)', v_queue || '_claim', v_queue);
   END IF;
   EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ml.%I TO pgscore_worker', v_queue);
+  EXECUTE format('GRANT SELECT ON ml.%I TO pgscore_admin', v_queue);
 END
 $$;
 
@@ -125,14 +126,15 @@ BEGIN
   EXECUTE format($f$
     CREATE OR REPLACE FUNCTION ml.%1$I() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    #variable_conflict use_column
     DECLARE
-      n bigint;
+      pgscore_rows bigint;
     BEGIN
       IF TG_OP = 'INSERT' THEN
-        SELECT count(*) INTO n FROM pgscore_new;
-        IF n <= 100 THEN
+        SELECT count(*) INTO pgscore_rows FROM pgscore_new;
+        IF pgscore_rows <= 100 THEN
           -- The common case (single-row writes): one queue row, without chunking machinery.
-          INSERT INTO ml.%4$I (pgscore_n, %5$s) SELECT n, %6$s FROM pgscore_new HAVING count(*) > 0;
+          INSERT INTO ml.%4$I (pgscore_n, %5$s) SELECT pgscore_rows, %6$s FROM pgscore_new HAVING count(*) > 0;
         ELSE
           %2$s;
         END IF;
@@ -171,19 +173,45 @@ AS $$
          'OR NOT pg_catalog.pg_has_role(''pgscore_worker'', ''MEMBER'')'
 $$;
 
+-- The table and, when it is partitioned, every partition at every level: statement triggers fire
+-- only on the table a statement names, and applications may write to a partition directly.
+CREATE OR REPLACE FUNCTION ml._trigger_tables(p_source oid)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT p_source::regclass WHERE EXISTS (SELECT 1 FROM pg_class WHERE oid = p_source)
+  UNION
+  SELECT t.relid FROM pg_partition_tree(p_source) t WHERE t.relid <> p_source
+$$;
+
 CREATE OR REPLACE FUNCTION ml._drop_triggers(p_name text, p_source oid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_rel text := ml._relname(p_source);
+  v_table regclass;
 BEGIN
-  IF v_rel IS NOT NULL THEN
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', p_name), v_rel);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_update', p_name), v_rel);
-  END IF;
+  FOR v_table IN SELECT DISTINCT t.tgrelid::regclass FROM pg_trigger t
+                  WHERE t.tgname IN (format('pgscore_%s_insert', p_name), format('pgscore_%s_update', p_name))
+                    AND t.tgrelid IN (SELECT ml._trigger_tables(p_source)) LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', p_name), v_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_update', p_name), v_table);
+  END LOOP;
 END
+$$;
+
+-- Whether the table and each of its partitions carry the deployment's two triggers.
+CREATE OR REPLACE FUNCTION ml._triggers_complete(p_name text, p_source oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT NOT EXISTS (
+    SELECT 1 FROM ml._trigger_tables(p_source) r(rel)
+     WHERE (SELECT count(*) FROM pg_trigger t
+             WHERE t.tgrelid = r.rel AND t.tgname IN (format('pgscore_%s_insert', p_name), format('pgscore_%s_update', p_name))) <> 2)
 $$;
 
 CREATE OR REPLACE FUNCTION ml._install_triggers(p_id int, p_name text, p_source oid)
@@ -192,17 +220,19 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_rel text := ml._relname(p_source);
+  v_table regclass;
 BEGIN
   PERFORM ml._drop_triggers(p_name, p_source);
-  EXECUTE format(
-    'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pgscore_new
-     FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ml.%I()',
-    format('pgscore_%s_insert', p_name), v_rel, ml._trigger_condition(), format('_enqueue_%s', p_id));
-  EXECUTE format(
-    'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgscore_old NEW TABLE AS pgscore_new
-     FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ml.%I()',
-    format('pgscore_%s_update', p_name), v_rel, ml._trigger_condition(), format('_enqueue_%s', p_id));
+  FOR v_table IN SELECT ml._trigger_tables(p_source) LOOP
+    EXECUTE format(
+      'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pgscore_new
+       FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ml.%I()',
+      format('pgscore_%s_insert', p_name), v_table, ml._trigger_condition(), format('_enqueue_%s', p_id));
+    EXECUTE format(
+      'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgscore_old NEW TABLE AS pgscore_new
+       FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ml.%I()',
+      format('pgscore_%s_update', p_name), v_table, ml._trigger_condition(), format('_enqueue_%s', p_id));
+  END LOOP;
 END
 $$;
 
@@ -218,6 +248,7 @@ DECLARE
   v_rel text := ml._relname(p_source);
   v_read text;
   v_write text;
+  v_schema name;
 BEGIN
   IF v_rel IS NULL THEN
     RETURN;
@@ -236,8 +267,13 @@ BEGIN
     FROM ml._deployments d, jsonb_array_elements(d.plan->'outputs') o
    WHERE d.source = p_source AND d.status = 'active';
   IF v_read IS NOT NULL THEN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgscore_worker',
-                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_source));
+    SELECT n.nspname INTO v_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_source;
+    -- Concurrent GRANTs on one schema fail with "tuple concurrently updated": take turns, and
+    -- grant only once.
+    PERFORM pg_advisory_xact_lock(1885827939, hashtext(v_schema));
+    IF NOT has_schema_privilege('pgscore_worker', v_schema, 'USAGE') THEN
+      EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgscore_worker', v_schema);
+    END IF;
     EXECUTE format('GRANT SELECT (tableoid, xmin, ctid, %s) ON %s TO pgscore_worker', v_read, v_rel);
     EXECUTE format('GRANT UPDATE (%s) ON %s TO pgscore_worker', v_write, v_rel);
   END IF;

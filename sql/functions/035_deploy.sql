@@ -102,6 +102,9 @@ BEGIN
 END
 $$;
 
+-- Release e565d96 had ml._activate(int, boolean); a second signature would make calls ambiguous.
+DROP FUNCTION IF EXISTS ml._activate(int, boolean);
+
 -- Resolves the mapping against the model's signature and builds what the deployment generates.
 -- Idempotent: ml.promote, schema changes and `pgscore migrate` re-run it. p_add_columns: may it
 -- add prediction columns (deploy, promote) or must they exist (after a schema change)?
@@ -146,6 +149,9 @@ BEGIN
   IF NOT (d.status = 'active' AND d.plan = v_plan) THEN
     PERFORM ml._install(d.id, d.name, d.source, v_plan);
     UPDATE ml._deployments SET plan = v_plan, status = 'active', reason = NULL WHERE id = p_id;
+  ELSIF NOT ml._triggers_complete(d.name, d.source) THEN
+    -- A partition was created or attached since.
+    PERFORM ml._install_triggers(d.id, d.name, d.source);
   END IF;
   PERFORM ml._grant_worker(d.source);
   IF p_backfill AND coalesce((d.options->>'backfill')::boolean, true) THEN
@@ -221,6 +227,13 @@ BEGIN
   END IF;
   IF source::oid IN (SELECT c.oid FROM pg_class c WHERE c.relnamespace = 'ml'::regnamespace) THEN
     RAISE EXCEPTION '% belongs to pgscore', source USING ERRCODE = 'wrong_object_type';
+  END IF;
+  -- This function runs as the schema owner: the caller must be able to act as the table's owner
+  -- (it adds columns and triggers to it), not merely be an admin.
+  IF NOT pg_has_role(session_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = source), 'USAGE') THEN
+    RAISE EXCEPTION 'only the owner of % (role %) can deploy on it', source,
+      (SELECT quote_ident(r.rolname) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = source)
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Deploy as the table''s owner, or as a member of the owning role.';
   END IF;
 
   IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN

@@ -52,7 +52,7 @@ BEGIN
     IF ml._relname(d.source) IS NULL THEN
       PERFORM ml._mark_dropped(d.id);
       v_changed := v_changed + 1;
-    ELSIF d.status = 'active' AND NOT ml._plan_matches(d.source, d.plan) THEN
+    ELSIF d.status = 'active' AND NOT (ml._plan_matches(d.source, d.plan) AND ml._triggers_complete(d.name, d.source)) THEN
       v_status := ml._recheck(d.id, format('table %s changed', ml._relname(d.source)));
       v_changed := v_changed + 1;
     ELSIF d.status = 'pending' AND EXISTS (
@@ -81,9 +81,11 @@ DECLARE
   r record;
 BEGIN
   FOR r IN
+    -- A new partition (CREATE TABLE ... PARTITION OF) belongs to the deployments of its ancestors.
     SELECT DISTINCT d.id, c.command_tag, c.object_identity
       FROM pg_event_trigger_ddl_commands() c
-      JOIN ml._deployments d ON d.source = c.objid AND d.status = 'active'
+      JOIN ml._deployments d ON d.status = 'active'
+       AND (d.source = c.objid OR d.source IN (SELECT a.relid FROM pg_partition_ancestors(c.objid) a))
      WHERE c.classid = 'pg_class'::regclass
      ORDER BY d.id
   LOOP
@@ -123,7 +125,7 @@ BEGIN
   IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     DROP EVENT TRIGGER IF EXISTS pgscore_alter_table;
     DROP EVENT TRIGGER IF EXISTS pgscore_drop;
-    CREATE EVENT TRIGGER pgscore_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    CREATE EVENT TRIGGER pgscore_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
       EXECUTE FUNCTION ml._on_alter_table();
     CREATE EVENT TRIGGER pgscore_drop ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
       EXECUTE FUNCTION ml._on_drop();

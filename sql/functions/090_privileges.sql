@@ -2,9 +2,9 @@
 -- their writes are queued by SECURITY DEFINER triggers. Nothing private is executable by PUBLIC.
 REVOKE ALL ON SCHEMA ml FROM PUBLIC;
 GRANT USAGE ON SCHEMA ml TO pgscore_admin, pgscore_worker;
+-- Trigger functions created later by ml.deploy revoke PUBLIC's EXECUTE themselves
+-- (ml._install_enqueue_function): per-schema default privileges cannot take it away.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ml FROM PUBLIC;
--- Trigger functions created later by ml.deploy (which runs as the schema owner) too.
-ALTER DEFAULT PRIVILEGES IN SCHEMA ml REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 -- Admins: the SQL surface, and read access to everything in ml.
 GRANT EXECUTE ON FUNCTION

@@ -7,13 +7,21 @@ import { describe, isConnectionError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
 import type { BatchResult } from '../pipeline/batch.js';
-import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
+import { classifyFailure, DeploymentHealth, type FailureAction } from '../pipeline/policy.js';
 import { NotifyWakeup } from '../transport/notify.js';
 import type { ActiveDeployment } from './deployments.js';
 
 export interface LoopEvents {
   batch: [BatchResult];
+  /** A batch failed; what the failure policy made of it (src/pipeline/policy.ts). */
+  failure: [BatchFailure];
   ready: [];
+}
+
+export interface BatchFailure {
+  readonly deployment: string;
+  readonly kind: FailureAction['kind'];
+  readonly reason: string;
 }
 
 export type LoopSettings = Pick<Config, 'batchSize' | 'maxWaitMs' | 'pollIntervalMs' | 'concurrency'>;
@@ -227,6 +235,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   /** The failure policy (src/pipeline/policy.ts): the rows stay queued in every case. */
   async #onFailure(deployment: ActiveDeployment, error: unknown): Promise<void> {
     const action = classifyFailure(error);
+    this.emit('failure', { deployment: deployment.name, kind: action.kind, reason: action.reason });
     if (action.kind === 'reconnect') {
       await this.#backOff(error, 'batch failed; its rows stay queued', deployment.name);
       return;

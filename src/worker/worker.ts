@@ -46,6 +46,7 @@ export class Worker extends EventEmitter<LoopEvents> {
       await this.#loop.start();
     };
     this.#loop.on('batch', (result) => this.emit('batch', result));
+    this.#loop.on('failure', (failure) => this.emit('failure', failure));
     this.#loop.on('ready', () => this.emit('ready'));
   }
 
