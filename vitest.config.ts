@@ -23,6 +23,19 @@ export default defineConfig({
           fileParallelism: true,
         },
       },
+      {
+        test: {
+          name: 'chaos',
+          include: ['test/chaos/**/*.test.ts'],
+          // Its own Postgres (test/helpers/server.ts), restarted mid-run; ~95 s (CHAOS_SECONDS=90 of chaos).
+          testTimeout: 600_000,
+          hookTimeout: 180_000,
+          // Alone on the machine, after the integration suite: its figures are timings.
+          maxWorkers: 1,
+          fileParallelism: false,
+          sequence: { groupOrder: 2 },
+        },
+      },
     ],
   },
 });

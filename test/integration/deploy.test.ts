@@ -12,7 +12,7 @@ describe('ml.deploy checks the mapping against the model signature', () => {
     await push(db, 'zipmap', 'iris_zipmap.onnx');
     await push(db, 'typed', 'typed.onnx');
     await db.sql(`CREATE TABLE flowers (id int PRIMARY KEY, sl real, sw real, pl real, pw real, name text, species int,
-                                        features real[], "X" real[])`);
+                                        features real[], "X" real[], p_rounded numeric(4, 2), p_wide double precision)`);
     await db.sql(`CREATE TABLE nokey (sl real, sw real, pl real, pw real)`);
   });
   afterAll(async () => {
@@ -48,6 +48,14 @@ describe('ml.deploy checks the mapping against the model signature', () => {
       'outputs maps column "p" to "score", but model iris@1 has no output "score" (its tensor outputs: label string[null], probabilities float32[null, 3])'],
     ["'d', 'flowers', 'iris', $1, '{\"species\": \"label\"}'", [IRIS_INPUTS],
       'column "species" of public.flowers is integer, but output "label" of model iris@1 gives string (one value per row)'],
+    ["'d', 'flowers', 'iris', $1, '{\"species\": \"probabilities[0]\"}'", [IRIS_INPUTS],
+      'column "species" of public.flowers is integer, but output "probabilities[0]" of model iris@1 gives float32 (one value per row); writing it into integer would round, truncate or overflow'],
+    ["'d', 'flowers', 'iris', $1, '{\"p_rounded\": \"probabilities[0]\"}'", [IRIS_INPUTS],
+      'column "p_rounded" of public.flowers is numeric(4,2), but output "probabilities[0]" of model iris@1 gives float32 (one value per row); writing it into numeric(4,2) would round, truncate or overflow'],
+    ["'d', 'flowers', 'iris', '{\"X\": [\"sl\", \"sw\", \"pl\", \"pw * 2; DROP TABLE nokey\"]}'", [],
+      'model input "X": expression (pw * 2; DROP TABLE nokey) is refused: it contains ";"'],
+    ["'d', 'flowers', 'iris', '{\"X\": [\"sl\", \"sw\", \"pl\", \"pw * random()\"]}'", [],
+      'model input "X": expression (pw * random()) is refused: random() is volatile; an expression may call only immutable or stable functions'],
     ["'d', 'flowers', 'iris', $1, '{\"sl\": \"probabilities[0]\"}'", [IRIS_INPUTS],
       'column "sl" is a primary key or input column of public.flowers, so it cannot hold predictions'],
     ["'d', 'flowers', 'zipmap', $1, '{\"p\": \"output_probability\"}'", [IRIS_INPUTS],
@@ -64,6 +72,13 @@ describe('ml.deploy checks the mapping against the model signature', () => {
     expect(row!.status).toBe('active');
     expect(row!.plan.inputs[0]!.sources).toMatchObject([{ column: 'X' }]);
     await db.sql(`SELECT ml.undeploy('by_name')`);
+  });
+
+  it('writes a float output into an existing column that holds it exactly (double precision)', async () => {
+    await db.sql(`SELECT ml.deploy('wide', 'flowers', 'iris', $1, '{"p_wide": "probabilities[0]"}')`, [IRIS_INPUTS]);
+    const [row] = await db.sql<{ status: string }>(`SELECT status FROM ml.deployments WHERE deployment = 'wide'`);
+    expect(row!.status).toBe('active');
+    await db.sql(`SELECT ml.undeploy('wide')`);
   });
 
   it('refuses a second deployment of the same name', async () => {

@@ -1,0 +1,134 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BatchFailure } from '../../src/worker/loop.js';
+import type { Worker } from '../../src/worker/worker.js';
+import { createTestDatabase, pending, push, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+
+const IRIS_INPUTS = '{"X": ["sl", "sw", "pl", "pw"]}';
+const SETOSA = [5.1, 3.5, 1.4, 0.2];
+
+interface DeploymentState {
+  status: string;
+  reason: string | null;
+  source: string;
+  inputs: unknown;
+}
+
+async function state(db: TestDatabase, name: string): Promise<DeploymentState> {
+  const [row] = await db.sql<DeploymentState>('SELECT status, reason, source, inputs FROM ml.deployments WHERE deployment = $1', [name]);
+  return row!;
+}
+
+async function triggers(db: TestDatabase, table: string): Promise<string[]> {
+  const rows = await db.sql<{ tgname: string }>(
+    `SELECT tgname FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname`, [table]);
+  return rows.map((r) => r.tgname);
+}
+
+/**
+ * Schema changes under a deployment never fail the application's statements (invariant 8): the
+ * deployment follows what it can (renames, widening types) and otherwise turns invalid with the
+ * reason, its triggers removed and its queued keys kept, until ml.deploy re-activates it.
+ */
+describe.each([
+  { watched: true, how: 'event triggers' },
+  { watched: false, how: 'no event triggers (the worker finds the change)' },
+])('schema changes under a deployment, with $how', ({ watched }) => {
+  let db: TestDatabase;
+  let worker: Worker;
+  const failures: BatchFailure[] = [];
+  let table = 0;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    if (!watched) await db.sql('DROP EVENT TRIGGER pgscore_alter_table; DROP EVENT TRIGGER pgscore_drop');
+    await push(db, 'iris', 'iris.onnx');
+    worker = await startWorker(db);
+    worker.on('failure', (failure) => failures.push(failure));
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    await db?.drop();
+  });
+
+  /** A deployed table with one scored row and `queued` rows queued while the deployment is idle. */
+  async function deployed(): Promise<string> {
+    const name = `t${++table}`;
+    await db.sql(`CREATE TABLE ${name} (id int PRIMARY KEY, sl real, sw real, pl real, pw real, note text)`);
+    await db.sql(`SELECT ml.deploy($1::text, $1::regclass, 'iris', $2, '{"species": "label"}')`, [name, IRIS_INPUTS]);
+    await db.sql(`INSERT INTO ${name} VALUES (1, $1, $2, $3, $4)`, SETOSA);
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM ${name} WHERE species = 'setosa'`)).length === 1, 'first row scored');
+    return name;
+  }
+
+  /** Waits until the deployment is in `status`: at once with event triggers, within seconds without. */
+  const until = (name: string, status: string) =>
+    waitFor(async () => {
+      const s = await state(db, name);
+      return s.status === status && s;
+    }, `deployment ${name} ${status}`, 20_000);
+
+  it('DROP COLUMN of an input: the deployment turns invalid with the reason; the application writes on', async () => {
+    const t = await deployed();
+    await db.sql(`ALTER TABLE ${t} DROP COLUMN pw`);
+    const s = await until(t, 'invalid');
+    expect(s.reason).toContain(`input column "pw" (model input "X") was dropped from public.${t}`);
+    expect(await triggers(db, t)).toEqual([]);
+    // Updates of other columns, inserts and input updates all succeed.
+    await db.sql(`UPDATE ${t} SET note = 'still writable'`);
+    await db.sql(`UPDATE ${t} SET sl = 6`);
+    await db.sql(`INSERT INTO ${t} (id, sl, sw, pl) VALUES (2, 1, 2, 3)`);
+    // The worker does not loop on the broken deployment.
+    const before = failures.filter((f) => f.deployment === t).length;
+    await db.sql(`SELECT pg_sleep(1.5)`);
+    expect(failures.filter((f) => f.deployment === t).length - before).toBeLessThanOrEqual(1);
+  });
+
+  it('RENAME COLUMN of an input is followed: the deployment stays active and scores', async () => {
+    const t = await deployed();
+    await db.sql(`ALTER TABLE ${t} RENAME COLUMN sl TO sepal_length`);
+    await waitFor(async () => JSON.stringify((await state(db, t)).inputs).includes('sepal_length'), 'mapping follows the rename', 20_000);
+    expect(await state(db, t)).toMatchObject({ status: 'active', inputs: { X: ['sepal_length', 'sw', 'pl', 'pw'] } });
+    await db.sql(`INSERT INTO ${t} VALUES (2, $1, $2, $3, $4)`, SETOSA);
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM ${t} WHERE id = 2 AND species = 'setosa'`)).length === 1, 'renamed input scored');
+  });
+
+  it('a widening type change keeps scoring; a change to text turns the deployment invalid', async () => {
+    const t = await deployed();
+    await db.sql(`ALTER TABLE ${t} ALTER COLUMN sw TYPE double precision`);
+    await db.sql(`INSERT INTO ${t} VALUES (2, $1, $2, $3, $4)`, SETOSA);
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM ${t} WHERE id = 2 AND species = 'setosa'`)).length === 1, 'scored after widening');
+    expect((await state(db, t)).status).toBe('active');
+
+    await db.sql(`ALTER TABLE ${t} ALTER COLUMN pl TYPE text`);
+    const s = await until(t, 'invalid');
+    expect(s.reason).toContain('column "pl" is text, but model input "X" of iris@1 needs float32 values');
+    await db.sql(`UPDATE ${t} SET pl = 'not a number'`);
+  });
+
+  it('DROP of a prediction column turns the deployment invalid; ml.deploy re-activates it with its queued keys', async () => {
+    const t = await deployed();
+    // Rows queued while no worker claims them: the deployment is re-checked before they score.
+    await db.sql(`ALTER TABLE ${t} DROP COLUMN species`);
+    const s = await until(t, 'invalid');
+    expect(s.reason).toContain(`prediction column "species" (output "label") was dropped from public.${t}`);
+    await db.sql(`INSERT INTO ${t} VALUES (2, $1, $2, $3, $4)`, SETOSA);
+    const again = await db.sql<{ status: string }>(
+      `SELECT ml.deploy($1::text, $1::regclass, 'iris', $2, '{"species": "label"}', '{"backfill": false}') AS status`, [t, IRIS_INPUTS]);
+    expect(again).toEqual([{ status: 'active' }]);
+    expect(await triggers(db, t)).toEqual([`pgscore_${t}_insert`, `pgscore_${t}_update`]);
+    await db.sql(`SELECT ml.backfill($1)`, [t]);
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM ${t} WHERE species = 'setosa'`)).length === 2, 're-activated and scored');
+  });
+
+  it('DROP TABLE marks the deployment dropped, keeps its name, removes its queue; ml.undeploy cleans up', async () => {
+    const t = await deployed();
+    const [{ id }] = (await db.sql<{ id: number }>('SELECT id FROM ml._deployments WHERE name = $1', [t])) as [{ id: number }];
+    await db.sql(`DROP TABLE ${t}`);
+    const s = await until(t, 'dropped');
+    expect(s).toMatchObject({ source: `public.${t}`, reason: `table public.${t} was dropped` });
+    expect(await db.sql(`SELECT to_regclass('ml._queue_${id}') AS queue`)).toEqual([{ queue: null }]);
+    expect(await pending(db, t)).toBe(0);
+    await db.sql('SELECT ml.undeploy($1)', [t]);
+    expect(await db.sql('SELECT 1 FROM ml.deployments WHERE deployment = $1', [t])).toEqual([]);
+  });
+});
