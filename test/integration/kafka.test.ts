@@ -65,6 +65,37 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
       ))[0]!.n,
     );
 
+  it('one failure policy: a model that stops loading pauses its deployment, rows wait queued, a promotion resumes it', async () => {
+    const { table, config } = await newTable();
+    // The model's bytes go bad after its signature was recorded (what another onnxruntime build
+    // would see): the deployment cannot be served, and its rows must not become dead letters.
+    await push(db, 'fragile', 'typed.onnx');
+    await db.sql(`SELECT ml.undeploy($1)`, [table]);
+    await db.sql(`SELECT ml.deploy($1::text, $1::regclass, 'fragile', $2, '{"total": "total"}')`, [table, INPUTS]);
+    await db.sql(`UPDATE ml._models SET onnx = '\\x00010203' WHERE name = 'fragile' AND version = 1`);
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    try {
+      await Promise.all([relay.start(), worker.start()]);
+      await insert(table, 1, 500);
+      // Relayed, consumed, and put back on the queue to wait (with a delay), never dead-lettered.
+      await waitFor(async () => {
+        const [row] = await db.sql<{ consumed: string }>(
+          `SELECT consumed FROM ml._kafka_counts k JOIN ml._deployments d ON d.id = k.deployment_id WHERE d.name = $1`, [table]);
+        return Number(row?.consumed ?? 0) >= 500;
+      }, 'rows consumed by the Kafka worker');
+      expect(await db.sql(`SELECT count(*) AS n FROM ml.errors WHERE deployment = $1`, [table])).toEqual([{ n: '0' }]);
+      expect(await db.sql(`SELECT count(*) AS n FROM ${table} WHERE total IS NOT NULL`)).toEqual([{ n: '0' }]);
+      await push(db, 'fragile', 'typed.onnx');
+      await db.sql(`SELECT ml.promote('fragile', 2)`);
+      await waitFor(async () => (await wrong(table)) === 0, 'scored by the promoted version', 60_000);
+      expect(await pending(db, table)).toBe(0);
+    } finally {
+      await worker.stop();
+      await relay.stop();
+    }
+  });
+
   it('relay and two workers in one group score 200,000 rows: none lost, none stale', async () => {
     const { table, config } = await newTable();
     const relay = new Relay(db.workerUrl, config, quietLog);
