@@ -20,8 +20,9 @@ import { backlogDrain } from './scenarios/4-backlog-drain.js';
 import { realtimeLatency } from './scenarios/5-latency.js';
 import { restPattern } from './scenarios/6-rest-pattern.js';
 import { workerMemory } from './scenarios/7-worker-memory.js';
+import { isolation } from './scenarios/8-isolation.js';
 
-const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory];
+const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation];
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
