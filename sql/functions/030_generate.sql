@@ -193,16 +193,27 @@ AS $$
 DECLARE
   v_table regclass;
 BEGIN
+  -- Also from tables that left the tree (DETACH PARTITION) but still call this deployment's function.
   FOR v_table IN SELECT DISTINCT t.tgrelid::regclass FROM pg_trigger t
                   WHERE t.tgname IN (format('pgscore_%s_insert', p_name), format('pgscore_%s_update', p_name))
-                    AND t.tgrelid IN (SELECT ml._trigger_tables(p_source)) LOOP
+                    AND (t.tgrelid IN (SELECT ml._trigger_tables(p_source)) OR t.tgfoid = ml._enqueue_function(p_name)) LOOP
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_insert', p_name), v_table);
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('pgscore_%s_update', p_name), v_table);
   END LOOP;
 END
 $$;
 
--- Whether the table and each of its partitions carry the deployment's two triggers.
+-- The generated trigger function of a deployment (NULL when there is none).
+CREATE OR REPLACE FUNCTION ml._enqueue_function(p_name text)
+RETURNS regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT to_regprocedure(format('ml.%I()', format('_enqueue_%s', d.id))) FROM ml._deployments d WHERE d.name = p_name
+$$;
+
+-- Whether the table and each of its partitions carry the deployment's two triggers, and no
+-- table outside the tree (a detached partition) still does.
 CREATE OR REPLACE FUNCTION ml._triggers_complete(p_name text, p_source oid)
 RETURNS boolean
 LANGUAGE sql STABLE
@@ -212,6 +223,9 @@ AS $$
     SELECT 1 FROM ml._trigger_tables(p_source) r(rel)
      WHERE (SELECT count(*) FROM pg_trigger t
              WHERE t.tgrelid = r.rel AND t.tgname IN (format('pgscore_%s_insert', p_name), format('pgscore_%s_update', p_name))) <> 2)
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_trigger t
+     WHERE t.tgfoid = ml._enqueue_function(p_name) AND t.tgrelid NOT IN (SELECT ml._trigger_tables(p_source)))
 $$;
 
 CREATE OR REPLACE FUNCTION ml._install_triggers(p_id int, p_name text, p_source oid)

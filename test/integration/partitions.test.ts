@@ -95,4 +95,16 @@ describe('partitioned tables score each row from its own inputs', () => {
       `SELECT sum(scored) AS scored FROM ml._batches b JOIN ml._deployments d ON d.id = b.deployment_id WHERE d.name = 'regions'`);
     expect(stats!.scored).toBe('5');
   });
+
+  it('a detached partition loses the triggers: its later writes are not queued on the deployment', async () => {
+    await db.sql(`ALTER TABLE regions DETACH PARTITION regions_c`);
+    const [row] = await db.sql<{ n: string }>(
+      `SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'regions_c'::regclass AND tgname LIKE 'pgscore_%'`);
+    expect(row!.n).toBe('0');
+    await db.sql(`INSERT INTO regions_c VALUES (4, 'c', $1, $2, $3, $4)`, SETOSA);
+    expect(await pending(db, 'regions')).toBe(0);
+    const [attached] = await db.sql<{ n: string }>(
+      `SELECT count(*) AS n FROM pg_trigger WHERE tgrelid IN ('regions'::regclass, 'regions_a'::regclass, 'regions_b'::regclass) AND tgname LIKE 'pgscore_%'`);
+    expect(attached!.n).toBe('6');
+  });
 });
