@@ -5,6 +5,7 @@ import type { LoadedModel } from '../models/sessions.js';
 import { claimBatch, type ClaimSizer } from '../queue/claim.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { scoreRows } from '../scoring/score.js';
+import type { RateLimitedLog } from '../log-limit.js';
 import type { ActiveDeployment } from '../worker/deployments.js';
 import { writePredictions, type WriteResult } from '../writeback/writeback.js';
 
@@ -13,6 +14,8 @@ export interface BatchResult {
   readonly claimed: number;
   readonly written: number;
   readonly dead: number;
+  /** The reason of the batch's first dead letter (a bad value, or the model's own error message). */
+  readonly deadReason?: string;
   readonly requeued: number;
   readonly ms: number;
   /** Where the time went: claim and read (or decode), model, write-back and commit. */
@@ -86,4 +89,14 @@ export async function claimAndScore(
     ms: done - started,
     phases: { claimMs: timing.claimedAt - started, scoreMs: timing.scoredAt - timing.claimedAt, writeMs: done - timing.scoredAt },
   };
+}
+
+/**
+ * Logs a batch's dead letters: onnxruntime's errors on rows arrive here (its native log is
+ * silenced), as do bad values. One line per deployment, repeats at most every 10 s.
+ */
+export function reportDeadLetters(log: RateLimitedLog, deployment: { id: number; name: string }, result: { dead: number; deadReason?: string }): void {
+  if (result.dead === 0) return;
+  log.warn(`dead:${deployment.id}`, { deployment: deployment.name, dead: result.dead },
+    `${result.dead} row(s) became dead letters (see ml.errors), e.g.: ${result.deadReason}`);
 }

@@ -8,7 +8,7 @@ import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
 import { SessionCache } from '../models/sessions.js';
-import { inWritebackTransaction, scoreBatch, type BatchResult } from '../pipeline/batch.js';
+import { inWritebackTransaction, reportDeadLetters, scoreBatch, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { requeueRows } from '../queue/requeue.js';
@@ -205,6 +205,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
             ms: done - started,
             phases: { claimMs: claimedAt - started, scoreMs: result.scoredAt - claimedAt, writeMs: done - result.scoredAt },
           } satisfies BatchResult);
+          reportDeadLetters(this.#failureLog, deployment, result);
         }
       });
     } catch (error) {

@@ -6,7 +6,7 @@ import { HAS_EVENT_TRIGGERS, TRIM_BATCH_STATS } from '../db/statements.js';
 import { describe, isConnectionError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
-import type { BatchResult } from '../pipeline/batch.js';
+import { reportDeadLetters, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth, type FailureAction } from '../pipeline/policy.js';
 import { NotifyWakeup } from '../transport/notify.js';
 import type { ActiveDeployment } from './deployments.js';
@@ -225,6 +225,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         this.#log.debug(result, 'batch done');
         this.emit('batch', result);
       }
+      reportDeadLetters(this.#failureLog, deployment, result);
       return result.claimed;
     } catch (error) {
       await this.#onFailure(deployment, error);

@@ -10,6 +10,8 @@ const PREPARED_UP_TO = 100;
 export interface WriteResult {
   readonly written: number;
   readonly dead: number;
+  /** The reason of the batch's first dead letter, for the log. */
+  readonly deadReason?: string;
   /** Rows locked by someone else or changed while they were scored; they went back to the queue. */
   readonly requeued: number;
 }
@@ -43,5 +45,6 @@ export async function writePredictions(
   const statement = rows.length <= PREPARED_UP_TO ? deployment.sql.writeBack : { text: deployment.sql.writeBack.text };
   const result = await client.query<{ written: number }>({ ...statement, values });
   const written = result.rows[0]?.written ?? 0;
-  return { written, dead: deadRows.length, requeued: scoredRows.length - written };
+  const deadReason = scored.rejected[0]?.reason;
+  return { written, dead: deadRows.length, requeued: scoredRows.length - written, ...(deadReason ? { deadReason } : {}) };
 }
