@@ -75,7 +75,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   }
 
   async start(): Promise<void> {
-    await checkWorkerRole(this.#pool, this.#config.allowSuperuser);
+    await checkWorkerRole(this.#pool, this.#config.allowSuperuser, this.#log);
     await this.#reload();
     await ensureTopic(this.#kafka, this.#config);
     await this.#consumer.connect();

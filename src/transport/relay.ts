@@ -26,10 +26,12 @@ export class Relay extends EventEmitter<LoopEvents> {
   readonly #producer: Producer;
   readonly #kafka;
   readonly #pool: pg.Pool;
+  readonly #log: Logger;
 
   constructor(connectionString: string, config: Config, log: Logger) {
     super();
     this.#config = config;
+    this.#log = log;
     this.#kafka = createKafka(config, log);
     this.#producer = this.#kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
     const pool = createPool(connectionString, { max: config.concurrency + 1, name: 'relay' });
@@ -57,7 +59,7 @@ export class Relay extends EventEmitter<LoopEvents> {
   }
 
   async start(): Promise<void> {
-    await checkWorkerRole(this.#pool, this.#config.allowSuperuser);
+    await checkWorkerRole(this.#pool, this.#config.allowSuperuser, this.#log);
     await ensureTopic(this.#kafka, this.#config);
     await this.#producer.connect();
     await this.#loop.start();

@@ -42,7 +42,7 @@ export class Worker extends EventEmitter<LoopEvents> {
       },
     });
     this.#start = async () => {
-      await checkWorkerRole(pool, settings.allowSuperuser ?? false);
+      await checkWorkerRole(pool, settings.allowSuperuser ?? false, log);
       await this.#loop.start();
     };
     this.#loop.on('batch', (result) => this.emit('batch', result));
