@@ -100,7 +100,7 @@ try {
           },
         });
         const t2 = performance.now();
-        await writePredictions(spy, { id: d!.id, sql, keyCount: 1 }, rows, scored, 0);
+        await writePredictions(spy, { id: d!.id, sql, keyCount: 1 }, rows, scored, 0, model.ref);
         const writeMs = performance.now() - t2;
         await client.query('ROLLBACK TO SAVEPOINT before_write');
         const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack.text}`, values });

@@ -345,6 +345,46 @@ BEGIN
 END
 $$;
 
+-- Provenance: by default every prediction records which model version wrote it and when, in
+-- "<deployment>_model" (text, 'churn@4') and "<deployment>_scored_at" (timestamptz);
+-- options => '{"provenance": false}' turns it off. Returns {"model": {...}, "scored_at": {...}}
+-- with each column's name, SQL type and whether it exists, or NULL when turned off.
+CREATE OR REPLACE FUNCTION ml._plan_provenance(p_source regclass, p_name text, p_options jsonb, p_plan jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_kind record;
+  v_existing record;
+  v_result jsonb := '{}';
+BEGIN
+  IF NOT coalesce((p_options->>'provenance')::boolean, true) THEN
+    RETURN NULL;
+  END IF;
+  FOR v_kind IN
+    SELECT * FROM (VALUES ('model', p_name || '_model', 'text', 'the model version that wrote each prediction'),
+                          ('scored_at', p_name || '_scored_at', 'timestamp with time zone', 'when each prediction was written'))
+                  k(kind, col, sql_type, what)
+  LOOP
+    IF v_kind.col IN (SELECT k->>'column' FROM jsonb_array_elements(p_plan->'keys') k
+                      UNION ALL SELECT s->>'column' FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s
+                      UNION ALL SELECT o->>'column' FROM jsonb_array_elements(p_plan->'outputs') o) THEN
+      RAISE EXCEPTION 'column "%" of % is mapped, but the deployment records % there', v_kind.col, p_source, v_kind.what
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'Map another column, or deploy with options => ''{"provenance": false}''.';
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) AS type INTO v_existing
+      FROM pg_attribute a WHERE a.attrelid = p_source AND a.attname = v_kind.col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF FOUND AND v_existing.type NOT IN (v_kind.sql_type, CASE WHEN v_kind.kind = 'model' THEN 'character varying' END) THEN
+      RAISE EXCEPTION 'column "%" of % is %, but the deployment records % there (%)', v_kind.col, p_source, v_existing.type, v_kind.what, v_kind.sql_type
+        USING ERRCODE = 'datatype_mismatch', HINT = 'Drop or rename that column, or deploy with options => ''{"provenance": false}''.';
+    END IF;
+    v_result := v_result || jsonb_build_object(v_kind.kind, jsonb_build_object('column', v_kind.col, 'sql_type', v_kind.sql_type, 'exists', FOUND));
+  END LOOP;
+  RETURN v_result;
+END
+$$;
+
 -- The layout of plans (and of the queue tables and triggers built from them). Version 2 added
 -- attnums (renames are followed), positional queue key columns and queue retry columns.
 -- `pgscore migrate` rebuilds every deployment from an older version.

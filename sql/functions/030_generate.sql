@@ -52,8 +52,9 @@ DECLARE
   v_fixed text[] := ARRAY['pgscore_seq', 'pgscore_priority', 'pgscore_queued_at', 'pgscore_n', 'pgscore_attempts', 'pgscore_not_before'];
   v_existing text[];
 BEGIN
+  IF to_regclass(format('ml.%I', v_queue)) IS NULL THEN
   EXECUTE format(
-    'CREATE TABLE IF NOT EXISTS ml.%I (
+    'CREATE TABLE ml.%I (
        pgscore_seq       bigint GENERATED ALWAYS AS IDENTITY,
        pgscore_priority  smallint NOT NULL DEFAULT 0,
        pgscore_queued_at timestamptz NOT NULL DEFAULT statement_timestamp(),
@@ -62,6 +63,7 @@ BEGIN
     v_queue,
     (SELECT string_agg(format('pgscore_k%s %s[] NOT NULL', k.i, k.key->>'type'), ', ' ORDER BY k.i)
        FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)));
+  END IF;
   v_oid := format('ml.%I', v_queue)::regclass;
 
   -- Plan version 1 named key columns after the table's; they are renamed by position. A key
@@ -277,9 +279,13 @@ BEGIN
       LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN s ? 'expr' THEN s->'columns' ELSE '[]' END) x ON true
      WHERE d.source = p_source AND d.status = 'active') t
    WHERE c IS NOT NULL;
-  SELECT string_agg(DISTINCT format('%I', o->>'column'), ', ') INTO v_write
-    FROM ml._deployments d, jsonb_array_elements(d.plan->'outputs') o
-   WHERE d.source = p_source AND d.status = 'active';
+  SELECT string_agg(DISTINCT format('%I', c), ', ') INTO v_write FROM (
+    SELECT o->>'column' AS c FROM ml._deployments d, jsonb_array_elements(d.plan->'outputs') o
+     WHERE d.source = p_source AND d.status = 'active'
+    UNION ALL
+    SELECT p->>'column' FROM ml._deployments d,
+           jsonb_each(CASE WHEN jsonb_typeof(d.plan->'provenance') = 'object' THEN d.plan->'provenance' ELSE '{}' END) e(k, p)
+     WHERE d.source = p_source AND d.status = 'active') t;
   IF v_read IS NOT NULL THEN
     SELECT n.nspname INTO v_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_source;
     -- Concurrent GRANTs on one schema fail with "tuple concurrently updated": take turns, and

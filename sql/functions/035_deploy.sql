@@ -119,6 +119,7 @@ DECLARE
   v_mapping record;
   v_plan jsonb;
   v_out jsonb;
+  v_provenance jsonb;
   v_rel text;
 BEGIN
   SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
@@ -127,6 +128,9 @@ BEGIN
     PERFORM ml._mark_dropped(p_id);
     RETURN;
   END IF;
+  -- The columns this adds are pgscore's own change: the event trigger must not re-plan the
+  -- deployment in the middle of it (rolled back with the transaction if this fails).
+  PERFORM set_config('pgscore.activating', 'on', true);
   v_version := ml._resolve_version(d.model, d.version, d.alias);
   SELECT * INTO v_mapping FROM ml._current_mapping(d);
   v_plan := ml._plan(d.source, format('%s@%s', d.model, v_version), ml._signature(d.model, v_version), v_mapping.inputs, v_mapping.outputs);
@@ -144,6 +148,21 @@ BEGIN
       FROM jsonb_array_elements(v_plan->'outputs') WITH ORDINALITY x(o, n)
       JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = o->>'column' AND NOT a.attisdropped));
 
+  -- Provenance columns belong to pgscore: added at deploy, and by `pgscore migrate` for
+  -- deployments from before provenance; one dropped later turns the deployment invalid.
+  v_provenance := ml._plan_provenance(d.source, d.name, d.options, v_plan);
+  FOR v_out IN SELECT p FROM jsonb_each(coalesce(v_provenance, '{}')) e(k, p) WHERE NOT (p->>'exists')::boolean LOOP
+    IF NOT p_add_columns AND d.plan ? 'provenance' THEN
+      RAISE EXCEPTION 'provenance column "%" of % does not exist', v_out->>'column', v_rel
+        USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
+    END IF;
+    EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
+  END LOOP;
+  v_plan := v_plan || jsonb_build_object('provenance', (
+    SELECT jsonb_object_agg(e.k, (e.p - 'exists') || jsonb_build_object('attnum', a.attnum))
+      FROM jsonb_each(v_provenance) e(k, p)
+      JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = e.p->>'column' AND NOT a.attisdropped));
+
   UPDATE ml._deployments SET inputs = v_mapping.inputs, outputs = v_mapping.outputs, source_name = v_rel WHERE id = p_id;
   -- A promotion to a version that maps the same way changes nothing on the table.
   IF NOT (d.status = 'active' AND d.plan = v_plan) THEN
@@ -154,6 +173,7 @@ BEGIN
     PERFORM ml._install_triggers(d.id, d.name, d.source);
   END IF;
   PERFORM ml._grant_worker(d.source);
+  PERFORM set_config('pgscore.activating', '', true);
   IF p_backfill AND coalesce((d.options->>'backfill')::boolean, true) THEN
     PERFORM ml.backfill(d.name);
   END IF;
@@ -240,14 +260,14 @@ BEGIN
     RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
   END IF;
   FOR v_key IN SELECT jsonb_object_keys(options) LOOP
-    IF v_key <> 'backfill' THEN
+    IF v_key NOT IN ('backfill', 'provenance') THEN
       RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
-        USING ERRCODE = 'feature_not_supported', HINT = 'Supported options: backfill (true or false).';
+        USING ERRCODE = 'feature_not_supported', HINT = 'Supported options: backfill, provenance (true or false).';
+    END IF;
+    IF jsonb_typeof(options->v_key) <> 'boolean' THEN
+      RAISE EXCEPTION 'option "%" must be true or false', v_key USING ERRCODE = 'invalid_parameter_value';
     END IF;
   END LOOP;
-  IF options ? 'backfill' AND jsonb_typeof(options->'backfill') <> 'boolean' THEN
-    RAISE EXCEPTION 'option "backfill" must be true or false' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
 
   -- 'churn' follows production, 'churn@3' pins version 3, 'churn@staging' follows an alias.
   v_ref := regexp_match(coalesce(model, ''), '^([^@]+)(?:@(.+))?$');

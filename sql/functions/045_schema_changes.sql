@@ -22,6 +22,9 @@ AS $$
      WHERE s ? 'expr'
     UNION ALL
     SELECT o->>'column', (o->>'attnum')::int2, NULL FROM jsonb_array_elements(p_plan->'outputs') o
+    UNION ALL
+    SELECT p->>'column', (p->>'attnum')::int2, p->>'sql_type'
+      FROM jsonb_each(CASE WHEN jsonb_typeof(p_plan->'provenance') = 'object' THEN p_plan->'provenance' ELSE '{}' END) e(k, p)
   )
   SELECT coalesce((p_plan->>'version')::int, 1) = ml._plan_version()
      AND NOT EXISTS (
@@ -80,6 +83,9 @@ AS $$
 DECLARE
   r record;
 BEGIN
+  IF current_setting('pgscore.activating', true) = 'on' THEN
+    RETURN;  -- pgscore's own ALTER TABLE, inside ml._activate
+  END IF;
   FOR r IN
     -- A new partition (CREATE TABLE ... PARTITION OF) belongs to the deployments of its ancestors.
     SELECT DISTINCT d.id, c.command_tag, c.object_identity

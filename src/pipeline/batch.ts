@@ -56,7 +56,7 @@ export async function scoreBatch(
 ): Promise<WriteResult & { scoredAt: number }> {
   const scored = await scoreRows(model, deployment.plan, rows.map((row) => row.values));
   const scoredAt = performance.now();
-  const result = await writePredictions(client, deployment, rows, scored, scoredAt - readAt);
+  const result = await writePredictions(client, deployment, rows, scored, scoredAt - readAt, model.ref);
   return { ...result, scoredAt };
 }
 

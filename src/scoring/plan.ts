@@ -44,6 +44,8 @@ export const planSchema = z.object({
   keys: z.array(column.extend({ type: z.string() })).min(1),
   inputs: z.array(input).min(1),
   outputs: z.array(output).min(1),
+  /** Where each prediction's model version and time are written; null when turned off. */
+  provenance: z.object({ model: column, scored_at: column }).nullable(),
 });
 
 export type Plan = z.infer<typeof planSchema>;

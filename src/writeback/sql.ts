@@ -16,7 +16,8 @@ export const RETRY_DELAY_SQL = (attempts: string) =>
  * The write-back statement, run in the batch's transaction. Parameters:
  *   $1 deployment id; then per key column the scored rows' key texts; their xmins, ctids and
  *   attempts; one array per output; per key column the dead rows' key texts; their reasons;
- *   the latency histogram.
+ *   the latency histogram; the model version that scored the rows (name@version), written to
+ *   the provenance column with the time (the batch's transaction time) unless turned off.
  * Newest wins: only the row version that was read takes the prediction. The worker never waits
  * for a row lock (so it cannot deadlock with an application's multi-row UPDATE): rows locked by
  * someone else, or changed since they were read, go back to the queue with a retry delay.
@@ -37,6 +38,7 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
   const deadKeyParams = plan.keys.map(() => param());
   const reasonParam = param();
   const histogramParam = param();
+  const modelParam = param();
 
   const keyCols = plan.keys.map((_, i) => `k${i}`);
   const castKey = (alias: string, i: number) => `${alias}.k${i}::${plan.keys[i]!.type}`;
@@ -63,7 +65,12 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
       ${locked}
     ), written AS (
       UPDATE ${table} t
-         SET ${plan.outputs.map((o, i) => `${q(o.column)} = u.o${i}${o.array ? `::${o.sql_type}` : ''}`).join(', ')}
+         SET ${[
+           ...plan.outputs.map((o, i) => `${q(o.column)} = u.o${i}${o.array ? `::${o.sql_type}` : ''}`),
+           ...(plan.provenance
+             ? [`${q(plan.provenance.model.column)} = ${modelParam}::text`, `${q(plan.provenance.scored_at.column)} = now()`]
+             : []),
+         ].join(', ')}
         FROM u
        WHERE ${match} AND t.xmin = u.x AND (t.tableoid, t.ctid) IN (SELECT toid, tid FROM locked)
       RETURNING ${plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`).join(', ')}
@@ -89,5 +96,6 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
       INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist)
       SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[]
     )
-    SELECT (SELECT count(*) FROM written)::int AS written`;
+    -- ${modelParam}: the model version that scored the batch (provenance; unused without it).
+    SELECT (SELECT count(*) FROM written)::int AS written, ${modelParam}::text IS NOT NULL AS provenance`;
 }

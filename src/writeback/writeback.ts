@@ -28,6 +28,8 @@ export async function writePredictions(
   scored: Scored,
   /** Milliseconds since the rows were read (added to each row's age for the latency statistics). */
   elapsedMs: number,
+  /** The model version that scored the rows, for the provenance column. */
+  modelRef: string,
 ): Promise<WriteResult> {
   const scoredRows = scored.rows.map((r) => rows[r]!);
   const deadRows = scored.rejected.map((r) => rows[r.row]!);
@@ -41,6 +43,7 @@ export async function writePredictions(
     ...keyColumns(deadRows, deployment.keyCount),
     scored.rejected.map((r) => r.reason),
     histogram(scoredRows.map((row) => row.ageMs + elapsedMs)),
+    modelRef,
   ];
   const statement = rows.length <= PREPARED_UP_TO ? deployment.sql.writeBack : { text: deployment.sql.writeBack.text };
   const result = await client.query<{ written: number }>({ ...statement, values });

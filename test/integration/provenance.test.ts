@@ -1,0 +1,73 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pushModel } from '../../src/models/registry.js';
+import type { Worker } from '../../src/worker/worker.js';
+import { typedVariant } from '../helpers/chaos.js';
+import { createTestDatabase, modelBytes, pending, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+
+const INPUTS = '{"f32": ["a", "b"], "f64": "c", "i32": "d", "i64": "e", "flag": "ok", "tag": "tag"}';
+/** What each version predicts: v1 = a + b + c + d + e + ok, v2 = a + b + c + 2e + ok (never equal: e > d). */
+const V1 = 'a + b + c + d + e + ok::int';
+const V2 = 'a + b + c + 2 * e + ok::int';
+
+/** Every prediction records the version that wrote it, and when. */
+describe('provenance', () => {
+  let db: TestDatabase;
+  let worker: Worker;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const typed = await modelBytes('typed.onnx');
+    await pushModel(db.pool, 'sums', typed);
+    await pushModel(db.pool, 'sums', typedVariant(typed));
+    worker = await startWorker(db);
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    await db?.drop();
+  });
+
+  const table = (name: string) =>
+    db.sql(`CREATE TABLE ${name} (id int PRIMARY KEY, a real, b real, c float8, d int, e bigint, ok bool, tag text)`);
+  const insert = (name: string, from: number, to: number) =>
+    db.sql(`INSERT INTO ${name} SELECT g, 1, 2, 3, g % 100, 1000 + g, g % 2 = 0, 't' FROM generate_series(${from}, ${to}) g`);
+
+  it('names the version that actually scored each row, through a promotion mid-traffic', async () => {
+    await table('sums');
+    await db.sql(`SELECT ml.deploy('sums', 'sums', 'sums', $1, '{"total": "total"}')`, [INPUTS]);
+    const writer = (async () => {
+      for (let i = 0; i < 40; i++) await insert('sums', i * 100 + 1, (i + 1) * 100);
+    })();
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM sums WHERE total IS NOT NULL LIMIT 1`)).length === 1, 'first predictions');
+    await db.sql(`SELECT ml.promote('sums', 2)`);
+    await writer;
+    await waitFor(async () => (await pending(db, 'sums')) === 0 && (await db.sql(`SELECT 1 FROM sums WHERE total IS NULL`)).length === 0, 'all scored');
+    const rollout = await db.sql<{ model: string; rows: string; consistent: string }>(`
+      SELECT sums_model AS model, count(*) AS rows,
+             count(*) FILTER (WHERE total = CASE sums_model WHEN 'sums@1' THEN ${V1} WHEN 'sums@2' THEN ${V2} END) AS consistent
+        FROM sums GROUP BY 1 ORDER BY 1`);
+    // Both versions scored part of the traffic; every prediction is the one its named version gives.
+    expect(rollout.map((r) => r.model)).toEqual(['sums@1', 'sums@2']);
+    for (const r of rollout) expect(r.consistent).toBe(r.rows);
+    expect(rollout.reduce((n, r) => n + Number(r.rows), 0)).toBe(4000);
+    const [times] = await db.sql<{ missing: string; future: string }>(`
+      SELECT count(*) FILTER (WHERE sums_scored_at IS NULL) AS missing, count(*) FILTER (WHERE sums_scored_at > now()) AS future FROM sums`);
+    expect(times).toEqual({ missing: '0', future: '0' });
+  });
+
+  it('can be turned off, and refuses a column of the wrong type', async () => {
+    await table('plain');
+    await db.sql(`SELECT ml.deploy('plain', 'plain', 'sums', $1, '{"total": "total"}', '{"provenance": false}')`, [INPUTS]);
+    const columns = await db.sql<{ attname: string }>(
+      `SELECT attname FROM pg_attribute WHERE attrelid = 'plain'::regclass AND attname LIKE 'plain_%' AND NOT attisdropped`);
+    expect(columns).toEqual([]);
+    await insert('plain', 1, 10);
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM plain WHERE total IS NULL`)).length === 0, 'scored without provenance');
+
+    await table('clash');
+    await db.sql(`ALTER TABLE clash ADD COLUMN clash_model int`);
+    await expect(db.sql(`SELECT ml.deploy('clash', 'clash', 'sums', $1, '{"total": "total"}')`, [INPUTS])).rejects.toThrow(
+      'column "clash_model" of public.clash is integer, but the deployment records the model version that wrote each prediction there (text)');
+    await expect(db.sql(`SELECT ml.deploy('clash', 'clash', 'sums', $1, '{"total": "total"}', '{"provenance": "yes"}')`, [INPUTS])).rejects.toThrow(
+      'option "provenance" must be true or false');
+  });
+});
