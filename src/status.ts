@@ -12,12 +12,13 @@ export interface StatusRow {
   latency_p99_ms: number | null;
   dead_letters: string;
   in_kafka: string | null;
+  versions_in_use: string[];
 }
 
 export async function readStatus(db: pg.Pool): Promise<StatusRow[]> {
   const { rows } = await db.query<StatusRow>(`
     SELECT deployment, model, state, pending, oldest_pending_age::text AS oldest_pending_age,
-           scored_last_minute, latency_p50_ms, latency_p99_ms, dead_letters, in_kafka
+           scored_last_minute, latency_p50_ms, latency_p99_ms, dead_letters, in_kafka, versions_in_use
       FROM ml.status`);
   return rows;
 }

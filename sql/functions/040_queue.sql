@@ -131,7 +131,8 @@ RETURNS TABLE (
   latency_p99_ms float8,
   dead_letters bigint,
   last_scored_at timestamptz,
-  in_kafka bigint)
+  in_kafka bigint,
+  versions_in_use text[])
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -163,6 +164,10 @@ BEGIN
     SELECT count(*) INTO dead_letters FROM ml._dead_letters e WHERE e.deployment_id = d.id;
     SELECT max(b.finished_at) INTO last_scored_at FROM ml._batches b WHERE b.deployment_id = d.id;
     SELECT greatest(k.relayed - k.consumed, 0) INTO in_kafka FROM ml._kafka_counts k WHERE k.deployment_id = d.id;
+    -- The versions that wrote predictions in the last hour, most rows first, e.g. {churn@4,churn@3}.
+    SELECT coalesce(array_agg(v.model ORDER BY v.rows DESC, v.model), '{}') INTO versions_in_use FROM (
+      SELECT b.model, sum(b.scored) AS rows FROM ml._batches b
+       WHERE b.deployment_id = d.id AND b.model IS NOT NULL AND b.scored > 0 GROUP BY b.model) v;
     RETURN NEXT;
   END LOOP;
 END

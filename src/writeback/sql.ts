@@ -93,9 +93,8 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
        WHERE EXISTS (SELECT 1 FROM ml._dead_letters x WHERE x.deployment_id = $1)
          AND e.deployment_id = $1 AND e.row_key = w.row_key
     ), stats AS (
-      INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist)
-      SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[]
+      INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist, model)
+      SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[], ${modelParam}::text
     )
-    -- ${modelParam}: the model version that scored the batch (provenance; unused without it).
-    SELECT (SELECT count(*) FROM written)::int AS written, ${modelParam}::text IS NOT NULL AS provenance`;
+    SELECT (SELECT count(*) FROM written)::int AS written`;
 }

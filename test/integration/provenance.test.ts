@@ -49,6 +49,10 @@ describe('provenance', () => {
     expect(rollout.map((r) => r.model)).toEqual(['sums@1', 'sums@2']);
     for (const r of rollout) expect(r.consistent).toBe(r.rows);
     expect(rollout.reduce((n, r) => n + Number(r.rows), 0)).toBe(4000);
+    // ml.status shows both versions that wrote predictions in the last hour, most rows first.
+    const [status] = await db.sql<{ model: string; versions_in_use: string[] }>(`SELECT model, versions_in_use FROM ml.status WHERE deployment = 'sums'`);
+    expect(status!.model).toBe('sums@2');
+    expect([...status!.versions_in_use].sort()).toEqual(['sums@1', 'sums@2']);
     const [times] = await db.sql<{ missing: string; future: string }>(`
       SELECT count(*) FILTER (WHERE sums_scored_at IS NULL) AS missing, count(*) FILTER (WHERE sums_scored_at > now()) AS future FROM sums`);
     expect(times).toEqual({ missing: '0', future: '0' });

@@ -248,8 +248,8 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate upgrades it and reports every deployment active', () => {
-    expect(upgrade.applied).toEqual(['0003_safety.sql']);
-    expect(upgrade.schemaVersion).toBe(3);
+    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql']);
+    expect(upgrade.schemaVersion).toBe(4);
     expect(upgrade.deployments).toEqual(NAMES.map((deployment) => ({ deployment, status: 'active', reason: null })));
   });
 
@@ -364,10 +364,10 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate refuses a schema newer than it knows, and leaves it as it is', async () => {
-    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (4, '0004_future.sql')`);
+    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (5, '0005_future.sql')`);
     const before = await dumpAll(fresh);
     await expect(fresh.migrate()).rejects.toMatchObject({
-      message: 'the ml schema is at version 4, newer than this pgscore knows (3)',
+      message: 'the ml schema is at version 5, newer than this pgscore knows (4)',
       hint: 'Upgrade pgscore; an older version must not rewrite the functions of a newer schema.',
     });
     expect(await dumpAll(fresh)).toBe(before);
