@@ -14,8 +14,8 @@ BEGIN
     IF d.status = 'active' THEN
       BEGIN
         PERFORM ml._activate(d.id, false, false);
-        SELECT * INTO d FROM ml._deployments WHERE id = d.id;
-        IF d.status = 'active' THEN
+        -- A changed plan was just installed; an unchanged one is rebuilt by the current code.
+        IF (SELECT x.status = 'active' AND x.plan = d.plan FROM ml._deployments x WHERE x.id = d.id) THEN
           PERFORM ml._install(d.id, d.name, d.source, d.plan);
         END IF;
       EXCEPTION WHEN OTHERS THEN

@@ -17,6 +17,6 @@ export interface ClaimedRow {
 }
 
 /** Key texts of rows, one array per key column: how keys travel as statement parameters. */
-export function keyColumns(rows: readonly ClaimedRow[], keyCount: number): string[][] {
+export function keyColumns(rows: readonly Pick<ClaimedRow, 'keys'>[], keyCount: number): string[][] {
   return Array.from({ length: keyCount }, (_, k) => rows.map((row) => row.keys[k]!));
 }

@@ -21,5 +21,5 @@ export async function requeueRows(
   delayMs: number,
 ): Promise<void> {
   if (rows.length === 0) return;
-  await client.query({ ...deployment.sql.requeue, values: [Math.round(delayMs), ...keyColumns(rows as ClaimedRow[], deployment.keyCount)] });
+  await client.query({ ...deployment.sql.requeue, values: [Math.round(delayMs), ...keyColumns(rows, deployment.keyCount)] });
 }

@@ -46,6 +46,18 @@ export function deploymentStatements(deployment: {
   };
 }
 
+/**
+ * The requeue statement of a deployment that is not active (invalid, pending) but keeps its
+ * queue: where a Kafka worker parks rows that arrive for it.
+ */
+export function parkingStatements(deployment: { readonly id: number; readonly plan: Plan }) {
+  const text = requeueSql(deployment.id, deployment.plan);
+  return {
+    keyCount: deployment.plan.keys.length,
+    sql: { requeue: { name: `pgscore_park_${deployment.id}_${hash(text)}`, text } },
+  };
+}
+
 function hash(text: string): string {
   let h = 0;
   for (let i = 0; i < text.length; i++) h = (Math.imul(h, 31) + text.charCodeAt(i)) | 0;

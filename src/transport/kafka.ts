@@ -12,7 +12,7 @@ import { inWritebackTransaction, reportDeadLetters, scoreBatch, type BatchResult
 import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { requeueRows } from '../queue/requeue.js';
-import { requeueSql } from '../queue/requeue.js';
+import { parkingStatements } from '../queue/statements.js';
 import { loadDeployments, type ActiveDeployment } from '../worker/deployments.js';
 import { checkWorkerRole } from '../worker/identity.js';
 import type { LoopEvents } from '../worker/loop.js';
@@ -44,7 +44,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #consumer: Consumer;
   readonly #kafka;
   #deployments = new Map<number, ActiveDeployment>();
-  #parked = new Map<number, { keyCount: number; sql: { requeue: { name: string; text: string } } }>();
+  #parked = new Map<number, ReturnType<typeof parkingStatements>>();
   readonly #health = new DeploymentHealth();
   readonly #failureLog: RateLimitedLog;
   #loadedAt = 0;
@@ -107,10 +107,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
         this.#deployments = new Map(list.map((d) => [d.id, d]));
         this.#health.retain(new Set(this.#deployments.keys()));
         const parked = await listParkedDeployments(this.#pool);
-        this.#parked = new Map(parked.map(({ id, plan }) => [
-          id,
-          { keyCount: plan.keys.length, sql: { requeue: { name: `pgscore_park_${id}_${plan.keys.length}`, text: requeueSql(id, plan) } } },
-        ]));
+        this.#parked = new Map(parked.map((deployment) => [deployment.id, parkingStatements(deployment)]));
         this.#loadedAt = Date.now();
       })
       .finally(() => {
@@ -147,7 +144,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     const now = Date.now();
     const poison: Poison[] = [];
     const groups = new Map<number, { deployment: ActiveDeployment; rows: ClaimedRow[]; stale: ClaimedRow[] }>();
-    const parked = new Map<number, { keyCount: number; sql: { requeue: { name: string; text: string } }; rows: ClaimedRow[] }>();
+    const parked = new Map<number, ReturnType<typeof parkingStatements> & { rows: ClaimedRow[] }>();
     for (const message of chunk) {
       const decoded = decodeMessage(message.value);
       if (!decoded.ok) {
