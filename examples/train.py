@@ -16,6 +16,7 @@ from skl2onnx import to_onnx
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -43,6 +44,18 @@ def iris() -> None:
     save(model, "iris.onnx")
     zipmapped = to_onnx(clf, data.data[:1].astype(np.float32), target_opset=OPSET)
     save(zipmapped, "iris_zipmap.onnx")
+
+
+def iris_v2() -> None:
+    """A second iris model, a shallow tree: same inputs and outputs as iris.onnx, different
+    predictions near the class borders. The README's lifecycle walk-through shadows, splits and
+    promotes it."""
+    data = load_iris()
+    species = np.array(data.target_names)[data.target]
+    clf = DecisionTreeClassifier(max_depth=2, random_state=0).fit(data.data, species)
+    model = to_onnx(clf, data.data[:1].astype(np.float32), target_opset=OPSET,
+                    options={id(clf): {"zipmap": False}})
+    save(model, "iris_v2.onnx")
 
 
 def breast_cancer() -> None:
@@ -108,6 +121,7 @@ def typed() -> None:
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     iris()
+    iris_v2()
     breast_cancer()
     diabetes()
     typed()

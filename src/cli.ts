@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
+import type pg from 'pg';
 import { loadConfig, requireDatabaseUrl, type Config } from './config.js';
 import { createPool } from './db/pool.js';
 import { migrate } from './db/migrate.js';
@@ -8,6 +9,7 @@ import { configureOrtLogging } from './models/ort-log.js';
 import { ConfigError, describe, UsageError } from './errors.js';
 import { createLogger } from './log.js';
 import { pushModel } from './models/registry.js';
+import { formatRuns, readRuns, readRunsById, runningRuns, watchRuns } from './runs.js';
 import { formatStatus, readStatus } from './status.js';
 import { KafkaWorker } from './transport/kafka.js';
 import { Relay } from './transport/relay.js';
@@ -212,6 +214,72 @@ program
   .action(async (options: { json?: boolean }, command: Command) => {
     const rows = await withPool(config(command), readStatus);
     process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatStatus(rows)}\n`);
+  });
+
+program
+  .command('runs')
+  .description('print ml.runs (backfills, scheduled and manual runs); --watch shows progress bars until the running ones end')
+  .option('--deployment <name>', 'only this deployment\'s runs')
+  .option('--watch', 'follow the running runs with progress bars')
+  .option('--json', 'print JSON instead')
+  .action(async (options: { deployment?: string; watch?: boolean; json?: boolean }, command: Command) => {
+    await withPool(config(command), async (pool) => {
+      if (options.watch) {
+        const running = await runningRuns(pool, options.deployment);
+        if (running.length > 0) await watchRuns(pool, running, process.stderr);
+      }
+      const rows = await readRuns(pool, { deployment: options.deployment });
+      process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatRuns(rows)}\n`);
+    });
+  });
+
+/** Starts a run with statement (it returns the run's id), prints it, and follows it with --watch. */
+async function startRun(command: Command, watch: boolean | undefined, start: (client: pg.PoolClient) => Promise<string>): Promise<void> {
+  await withPool(config(command), async (pool) => {
+    const client = await pool.connect();
+    let run: string;
+    try {
+      await client.query('BEGIN');
+      run = await start(client);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK');
+      throw error;
+    } finally {
+      client.release();
+    }
+    const [started] = await readRunsById(pool, [run]);
+    process.stdout.write(`run ${run} of ${started?.deployment}: ${started?.rows} row(s) queued\n`);
+    if (!watch) return;
+    const [done] = await watchRuns(pool, [run], process.stderr);
+    process.stdout.write(`${formatRuns(done ? [done] : [])}\n`);
+    if (done?.state === 'cancelled') throw new Error(`run ${run} was cancelled (its deployment was undeployed or its table dropped)`);
+  });
+}
+
+program
+  .command('backfill <deployment>')
+  .description('queue existing rows for scoring behind live traffic (ml.backfill)')
+  .option('--filter <condition>', 'only rows matching this SQL condition')
+  .option('--watch', 'follow the run with a progress bar until it ends')
+  .action(async (deployment: string, options: { filter?: string; watch?: boolean }, command: Command) => {
+    await startRun(command, options.watch, async (client) => {
+      await client.query('SELECT ml.backfill($1, $2)', [deployment, options.filter ?? null]);
+      const { rows } = await client.query<{ run: string }>(
+        "SELECT max(run)::text AS run FROM ml.runs WHERE deployment = $1 AND kind = 'backfill'", [deployment]);
+      return rows[0]!.run;
+    });
+  });
+
+program
+  .command('run-now <deployment>')
+  .description('start a run of a deployment now (ml.run_now): all its rows, or those of its filter option')
+  .option('--watch', 'follow the run with a progress bar until it ends')
+  .action(async (deployment: string, options: { watch?: boolean }, command: Command) => {
+    await startRun(command, options.watch, async (client) => {
+      const { rows } = await client.query<{ run: string }>('SELECT ml.run_now($1)::text AS run', [deployment]);
+      return rows[0]!.run;
+    });
   });
 
 try {

@@ -74,8 +74,9 @@ try {
     const client = await db.pool.connect();
     try {
       await client.query("BEGIN; SET LOCAL pgscore.writeback = 'on'");
-      // The claim's parameters changed over time ($1 batch size; newer: $2 queue rows to lock).
-      const claimValues = sql.claim.text.includes('$2') ? [1000, 1000] : [1000];
+      // The claim's parameters changed over time ($1 batch size; newer: $2 queue rows to lock,
+      // $3 the deployment row's version).
+      const claimValues = sql.claim.text.includes('$3') ? [1000, 1000, d!.rowVersion] : sql.claim.text.includes('$2') ? [1000, 1000] : [1000];
       const explainClaim = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.claim.text}`, values: claimValues });
       say(explainClaim.rows.map((r) => r['QUERY PLAN']).join('\n'));
       await client.query('ROLLBACK');
@@ -100,7 +101,7 @@ try {
           },
         });
         const t2 = performance.now();
-        await writePredictions(spy, { id: d!.id, sql, keyCount: 1 }, rows, scored, 0, model.ref);
+        await writePredictions(spy, { id: d!.id, sql, keyCount: 1, plan: d!.plan }, rows, scored, 0, { ref: model.ref, scoreUs: 0 });
         const writeMs = performance.now() - t2;
         await client.query('ROLLBACK TO SAVEPOINT before_write');
         const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack.text}`, values });

@@ -133,9 +133,18 @@ BEGIN
   VALUES (p_model, p_alias, p_version, p_history)
   ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, history = excluded.history, updated_at = now();
 
-  -- Re-plan the followers: new output columns, a new input mapping for the trigger. Queued rows stay.
-  FOR d IN SELECT * FROM ml._deployments WHERE model = p_model AND alias = p_alias AND status = 'active' LOOP
+  -- Re-plan the followers (with their model, a variant or their shadow): new output columns, a
+  -- new input mapping for the trigger. Queued rows stay. A promotion ends the split of a
+  -- deployment that follows the alias: it serves the promoted version alone.
+  FOR d IN SELECT * FROM ml._deployments x WHERE x.status = 'active' AND ml._follows(x, p_model, p_alias) ORDER BY x.id LOOP
+    IF d.model = p_model AND d.alias = p_alias AND d.options ? 'variants' THEN
+      UPDATE ml._deployments SET options = options - 'variants' WHERE id = d.id;
+      RAISE NOTICE 'deployment "%" serves %@% alone now (its split ended)', d.name, p_model, p_version;
+    END IF;
     PERFORM ml._activate(d.id, false);
+    IF d.model = p_model AND d.alias = p_alias AND coalesce((d.options->>'rescore_on_promote')::boolean, false) THEN
+      PERFORM ml._start_run(d.id, 'promote');
+    END IF;
   END LOOP;
   PERFORM pg_notify('pgscore_config', 'alias');
 END

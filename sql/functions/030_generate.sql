@@ -214,23 +214,36 @@ AS $$
   SELECT to_regprocedure(format('ml.%I()', format('_enqueue_%s', d.id))) FROM ml._deployments d WHERE d.name = p_name
 $$;
 
--- Whether the table and each of its partitions carry the deployment's two triggers, and no
--- table outside the tree (a detached partition) still does.
+CREATE OR REPLACE FUNCTION ml._wants_triggers(p_plan jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT coalesce(p_plan->>'mode', 'live') <> 'batch'
+$$;
+
+-- Whether the table and each of its partitions carry the deployment's two triggers (none for a
+-- batch deployment), and no table outside the tree (a detached partition) still does.
 CREATE OR REPLACE FUNCTION ml._triggers_complete(p_name text, p_source oid)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT NOT EXISTS (
+  SELECT CASE WHEN NOT ml._wants_triggers((SELECT d.plan FROM ml._deployments d WHERE d.name = p_name))
+    THEN NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = ml._enqueue_function(p_name))
+    ELSE NOT EXISTS (
     SELECT 1 FROM ml._trigger_tables(p_source) r(rel)
      WHERE (SELECT count(*) FROM pg_trigger t
              WHERE t.tgrelid = r.rel AND t.tgname IN (format('pgscore_%s_insert', p_name), format('pgscore_%s_update', p_name))) <> 2)
   AND NOT EXISTS (
     SELECT 1 FROM pg_trigger t
-     WHERE t.tgfoid = ml._enqueue_function(p_name) AND t.tgrelid NOT IN (SELECT ml._trigger_tables(p_source)))
+     WHERE t.tgfoid = ml._enqueue_function(p_name) AND t.tgrelid NOT IN (SELECT ml._trigger_tables(p_source))) END
 $$;
 
-CREATE OR REPLACE FUNCTION ml._install_triggers(p_id int, p_name text, p_source oid)
+-- Earlier releases had ml._install_triggers(int, text, oid); the plan now says whether there are triggers.
+DROP FUNCTION IF EXISTS ml._install_triggers(int, text, oid);
+
+-- A batch deployment (mode 'batch') has no triggers: its rows are queued by runs only.
+CREATE OR REPLACE FUNCTION ml._install_triggers(p_id int, p_name text, p_source oid, p_plan jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -239,6 +252,9 @@ DECLARE
   v_table regclass;
 BEGIN
   PERFORM ml._drop_triggers(p_name, p_source);
+  IF NOT ml._wants_triggers(p_plan) THEN
+    RETURN;
+  END IF;
   FOR v_table IN SELECT ml._trigger_tables(p_source) LOOP
     EXECUTE format(
       'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pgscore_new
@@ -281,7 +297,7 @@ BEGIN
    WHERE c IS NOT NULL;
   SELECT string_agg(DISTINCT format('%I', c), ', ') INTO v_write FROM (
     SELECT o->>'column' AS c FROM ml._deployments d, jsonb_array_elements(d.plan->'outputs') o
-     WHERE d.source = p_source AND d.status = 'active'
+     WHERE d.source = p_source AND d.status = 'active' AND jsonb_typeof(d.plan->'target') IS DISTINCT FROM 'object'
     UNION ALL
     SELECT p->>'column' FROM ml._deployments d,
            jsonb_each(CASE WHEN jsonb_typeof(d.plan->'provenance') = 'object' THEN d.plan->'provenance' ELSE '{}' END) e(k, p)
@@ -295,7 +311,9 @@ BEGIN
       EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgscore_worker', v_schema);
     END IF;
     EXECUTE format('GRANT SELECT (tableoid, xmin, ctid, %s) ON %s TO pgscore_worker', v_read, v_rel);
-    EXECUTE format('GRANT UPDATE (%s) ON %s TO pgscore_worker', v_write, v_rel);
+    IF v_write IS NOT NULL THEN
+      EXECUTE format('GRANT UPDATE (%s) ON %s TO pgscore_worker', v_write, v_rel);
+    END IF;
   END IF;
 END
 $$;
@@ -311,7 +329,7 @@ BEGIN
   EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', ml._relname(p_source));
   PERFORM ml._install_queue_table(p_id, p_plan);
   PERFORM ml._install_enqueue_function(p_id, p_plan);
-  PERFORM ml._install_triggers(p_id, p_name, p_source);
+  PERFORM ml._install_triggers(p_id, p_name, p_source, p_plan);
 END
 $$;
 

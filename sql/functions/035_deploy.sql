@@ -44,7 +44,8 @@ BEGIN
   END LOOP;
 
   outputs := '{}';
-  FOR v_out IN SELECT o FROM jsonb_array_elements(d.plan->'outputs') o LOOP
+  -- A side table's columns are not the source's: its outputs are not followed.
+  FOR v_out IN SELECT o FROM jsonb_array_elements(d.plan->'outputs') o WHERE jsonb_typeof(d.plan->'target') IS DISTINCT FROM 'object' LOOP
     SELECT a.attname, a.attisdropped INTO v_now, v_dropped
       FROM pg_attribute a WHERE a.attrelid = d.source AND a.attnum = (v_out->>'attnum')::int2;
     IF v_dropped IS DISTINCT FROM false THEN
@@ -56,6 +57,9 @@ BEGIN
     outputs := outputs || jsonb_build_object(v_now::text, coalesce(d.outputs->(v_out->>'column'), to_jsonb(v_out->>'output')));
   END LOOP;
 
+  IF jsonb_typeof(d.plan->'target') = 'object' THEN
+    outputs := d.outputs;
+  END IF;
   IF NOT v_renamed THEN
     inputs := d.inputs;
     outputs := d.outputs;
@@ -77,6 +81,7 @@ BEGIN
   PERFORM ml._drop_triggers(d.name, d.source);
   UPDATE ml._deployments SET status = 'invalid', reason = p_reason WHERE id = p_id;
   PERFORM ml._grant_worker(d.source);
+  PERFORM ml._grant_worker_target((d.plan->'target'->>'oid')::oid);
   RAISE WARNING 'pgscore: deployment "%" is invalid now: %', d.name, p_reason
     USING HINT = 'Its triggers were removed and its queued rows kept; fix the cause and run ml.deploy again with the same name.';
   PERFORM pg_notify('pgscore_config', d.name);
@@ -120,6 +125,7 @@ DECLARE
   v_plan jsonb;
   v_out jsonb;
   v_provenance jsonb;
+  v_target jsonb;
   v_rel text;
 BEGIN
   SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
@@ -135,46 +141,68 @@ BEGIN
   SELECT * INTO v_mapping FROM ml._current_mapping(d);
   v_plan := ml._plan(d.source, format('%s@%s', d.model, v_version), ml._signature(d.model, v_version), v_mapping.inputs, v_mapping.outputs);
 
-  FOR v_out IN SELECT o FROM jsonb_array_elements(v_plan->'outputs') o WHERE NOT (o->>'exists')::boolean LOOP
-    IF NOT p_add_columns THEN
-      RAISE EXCEPTION 'prediction column "%" of % does not exist', v_out->>'column', v_rel
-        USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
-    END IF;
-    EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
-  END LOOP;
-  -- Whether a column existed before matters only here; its attnum lets renames be followed.
-  v_plan := jsonb_set(v_plan, '{outputs}', (
-    SELECT jsonb_agg((o - 'exists') || jsonb_build_object('attnum', a.attnum) ORDER BY n)
-      FROM jsonb_array_elements(v_plan->'outputs') WITH ORDINALITY x(o, n)
-      JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = o->>'column' AND NOT a.attisdropped));
+  IF d.options ? 'target' THEN
+    -- Predictions go to a side table: the source gets no columns; output attnums are the target's.
+    v_target := ml._plan_target(d, v_plan, p_add_columns);
+    v_plan := jsonb_set(v_plan, '{outputs}', (
+      SELECT jsonb_agg((o - 'exists') || jsonb_build_object('attnum', (v_target->'attnums'->>(o->>'column'))::int) ORDER BY n)
+        FROM jsonb_array_elements(v_plan->'outputs') WITH ORDINALITY x(o, n)));
+    v_plan := v_plan || jsonb_build_object('provenance', NULL, 'target', v_target - 'attnums');
+  ELSE
+    FOR v_out IN SELECT o FROM jsonb_array_elements(v_plan->'outputs') o WHERE NOT (o->>'exists')::boolean LOOP
+      IF NOT p_add_columns THEN
+        RAISE EXCEPTION 'prediction column "%" of % does not exist', v_out->>'column', v_rel
+          USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
+      END IF;
+      EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
+    END LOOP;
+    -- Whether a column existed before matters only here; its attnum lets renames be followed.
+    v_plan := jsonb_set(v_plan, '{outputs}', (
+      SELECT jsonb_agg((o - 'exists') || jsonb_build_object('attnum', a.attnum) ORDER BY n)
+        FROM jsonb_array_elements(v_plan->'outputs') WITH ORDINALITY x(o, n)
+        JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = o->>'column' AND NOT a.attisdropped));
 
-  -- Provenance columns belong to pgscore: added at deploy, and by `pgscore migrate` for
-  -- deployments from before provenance; one dropped later turns the deployment invalid.
-  v_provenance := ml._plan_provenance(d.source, d.name, d.options, v_plan);
-  FOR v_out IN SELECT p FROM jsonb_each(coalesce(v_provenance, '{}')) e(k, p) WHERE NOT (p->>'exists')::boolean LOOP
-    IF NOT p_add_columns AND d.plan ? 'provenance' THEN
-      RAISE EXCEPTION 'provenance column "%" of % does not exist', v_out->>'column', v_rel
-        USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
-    END IF;
-    EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
-  END LOOP;
-  v_plan := v_plan || jsonb_build_object('provenance', (
-    SELECT jsonb_object_agg(e.k, (e.p - 'exists') || jsonb_build_object('attnum', a.attnum))
-      FROM jsonb_each(v_provenance) e(k, p)
-      JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = e.p->>'column' AND NOT a.attisdropped));
+    -- Provenance columns belong to pgscore: added at deploy, and by `pgscore migrate` for
+    -- deployments from before provenance; one dropped later turns the deployment invalid.
+    v_provenance := ml._plan_provenance(d.source, d.name, d.options, v_plan);
+    FOR v_out IN SELECT p FROM jsonb_each(coalesce(v_provenance, '{}')) e(k, p) WHERE NOT (p->>'exists')::boolean LOOP
+      IF NOT p_add_columns AND d.plan ? 'provenance' THEN
+        RAISE EXCEPTION 'provenance column "%" of % does not exist', v_out->>'column', v_rel
+          USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
+      END IF;
+      EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
+    END LOOP;
+    v_plan := v_plan || jsonb_build_object('provenance', (
+      SELECT jsonb_object_agg(e.k, (e.p - 'exists') || jsonb_build_object('attnum', a.attnum))
+        FROM jsonb_each(v_provenance) e(k, p)
+        JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = e.p->>'column' AND NOT a.attisdropped));
+    v_plan := v_plan || jsonb_build_object('target', NULL);
+  END IF;
+  v_plan := v_plan || ml._plan_lifecycle(d, v_plan, v_mapping.inputs, v_mapping.outputs);
 
   UPDATE ml._deployments SET inputs = v_mapping.inputs, outputs = v_mapping.outputs, source_name = v_rel WHERE id = p_id;
-  -- A promotion to a version that maps the same way changes nothing on the table.
-  IF NOT (d.status = 'active' AND d.plan = v_plan) THEN
+  -- A promotion to a version that maps the same way, new weights or a new shadow change nothing
+  -- on the table.
+  IF NOT (d.status = 'active' AND ml._installed_part(d.plan) = ml._installed_part(v_plan)) THEN
     PERFORM ml._install(d.id, d.name, d.source, v_plan);
     UPDATE ml._deployments SET plan = v_plan, status = 'active', reason = NULL WHERE id = p_id;
-  ELSIF NOT ml._triggers_complete(d.name, d.source) THEN
-    -- A partition was created or attached since.
-    PERFORM ml._install_triggers(d.id, d.name, d.source);
+  ELSE
+    IF d.plan <> v_plan THEN
+      UPDATE ml._deployments SET plan = v_plan WHERE id = p_id;
+    END IF;
+    IF NOT ml._triggers_complete(d.name, d.source) THEN
+      -- A partition was created or attached since.
+      PERFORM ml._install_triggers(d.id, d.name, d.source, v_plan);
+    END IF;
   END IF;
   PERFORM ml._grant_worker(d.source);
+  PERFORM ml._grant_worker_target((v_plan->'target'->>'oid')::oid);
+  IF (d.plan->'target'->>'oid')::oid IS DISTINCT FROM (v_plan->'target'->>'oid')::oid THEN
+    PERFORM ml._grant_worker_target((d.plan->'target'->>'oid')::oid);
+  END IF;
   PERFORM set_config('pgscore.activating', '', true);
-  IF p_backfill AND coalesce((d.options->>'backfill')::boolean, true) THEN
+  -- A live deployment scores the rows already there at once; a batch one waits for its runs.
+  IF p_backfill AND coalesce((d.options->>'backfill')::boolean, v_plan->>'mode' <> 'batch') THEN
     PERFORM ml.backfill(d.name);
   END IF;
   PERFORM pg_notify('pgscore_config', d.name);
@@ -218,16 +246,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
 DECLARE
-  v_ref text[];
   v_model text;
   v_version int;
   v_alias text;
   v_resolved int;
   v_id int;
-  v_key text;
   v_kind "char";
   v_old ml._deployments;
   v_signed boolean;
+  v_target regclass;
 BEGIN
   IF deployment IS NULL OR deployment !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$' THEN
     RAISE EXCEPTION 'deployment name % is not valid', coalesce(quote_literal(deployment), 'NULL')
@@ -250,50 +277,17 @@ BEGIN
   END IF;
   -- This function runs as the schema owner: the caller must be able to act as the table's owner
   -- (it adds columns and triggers to it), not merely be an admin.
-  IF NOT pg_has_role(session_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = source), 'USAGE') THEN
-    RAISE EXCEPTION 'only the owner of % (role %) can deploy on it', source,
-      (SELECT quote_ident(r.rolname) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = source)
-      USING ERRCODE = 'insufficient_privilege', HINT = 'Deploy as the table''s owner, or as a member of the owning role.';
-  END IF;
+  PERFORM ml._require_owner(source);
 
-  IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
-    RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  FOR v_key IN SELECT jsonb_object_keys(options) LOOP
-    IF v_key NOT IN ('backfill', 'provenance') THEN
-      RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
-        USING ERRCODE = 'feature_not_supported', HINT = 'Supported options: backfill, provenance (true or false).';
-    END IF;
-    IF jsonb_typeof(options->v_key) <> 'boolean' THEN
-      RAISE EXCEPTION 'option "%" must be true or false', v_key USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-  END LOOP;
-
-  -- 'churn' follows production, 'churn@3' pins version 3, 'churn@staging' follows an alias.
-  v_ref := regexp_match(coalesce(model, ''), '^([^@]+)(?:@(.+))?$');
-  IF v_ref IS NULL THEN
-    RAISE EXCEPTION 'model reference % is not valid', coalesce(quote_literal(model), 'NULL')
-      USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''name'', ''name@3'' or ''name@staging''.';
-  END IF;
-  v_model := v_ref[1];
-  IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = v_model) THEN
-    RAISE EXCEPTION 'model "%" is not registered', v_model
-      USING ERRCODE = 'no_data_found', HINT = 'Register it with ml.register_model or `pgscore model push`.';
-  END IF;
-  IF v_ref[2] ~ '^\d+$' THEN
-    v_version := v_ref[2]::int;
-    IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = v_model AND m.version = v_version) THEN
-      RAISE EXCEPTION 'model %@% does not exist (versions: %)', v_model, v_version,
-        (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM ml._models m WHERE m.name = v_model)
-        USING ERRCODE = 'no_data_found';
-    END IF;
-  ELSE
-    v_alias := coalesce(v_ref[2], 'production');
-    IF NOT EXISTS (SELECT 1 FROM ml._aliases a WHERE a.model = v_model AND a.alias = v_alias) THEN
-      RAISE EXCEPTION 'model % has no alias "%"', v_model, v_alias
-        USING ERRCODE = 'no_data_found', HINT = 'Point it at a version with ml.promote.';
+  PERFORM ml._check_options(options);
+  IF options ? 'target' THEN
+    -- pgscore appends to an existing side table and grants the worker INSERT on it.
+    SELECT to_regclass(format('%I.%I', t.schema, t.name)) INTO v_target FROM ml._target_name(source, options->>'target') t;
+    IF v_target IS NOT NULL THEN
+      PERFORM ml._require_owner(v_target);
     END IF;
   END IF;
+  SELECT r.model, r.version, r.alias INTO v_model, v_version, v_alias FROM ml._parse_ref(model, '') r;
 
   IF v_old.id IS NULL THEN
     INSERT INTO ml._deployments (name, source, model, version, alias, inputs, outputs, options, source_name)
@@ -346,6 +340,8 @@ BEGIN
   EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', d.id));
   DELETE FROM ml._deployments WHERE id = d.id;
   PERFORM ml._grant_worker(d.source);
+  -- A side table keeps its predictions; only the worker's right to append goes.
+  PERFORM ml._grant_worker_target((d.plan->'target'->>'oid')::oid);
   PERFORM pg_notify('pgscore_config', d.name);
 END
 $$;

@@ -39,28 +39,6 @@ BEGIN
 END
 $$;
 
--- Queues existing rows behind live traffic (priority 1). filter is an SQL condition on the table.
-CREATE OR REPLACE FUNCTION ml.backfill(deployment text, filter text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  d ml._deployments := ml._active_deployment(deployment);
-  v_keys text;
-BEGIN
-  SELECT string_agg(format('%I', k->>'column'), ', ') INTO v_keys FROM jsonb_array_elements(d.plan->'keys') k;
-  -- The filter runs with the schema owner's rights: it passes the same checks as input expressions.
-  IF filter IS NOT NULL AND (ml._check_expression(d.source, 'backfill filter', filter)->>'type')::oid <> 'boolean'::regtype THEN
-    RAISE EXCEPTION 'backfill filter (%) is not a condition (it gives %)', filter,
-      format_type((ml._check_expression(d.source, 'backfill filter', filter)->>'type')::oid, NULL)
-      USING ERRCODE = 'datatype_mismatch', HINT = 'Give a condition on the table''s columns, like "created_at > now() - interval ''1 day''".';
-  END IF;
-  RETURN ml._enqueue(d, format('SELECT %s FROM %s WHERE %s', v_keys, ml._relname(d.source), coalesce(filter, 'true')), 1);
-END
-$$;
-
 -- Queues a deployment's dead letters again, once their cause is fixed. They stay in ml.errors
 -- until they score: a row that fails again comes back with one more attempt.
 CREATE OR REPLACE FUNCTION ml.retry(deployment text)

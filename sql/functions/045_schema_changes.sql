@@ -22,11 +22,17 @@ AS $$
      WHERE s ? 'expr'
     UNION ALL
     SELECT o->>'column', (o->>'attnum')::int2, NULL FROM jsonb_array_elements(p_plan->'outputs') o
+     WHERE jsonb_typeof(p_plan->'target') IS DISTINCT FROM 'object'
     UNION ALL
     SELECT p->>'column', (p->>'attnum')::int2, p->>'sql_type'
       FROM jsonb_each(CASE WHEN jsonb_typeof(p_plan->'provenance') = 'object' THEN p_plan->'provenance' ELSE '{}' END) e(k, p)
   )
   SELECT coalesce((p_plan->>'version')::int, 1) = ml._plan_version()
+     -- A side table still has the prediction columns where the plan found them.
+     AND (jsonb_typeof(p_plan->'target') IS DISTINCT FROM 'object' OR NOT EXISTS (
+       SELECT 1 FROM jsonb_array_elements(p_plan->'outputs') o
+         LEFT JOIN pg_attribute a ON a.attrelid = (p_plan->'target'->>'oid')::oid AND a.attnum = (o->>'attnum')::int2 AND NOT a.attisdropped
+        WHERE a.attname IS DISTINCT FROM o->>'column'))
      AND NOT EXISTS (
        SELECT 1 FROM wanted w
          LEFT JOIN pg_attribute a ON a.attrelid = p_source AND a.attnum = w.attnum AND NOT a.attisdropped

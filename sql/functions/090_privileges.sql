@@ -34,3 +34,20 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ml._dead_letters TO pgscore_worker;
 GRANT SELECT, INSERT, DELETE ON ml._batches TO pgscore_worker;
 GRANT INSERT ON ml._poison_messages TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE ON ml._kafka_counts TO pgscore_worker;
+
+-- The model lifecycle (sql/functions/025, 037, 055, 060).
+GRANT EXECUTE ON FUNCTION
+  ml.split(text, jsonb),
+  ml.promote_shadow(text),
+  ml.run_now(text),
+  ml.configure(text, text),
+  ml.compare(interval)
+  TO pgscore_admin;
+GRANT EXECUTE ON FUNCTION ml._runs() TO pgscore_admin, pgscore_worker;
+GRANT SELECT ON ml.runs, ml.compare, ml.settings TO pgscore_admin;
+GRANT EXECUTE ON FUNCTION ml._setting_defaults(), ml._setting(text) TO pgscore_admin;
+GRANT SELECT ON ml.runs TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._maintain(), ml._start_scheduled_run(int, timestamptz) TO pgscore_worker;
+GRANT SELECT ON ml._runs TO pgscore_worker;
+GRANT INSERT ON ml._predictions TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._finish_runs() TO pgscore_worker;

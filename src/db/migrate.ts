@@ -88,6 +88,10 @@ export async function migrate(client: pg.ClientBase, options: MigrateOptions = {
       if (rebuild[0]?.exists) {
         deployments = (await client.query<RebuiltDeployment>('SELECT * FROM ml._rebuild_deployments()')).rows;
       }
+      // The prediction log's partitions exist before any worker writes to it.
+      const { rows: maintain } = await client.query<{ exists: boolean }>(
+        "SELECT to_regprocedure('ml._maintain()') IS NOT NULL AS exists");
+      if (maintain[0]?.exists) await client.query('SELECT ml._maintain()');
     });
     return { applied, schemaVersion: known, deployments };
   } finally {

@@ -32,6 +32,8 @@ export interface DeploymentRow {
   readonly table: string;
   readonly partitioned: boolean;
   readonly plan: Plan;
+  /** The xmin of the deployment's row when it was read: a claim checks it is still current. */
+  readonly rowVersion: string;
 }
 
 const deploymentRow = z.object({
@@ -43,12 +45,13 @@ const deploymentRow = z.object({
   relname: z.string(),
   partitioned: z.boolean(),
   plan: planSchema,
+  row_version: z.string(),
 });
 
 export async function listActiveDeployments(db: pg.ClientBase | pg.Pool): Promise<DeploymentRow[]> {
   const { rows } = await db.query(`
     SELECT d.id, d.name, d.model, ml._resolve_version(d.model, d.version, d.alias) AS version,
-           n.nspname AS schema, c.relname, c.relkind = 'p' AS partitioned, d.plan
+           n.nspname AS schema, c.relname, c.relkind = 'p' AS partitioned, d.plan, d.xmin::text AS row_version
       FROM ml._deployments d
       JOIN pg_class c ON c.oid = d.source
       JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -62,7 +65,8 @@ export async function listActiveDeployments(db: pg.ClientBase | pg.Pool): Promis
         hint: 'Run `pgscore migrate` with this version of pgscore: it rebuilds every deployment for the current plan layout.',
       });
     }
-    return { ...parsed.data, table: `${q(parsed.data.schema)}.${q(parsed.data.relname)}` };
+    const { row_version: rowVersion, ...data } = parsed.data;
+    return { ...data, rowVersion, table: `${q(data.schema)}.${q(data.relname)}` };
   });
 }
 
@@ -113,8 +117,6 @@ export async function recordSignature(
   await db.query('SELECT ml._record_signature($1, $2, $3::jsonb, $4)', [model.name, model.version, signature, error]);
 }
 
-/** Removes scoring statistics older than an hour (ml.status looks at the last minute). */
-export const TRIM_BATCH_STATS = "DELETE FROM ml._batches WHERE finished_at < now() - interval '1 hour'";
 
 /** Kafka messages no worker could decode, kept for ml.errors. $1..$5: parallel arrays. */
 export const RECORD_POISON = `

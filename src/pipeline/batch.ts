@@ -1,13 +1,15 @@
 import type pg from 'pg';
 import { BEGIN_WRITEBACK } from '../db/statements.js';
-import { isConnectionError } from '../errors.js';
+import { isConnectionError, ModelError } from '../errors.js';
+import { groupByVariant } from '../lifecycle/variants.js';
 import type { LoadedModel } from '../models/sessions.js';
 import { claimBatch, type ClaimSizer } from '../queue/claim.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
+import type { ModelVersion, Plan } from '../scoring/plan.js';
 import { scoreRows } from '../scoring/score.js';
 import type { RateLimitedLog } from '../log-limit.js';
 import type { ActiveDeployment } from '../worker/deployments.js';
-import { writePredictions, type WriteResult } from '../writeback/writeback.js';
+import { writePredictions, type ShadowScores, type WriteResult } from '../writeback/writeback.js';
 
 export interface BatchResult {
   readonly deployment: string;
@@ -43,21 +45,71 @@ export async function inWritebackTransaction<T>(pool: pg.Pool, body: (client: pg
   }
 }
 
+/** Where a batch gets its sessions (SessionCache). */
+export interface ModelSource {
+  get(name: string, version: number): Promise<LoadedModel>;
+}
+
 /**
- * The batch pipeline both transports run, inside the caller's transaction: score the rows with
- * one session.run, then write predictions, dead letters and statistics with one statement.
+ * The batch pipeline both transports run, inside the caller's transaction. Rows are grouped by
+ * the version that scores them (one, or a split's variants), each group is scored with one
+ * session.run (and by the shadow model, when there is one), then its predictions, dead letters,
+ * statistics and log entries are written with one statement. Every live model is loaded before
+ * anything is written: one that does not load throws a ModelError (the failure policy pauses the
+ * deployment). A shadow that does not load fails only its own log entries.
  */
 export async function scoreBatch(
   client: pg.ClientBase,
   deployment: ActiveDeployment,
-  model: LoadedModel,
+  models: ModelSource,
   rows: readonly ClaimedRow[],
   readAt: number,
 ): Promise<WriteResult & { scoredAt: number }> {
-  const scored = await scoreRows(model, deployment.plan, rows.map((row) => row.values));
-  const scoredAt = performance.now();
-  const result = await writePredictions(client, deployment, rows, scored, scoredAt - readAt, model.ref);
-  return { ...result, scoredAt };
+  const { plan } = deployment;
+  const groups = groupByVariant(plan, deployment.own, rows);
+  const loaded = await Promise.all(groups.map((group) => models.get(group.version.model, group.version.version)));
+  const shadow = plan.shadow ? await loadShadow(models, plan.shadow) : undefined;
+
+  let total: WriteResult = { written: 0, dead: 0, requeued: 0 };
+  let scoredAt = readAt;
+  for (const [i, group] of groups.entries()) {
+    const values = group.rows.map((row) => row.values);
+    const started = performance.now();
+    const scored = await scoreRows(loaded[i]!, plan, values);
+    const scoreUs = ((performance.now() - started) * 1000) / group.rows.length;
+    const shadowScores = shadow ? await scoreShadow(shadow, plan, values) : undefined;
+    scoredAt = performance.now();
+    const result = await writePredictions(client, deployment, group.rows, scored, scoredAt - readAt,
+      { ref: group.version.ref, scoreUs }, shadowScores);
+    total = {
+      written: total.written + result.written,
+      dead: total.dead + result.dead,
+      requeued: total.requeued + result.requeued,
+      ...((total.deadReason ?? result.deadReason) ? { deadReason: (total.deadReason ?? result.deadReason)! } : {}),
+    };
+  }
+  return { ...total, scoredAt };
+}
+
+type Shadow = { readonly ref: string; readonly model?: LoadedModel; readonly error?: string };
+
+async function loadShadow(models: ModelSource, version: ModelVersion): Promise<Shadow> {
+  try {
+    return { ref: version.ref, model: await models.get(version.model, version.version) };
+  } catch (error) {
+    if (!(error instanceof ModelError)) throw error;
+    return { ref: version.ref, error: error.message };
+  }
+}
+
+async function scoreShadow(shadow: Shadow, plan: Plan, values: readonly (readonly unknown[])[]): Promise<ShadowScores> {
+  if (!shadow.model) {
+    const reason = `shadow model cannot be loaded: ${shadow.error}`;
+    return { ref: shadow.ref, scoreUs: 0, scored: { rows: [], columns: [], rejected: values.map((_, row) => ({ row, reason })) } };
+  }
+  const started = performance.now();
+  const scored = await scoreRows(shadow.model, plan, values);
+  return { ref: shadow.ref, scoreUs: ((performance.now() - started) * 1000) / values.length, scored };
 }
 
 /**
@@ -68,7 +120,7 @@ export async function scoreBatch(
 export async function claimAndScore(
   pool: pg.Pool,
   deployment: ActiveDeployment,
-  model: LoadedModel,
+  models: ModelSource,
   batchSize: number,
   sizer: ClaimSizer,
 ): Promise<BatchResult> {
@@ -78,7 +130,7 @@ export async function claimAndScore(
     const rows = await claimBatch(client, deployment, batchSize, sizer);
     const claimedAt = performance.now();
     if (rows.length === 0) return { claimed: 0, written: 0, dead: 0, requeued: 0 };
-    const { scoredAt, ...written } = await scoreBatch(client, deployment, model, rows, claimedAt);
+    const { scoredAt, ...written } = await scoreBatch(client, deployment, models, rows, claimedAt);
     timing = { claimedAt, scoredAt };
     return { claimed: rows.length, ...written };
   });

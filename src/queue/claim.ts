@@ -8,7 +8,10 @@ const q = pg.escapeIdentifier;
 /**
  * The claim: lock at most $2 queue rows that are due (SKIP LOCKED; the worker sizes $2 from how
  * many keys a row held lately), take the oldest of them up to $1 keys (at least one row),
- * delete those, and read each key's current inputs with one primary-key lookup.
+ * delete those, and read each key's current inputs with one primary-key lookup. $3 is the
+ * version (xmin) of the deployment's row the worker loaded: once ml.promote, ml.split or a
+ * schema change re-planned the deployment, the claim takes nothing until the worker reloaded,
+ * so no row queued after a promotion is scored by the version before it.
  * Columns: key texts..., age_ms, xmin, ctid, queue rows taken, attempts, source values...
  */
 export function claimSql(deploymentId: number, plan: Plan, table: string): string {
@@ -19,7 +22,8 @@ export function claimSql(deploymentId: number, plan: Plan, table: string): strin
   return `
     WITH locked AS MATERIALIZED (
       SELECT ctid AS tid, pgscore_n, pgscore_priority, pgscore_seq FROM ${queue}
-       WHERE pgscore_not_before IS NULL OR pgscore_not_before <= now()
+       WHERE (pgscore_not_before IS NULL OR pgscore_not_before <= now())
+         AND (SELECT d.xmin FROM ml._deployments d WHERE d.id = ${deploymentId}) = $3::xid
        ORDER BY pgscore_priority, pgscore_seq LIMIT $2 FOR UPDATE SKIP LOCKED
     ), picked AS (
       SELECT tid FROM (
@@ -99,11 +103,19 @@ export function pendingSql(deploymentId: number): string {
 /** Claims a batch (see claimSql) in the caller's transaction and tells the sizer what it got. */
 export async function claimBatch(
   client: pg.ClientBase,
-  deployment: { readonly id: number; readonly keyCount: number; readonly sql: { readonly claim: pg.QueryArrayConfig & { name: string } } },
+  deployment: {
+    readonly id: number;
+    readonly keyCount: number;
+    readonly rowVersion: string;
+    readonly sql: { readonly claim: pg.QueryArrayConfig & { name: string } };
+  },
   batchSize: number,
   sizer: ClaimSizer,
 ): Promise<ClaimedRow[]> {
-  const { rows: raw } = await client.query<unknown[]>({ ...deployment.sql.claim, values: [batchSize, sizer.limit(deployment.id)] });
+  const { rows: raw } = await client.query<unknown[]>({
+    ...deployment.sql.claim,
+    values: [batchSize, sizer.limit(deployment.id), deployment.rowVersion],
+  });
   const { rows, queueRows } = decodeClaim(raw, deployment.keyCount);
   sizer.observe(deployment.id, rows.length, queueRows);
   return rows;

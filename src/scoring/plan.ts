@@ -36,6 +36,8 @@ const output = z.object({
   array: z.boolean(),
 });
 
+const modelVersion = z.object({ model: z.string(), version: z.number().int(), ref: z.string() });
+
 /** The plan layout this worker reads (ml._plan_version()); `pgscore migrate` rebuilds older plans. */
 export const PLAN_VERSION = 2;
 
@@ -46,9 +48,24 @@ export const planSchema = z.object({
   outputs: z.array(output).min(1),
   /** Where each prediction's model version and time are written; null when turned off. */
   provenance: z.object({ model: column, scored_at: column }).nullable(),
+  // The lifecycle part (sql/functions/025_lifecycle_plan.sql); plans from before it have none.
+  /** live: triggers queue written rows; batch: only runs queue rows. */
+  mode: z.enum(['live', 'batch']).default('live'),
+  /** Share of the live model's predictions written to the prediction log. */
+  log_sample: z.number().min(0).max(1).default(1),
+  /** A split: each row is scored by one of these, chosen by a stable hash of its key. */
+  variants: z.array(modelVersion.extend({ weight: z.number().nonnegative() })).nullable().default(null),
+  /** Scores every row too, into the prediction log only. */
+  shadow: modelVersion.nullable().default(null),
+  /** A batch deployment's cron schedule, in timezone. */
+  schedule: z.string().nullable().default(null),
+  timezone: z.string().default('UTC'),
+  /** A side table the predictions are appended to, instead of the source rows. */
+  target: z.object({ table: z.string(), oid: z.number() }).nullable().default(null),
 });
 
 export type Plan = z.infer<typeof planSchema>;
 export type PlanInput = Plan['inputs'][number];
 export type PlanOutput = Plan['outputs'][number];
 export type PlanSource = z.infer<typeof source>;
+export type ModelVersion = z.infer<typeof modelVersion>;

@@ -8,6 +8,7 @@ import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
 import { SessionCache } from '../models/sessions.js';
+import { Upkeep } from '../lifecycle/upkeep.js';
 import { inWritebackTransaction, reportDeadLetters, scoreBatch, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
@@ -49,6 +50,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #failureLog: RateLimitedLog;
   #loadedAt = 0;
   #reloading: Promise<void> | undefined;
+  readonly #upkeep: Upkeep;
 
   constructor(connectionString: string, config: Config, log: Logger) {
     super();
@@ -67,6 +69,10 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     this.#pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     this.#models = new SessionCache((name, version) => fetchModelBytes(this.#pool, name, version), {
       threads: config.ortThreads,
+    });
+    this.#upkeep = new Upkeep(this.#pool, log, async () => {
+      if (Date.now() - this.#loadedAt > RELOAD_EVERY_MS) await this.#reload();
+      return this.deployments;
     });
   }
 
@@ -92,10 +98,12 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       eachBatch: (payload) => this.#eachBatch(payload),
     });
     await joined;
+    await this.#upkeep.start();
     this.emit('ready');
   }
 
   async stop(): Promise<void> {
+    await this.#upkeep.stop();
     await this.#consumer.disconnect();
     await this.#models.close();
     await this.#pool.end();
@@ -230,8 +238,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     if (rows.length === 0) return { written: 0, dead: 0, requeued: 0, scoredAt: claimedAt };
     if (!this.#health.isResting(deployment.id)) {
       try {
-        const model = await this.#models.get(deployment.model, deployment.version);
-        const result = await scoreBatch(client, deployment, model, rows, claimedAt);
+        const result = await scoreBatch(client, deployment, this.#models, rows, claimedAt);
         this.#health.succeeded(deployment.id);
         return result;
       } catch (error) {

@@ -10,11 +10,20 @@ import {
 } from '../db/statements.js';
 import type { SessionCache } from '../models/sessions.js';
 import { deploymentStatements, type DeploymentStatements } from '../queue/statements.js';
+import type { ModelVersion } from '../scoring/plan.js';
 
 export interface ActiveDeployment extends DeploymentRow {
   readonly sql: DeploymentStatements;
+  /** The version the deployment's model reference resolves to (its alias, or its pin). */
+  readonly own: ModelVersion;
   readonly modelRef: string;
   readonly keyCount: number;
+}
+
+/** Every version a deployment scores with: its own (or its split's variants) and its shadow. */
+export function versionsInUse(deployment: ActiveDeployment): string[] {
+  const live = deployment.plan.variants?.map((v) => v.ref) ?? [deployment.modelRef];
+  return deployment.plan.shadow ? [...live, deployment.plan.shadow.ref] : live;
 }
 
 /**
@@ -36,7 +45,7 @@ export async function loadDeployments(pool: pg.Pool, models: SessionCache, log: 
     }
   }
   const deployments = await listDeployments(pool, log);
-  models.retain(new Set(deployments.map((d) => d.modelRef)));
+  models.retain(new Set(deployments.flatMap(versionsInUse)));
   return deployments;
 }
 
@@ -48,6 +57,7 @@ export async function listDeployments(pool: pg.Pool, log: Logger): Promise<Activ
   return active.map((row) => ({
     ...row,
     sql: deploymentStatements(row),
+    own: { model: row.model, version: row.version, ref: `${row.model}@${row.version}` },
     modelRef: `${row.model}@${row.version}`,
     keyCount: row.plan.keys.length,
   }));

@@ -2,10 +2,11 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Config } from '../config.js';
-import { HAS_EVENT_TRIGGERS, TRIM_BATCH_STATS } from '../db/statements.js';
+import { HAS_EVENT_TRIGGERS } from '../db/statements.js';
 import { describe, isConnectionError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
+import { Upkeep } from '../lifecycle/upkeep.js';
 import { reportDeadLetters, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth, type FailureAction } from '../pipeline/policy.js';
 import { NotifyWakeup } from '../transport/notify.js';
@@ -47,6 +48,8 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 const RELOAD_EVERY_MS = 30_000;
+/** At most this often, due rows that no claim took make the worker reload its deployments. */
+const STALE_CHECK_EVERY_MS = 1_000;
 const UNWATCHED_RELOAD_EVERY_MS = 2_000;
 const MAX_ERROR_BACKOFF_MS = 5_000;
 /**
@@ -80,6 +83,8 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   #signal = deferred();
   #loop: Promise<void> | undefined;
   #timers: NodeJS.Timeout[] = [];
+  readonly #upkeep: Upkeep;
+  #staleCheckAt = 0;
   #releasing: Promise<void> = Promise.resolve();
 
   constructor(
@@ -93,6 +98,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     this.#settings = settings;
     this.#log = log;
     this.#pool = pool;
+    this.#upkeep = new Upkeep(pool, log, () => this.#deployments);
     this.#handler = handler;
     this.#failureLog = new RateLimitedLog(log);
     this.#wakeup = new NotifyWakeup(connectionString, log, {
@@ -126,10 +132,8 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         this.#reloadDue = true;
         if (!watched) this.#wake();
       }, watched ? RELOAD_EVERY_MS : UNWATCHED_RELOAD_EVERY_MS),
-      setInterval(() => {
-        this.#pool.query(TRIM_BATCH_STATS).catch((error) => this.#log.warn({ err: error }, 'could not trim statistics'));
-      }, 60_000),
     );
+    await this.#upkeep.start();
     this.#loop = this.#run();
     this.emit('ready');
   }
@@ -139,6 +143,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     this.#stopping = true;
     this.#wake();
     for (const timer of this.#timers) clearInterval(timer);
+    await this.#upkeep.stop();
     await this.#loop;
     await this.#releasing;
     await this.#wakeup.stop();
@@ -273,6 +278,11 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       if (!(await this.#anyPending())) {
         const woke = await this.#waitForWake(this.#settings.pollIntervalMs);
         if (woke && this.#settings.maxWaitMs > 0 && !this.#stopping) await sleep(this.#settings.maxWaitMs);
+      } else if (Date.now() - this.#staleCheckAt > STALE_CHECK_EVERY_MS) {
+        // Rows are due but the claims took none: another worker holds them, or a deployment
+        // was re-planned (a claim takes nothing from a stale plan) and its NOTIFY was missed.
+        this.#staleCheckAt = Date.now();
+        this.#reloadDue = true;
       }
       this.#releasing = this.#wakeup.releaseIdleLock();
     } else {

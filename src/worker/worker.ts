@@ -29,8 +29,7 @@ export class Worker extends EventEmitter<LoopEvents> {
       load: () => loadDeployments(pool, models, log),
       async handle(deployment) {
         // A model that does not load throws a ModelError: the failure policy pauses the deployment.
-        const model = await models.get(deployment.model, deployment.version);
-        return claimAndScore(pool, deployment, model, settings.batchSize, sizer);
+        return claimAndScore(pool, deployment, models, settings.batchSize, sizer);
       },
       async recheck(deployment, reason) {
         const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a batch failed: ${reason}`]);

@@ -17,7 +17,12 @@ export const RETRY_DELAY_SQL = (attempts: string) =>
  *   $1 deployment id; then per key column the scored rows' key texts; their xmins, ctids and
  *   attempts; one array per output; per key column the dead rows' key texts; their reasons;
  *   the latency histogram; the model version that scored the rows (name@version), written to
- *   the provenance column with the time (the batch's transaction time) unless turned off.
+ *   the provenance column with the time (the batch's transaction time) unless turned off; the
+ *   model's run time per row in µs; with a shadow model, one array per output of its values
+ *   (NULL where it failed), its error per row, its version and its run time per row.
+ * The prediction log (ml._predictions) gets the written predictions (a sample of them, per the
+ * plan's log_sample; all of them with a shadow), the dead letters, and the shadow's predictions
+ * of the written rows, all at the batch's transaction time.
  * Newest wins: only the row version that was read takes the prediction. The worker never waits
  * for a row lock (so it cannot deadlock with an application's multi-row UPDATE): rows locked by
  * someone else, or changed since they were read, go back to the queue with a retry delay.
@@ -26,6 +31,11 @@ export const RETRY_DELAY_SQL = (attempts: string) =>
  * partition, so on a partitioned table they are found by primary key, which is unique across
  * partitions (every partition's key includes the partition key).
  */
+/** Whether a deployment's write-back writes to the prediction log (and takes the run-time parameter). */
+export function logsPredictions(plan: Plan): boolean {
+  return plan.log_sample > 0 || plan.shadow !== null;
+}
+
 export function writeBackSql(deploymentId: number, plan: Plan, table: string, partitioned: boolean): string {
   const queue = queueTable(deploymentId);
   let n = 1;
@@ -39,6 +49,11 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
   const reasonParam = param();
   const histogramParam = param();
   const modelParam = param();
+  const logged = logsPredictions(plan);
+  const scoreUsParam = logged ? param() : '';
+  const shadow = plan.shadow
+    ? { outputs: plan.outputs.map(() => param()), error: param(), model: param(), scoreUs: param() }
+    : undefined;
 
   const keyCols = plan.keys.map((_, i) => `k${i}`);
   const castKey = (alias: string, i: number) => `${alias}.k${i}::${plan.keys[i]!.type}`;
@@ -56,12 +71,44 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
          FOR NO KEY UPDATE OF t SKIP LOCKED`;
   const match = partitioned ? matchKeys : 't.ctid = u.tid';
 
-  return `
-    WITH u AS (
-      SELECT * FROM unnest(${keyParams.map((p) => `${p}::text[]`).join(', ')}, ${xminParam}::xid[], ${tidParam}::tid[],
-                           ${attemptsParam}::int[], ${outputParams.map((p, i) => `${p}::${outputType(i)}[]`).join(', ')})
-             AS u(${keyCols.join(', ')}, x, tid, attempts, ${plan.outputs.map((_, i) => `o${i}`).join(', ')})
-    ), locked AS (
+  const shadowCols = shadow ? [...plan.outputs.map((_, i) => `s${i}`), 'serr'] : [];
+  const shadowParams = shadow
+    ? [...shadow.outputs.map((p, i) => `${p}::${outputType(i)}[]`), `${shadow.error}::text[]`]
+    : [];
+  const role = plan.variants ? 'variant' : 'live';
+  const sampled = shadow || plan.log_sample >= 1 ? '' : `WHERE random() < ${plan.log_sample}`;
+  const outputsJson = (value: (i: number) => string) =>
+    `jsonb_build_object(${plan.outputs.map((o, i) => `${pg.escapeLiteral(o.column)}, ${value(i)}`).join(', ')})`;
+  const logCtes = [
+    ...(logged
+      ? [`logged AS (
+      INSERT INTO ml._predictions (deployment_id, row_key, model, role, outputs, score_us)
+      SELECT $1, ${rowKey('w')}, ${modelParam}::text, '${role}', w.pgscore_outputs, ${scoreUsParam}::real FROM written w ${sampled}
+    )`,
+        `dead_logged AS (
+      INSERT INTO ml._predictions (deployment_id, row_key, model, role, error)
+      SELECT $1, ${rowKey('b')}, ${modelParam}::text, '${role}', b.reason
+        FROM unnest(${deadKeyParams.map((p) => `${p}::text[]`).join(', ')}, ${reasonParam}::text[]) AS b(${keyCols.join(', ')}, reason)
+    )`]
+      : []),
+    ...(shadow
+      ? [`shadow_logged AS (
+      INSERT INTO ml._predictions (deployment_id, row_key, model, role, outputs, error, score_us)
+      SELECT $1, ${rowKey('w')}, ${shadow.model}::text, 'shadow',
+             CASE WHEN w.serr IS NULL THEN ${outputsJson((i) => `w.s${i}${plan.outputs[i]!.array ? `::${plan.outputs[i]!.sql_type}` : ''}`)} END,
+             w.serr, ${shadow.scoreUs}::real
+        FROM written w
+    )`]
+      : []),
+  ];
+
+  const uOutput = (alias: string, i: number) => `${alias}.o${i}${plan.outputs[i]!.array ? `::${plan.outputs[i]!.sql_type}` : ''}`;
+  const loggedColumns = (alias: string) => [
+    // From u, not t: the worker may update prediction columns, not read them.
+    ...(logged ? [`${outputsJson((i) => uOutput(alias, i))} AS pgscore_outputs`] : []),
+    ...shadowCols.map((c) => `${alias}.${c}`),
+  ];
+  const updateCtes = `locked AS (
       ${locked}
     ), written AS (
       UPDATE ${table} t
@@ -73,7 +120,32 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
          ].join(', ')}
         FROM u
        WHERE ${match} AND t.xmin = u.x AND (t.tableoid, t.ctid) IN (SELECT toid, tid FROM locked)
-      RETURNING ${plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`).join(', ')}
+      RETURNING ${[
+        ...plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`),
+        ...loggedColumns('u'),
+      ].join(', ')}`;
+  // A side table (target): rows still at the version read get a new row there; the source is
+  // only read. Nothing is locked: a row changed meanwhile is queued again by its own UPDATE.
+  const target = plan.target;
+  const appendCtes = target
+    ? `matched AS (
+      SELECT u.* FROM u JOIN ${partitioned
+        ? `${table} t ON ${matchKeys} AND t.xmin = u.x`
+        : `(SELECT t.ctid AS tid, t.xmin AS x FROM ${table} t WHERE t.ctid = ANY (ARRAY(SELECT tid FROM u))) t ON t.tid = u.tid AND t.x = u.x`}
+    ), appended AS (
+      INSERT INTO ${target.table} (${[...plan.keys.map((k) => q(k.column)), ...plan.outputs.map((o) => q(o.column)), 'model', 'scored_at'].join(', ')})
+      SELECT ${[...plan.keys.map((_, i) => castKey('m', i)), ...plan.outputs.map((_, i) => uOutput('m', i)), `${modelParam}::text`, 'now()'].join(', ')}
+        FROM matched m
+    ), written AS (
+      SELECT ${[...keyCols.map((k) => `m.${k}`), ...loggedColumns('m')].join(', ')} FROM matched m`
+    : '';
+
+  return `
+    WITH u AS (
+      SELECT * FROM unnest(${keyParams.map((p) => `${p}::text[]`).join(', ')}, ${xminParam}::xid[], ${tidParam}::tid[],
+                           ${attemptsParam}::int[], ${[...outputParams.map((p, i) => `${p}::${outputType(i)}[]`), ...shadowParams].join(', ')})
+             AS u(${keyCols.join(', ')}, x, tid, attempts, ${[...plan.outputs.map((_, i) => `o${i}`), ...shadowCols].join(', ')})
+    ), ${target ? appendCtes : updateCtes}
     ), requeued AS (
       INSERT INTO ${queue} (pgscore_n, pgscore_attempts, pgscore_not_before, ${queueKeyColumns(plan).join(', ')})
       SELECT count(*), r.attempts, ${RETRY_DELAY_SQL('r.attempts')},
@@ -95,6 +167,6 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
     ), stats AS (
       INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist, model)
       SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[], ${modelParam}::text
-    )
+    )${logCtes.map((cte) => `, ${cte}`).join('')}
     SELECT (SELECT count(*) FROM written)::int AS written`;
 }

@@ -3,6 +3,8 @@ import { keyColumns, type ClaimedRow } from '../queue/claimed-row.js';
 import type { Scored } from '../scoring/score.js';
 import { histogram } from '../worker/latency.js';
 import type { DeploymentStatements } from '../queue/statements.js';
+import type { Plan } from '../scoring/plan.js';
+import { logsPredictions } from './sql.js';
 
 /** Batches up to this many rows use the prepared write-back statement (see DeploymentStatements). */
 const PREPARED_UP_TO = 100;
@@ -16,20 +18,33 @@ export interface WriteResult {
   readonly requeued: number;
 }
 
+/** The model that scored a group of rows, and its run time per row. */
+export interface ScoredBy {
+  /** name@version: the provenance column, the batch statistics and the prediction log record it. */
+  readonly ref: string;
+  readonly scoreUs: number;
+}
+
+/** A shadow model's scores of the same rows (into the prediction log only). */
+export interface ShadowScores extends ScoredBy {
+  readonly scored: Scored;
+}
+
 /**
  * One statement, inside the batch's transaction (sql.ts): write predictions (only where the row
  * is still the version that was read), queue again the rows that could not be written, record
- * dead letters, clear old dead letters of rows that now scored, and record the batch's statistics.
+ * dead letters, clear old dead letters of rows that now scored, record the batch's statistics,
+ * and log predictions (with the shadow's).
  */
 export async function writePredictions(
   client: pg.ClientBase,
-  deployment: { readonly id: number; readonly sql: DeploymentStatements; readonly keyCount: number },
+  deployment: { readonly id: number; readonly sql: DeploymentStatements; readonly keyCount: number; readonly plan: Plan },
   rows: readonly ClaimedRow[],
   scored: Scored,
   /** Milliseconds since the rows were read (added to each row's age for the latency statistics). */
   elapsedMs: number,
-  /** The model version that scored the rows, for the provenance column. */
-  modelRef: string,
+  by: ScoredBy,
+  shadow?: ShadowScores,
 ): Promise<WriteResult> {
   const scoredRows = scored.rows.map((r) => rows[r]!);
   const deadRows = scored.rejected.map((r) => rows[r.row]!);
@@ -43,11 +58,31 @@ export async function writePredictions(
     ...keyColumns(deadRows, deployment.keyCount),
     scored.rejected.map((r) => r.reason),
     histogram(scoredRows.map((row) => row.ageMs + elapsedMs)),
-    modelRef,
+    by.ref,
+    ...(logsPredictions(deployment.plan) ? [by.scoreUs] : []),
+    ...(deployment.plan.shadow ? shadowValues(scored.rows, shadow, deployment.plan.outputs.length) : []),
   ];
   const statement = rows.length <= PREPARED_UP_TO ? deployment.sql.writeBack : { text: deployment.sql.writeBack.text };
   const result = await client.query<{ written: number }>({ ...statement, values });
   const written = result.rows[0]?.written ?? 0;
   const deadReason = scored.rejected[0]?.reason;
   return { written, dead: deadRows.length, requeued: scoredRows.length - written, ...(deadReason ? { deadReason } : {}) };
+}
+
+/**
+ * The shadow's parameters, aligned with the live model's scored rows: one array per output (NULL
+ * where the shadow failed), the shadow's error per row, its version and run time per row. Without
+ * shadow scores (its model did not load) every row records why.
+ */
+function shadowValues(liveRows: readonly number[], shadow: ShadowScores | undefined, outputs: number): unknown[] {
+  const position = new Map(shadow?.scored.rows.map((row, i) => [row, i]));
+  const reasons = new Map(shadow?.scored.rejected.map((r) => [r.row, r.reason]));
+  const columns = Array.from({ length: outputs }, (_, c) =>
+    liveRows.map((row) => {
+      const i = position.get(row);
+      return i === undefined ? null : shadow!.scored.columns[c]![i];
+    }));
+  const errors = liveRows.map((row) =>
+    position.has(row) ? null : (reasons.get(row) ?? 'the shadow model did not score this row'));
+  return [...columns, errors, shadow?.ref ?? 'unknown', shadow?.scoreUs ?? null];
 }

@@ -34,7 +34,7 @@ describe('ml.deploy checks the mapping against the model signature', () => {
     ["'d', 'flowers', 'iris@7'", [], 'model iris@7 does not exist (versions: 1)'],
     ["'d', 'flowers', 'iris@staging'", [], 'model iris has no alias "staging"'],
     ["'d d', 'flowers', 'iris'", [], "deployment name 'd d' is not valid"],
-    ["'d', 'flowers', 'iris', $1, NULL, '{\"variants\": {}}'", [IRIS_INPUTS], 'option "variants" is not supported by this version of pgscore'],
+    ["'d', 'flowers', 'iris', $1, NULL, '{\"variants\": {}}'", [IRIS_INPUTS], 'option "variants" must name between 1 and 10 model versions'],
     ["'d', 'flowers', 'typed'", [], 'model input "f32" of typed@1 has no column of the same name in public.flowers'],
     ["'d', 'flowers', 'iris', '{\"Y\": \"sl\"}'", [], 'inputs maps "Y", but model iris@1 has no input of that name (its inputs: X float32[null, 4])'],
     ["'d', 'flowers', 'iris', '{\"X\": [\"sl\", \"sw\", \"pl\"]}'", [],

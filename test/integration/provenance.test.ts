@@ -1,13 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushModel } from '../../src/models/registry.js';
 import type { Worker } from '../../src/worker/worker.js';
-import { typedVariant } from '../helpers/chaos.js';
-import { createTestDatabase, modelBytes, pending, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
-
-const INPUTS = '{"f32": ["a", "b"], "f64": "c", "i32": "d", "i64": "e", "flag": "ok", "tag": "tag"}';
-/** What each version predicts: v1 = a + b + c + d + e + ok, v2 = a + b + c + 2e + ok (never equal: e > d). */
-const V1 = 'a + b + c + d + e + ok::int';
-const V2 = 'a + b + c + 2 * e + ok::int';
+import { createTestDatabase, pending, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import { createSumsTable, insertSums, registerSums, SUMS_INPUTS as INPUTS, V1, V2 } from '../helpers/sums.js';
 
 /** Every prediction records the version that wrote it, and when. */
 describe('provenance', () => {
@@ -16,9 +10,7 @@ describe('provenance', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    const typed = await modelBytes('typed.onnx');
-    await pushModel(db.pool, 'sums', typed);
-    await pushModel(db.pool, 'sums', typedVariant(typed));
+    await registerSums(db);
     worker = await startWorker(db);
   });
   afterAll(async () => {
@@ -26,10 +18,8 @@ describe('provenance', () => {
     await db?.drop();
   });
 
-  const table = (name: string) =>
-    db.sql(`CREATE TABLE ${name} (id int PRIMARY KEY, a real, b real, c float8, d int, e bigint, ok bool, tag text)`);
-  const insert = (name: string, from: number, to: number) =>
-    db.sql(`INSERT INTO ${name} SELECT g, 1, 2, 3, g % 100, 1000 + g, g % 2 = 0, 't' FROM generate_series(${from}, ${to}) g`);
+  const table = (name: string) => createSumsTable(db, name);
+  const insert = (name: string, from: number, to: number) => insertSums(db, name, from, to);
 
   it('names the version that actually scored each row, through a promotion mid-traffic', async () => {
     await table('sums');

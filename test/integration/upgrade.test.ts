@@ -248,8 +248,8 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate upgrades it and reports every deployment active', () => {
-    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql']);
-    expect(upgrade.schemaVersion).toBe(4);
+    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql']);
+    expect(upgrade.schemaVersion).toBe(5);
     expect(upgrade.deployments).toEqual(NAMES.map((deployment) => ({ deployment, status: 'active', reason: null })));
   });
 
@@ -317,6 +317,19 @@ describe('upgrading from the previous release (e565d96)', () => {
     expect(await old.sql(`SELECT total, echo FROM readings WHERE seq = 99`)).toEqual([{ total: 6, echo: 'late' }]);
   });
 
+  it('an upgraded deployment has the lifecycle: runs, the prediction log, ml.compare', async () => {
+    const [{ run }] = (await old.sql<{ run: string }>(`SELECT ml.run_now('flowers')::text AS run`)) as [{ run: string }];
+    const [done] = await waitFor(async () => {
+      const rows = await old.sql<{ state: string; rows: string; scored: string }>(`SELECT state, rows, scored FROM ml.runs WHERE run = $1`, [run]);
+      return rows[0]?.state === 'finished' && rows;
+    }, 'the run finished');
+    expect(done).toEqual({ state: 'finished', rows: '261', scored: '261' });
+    const [compare] = await old.sql<{ model: string; role: string; rows: string }>(
+      `SELECT model, role, rows FROM ml.compare WHERE deployment = 'flowers'`);
+    expect(compare).toMatchObject({ role: 'live' });
+    expect(Number(compare!.rows)).toBeGreaterThanOrEqual(259);
+  });
+
   // What a user does next. Old functions the current files do not drop stay callable, and
   // an old overload makes calls that fit both ambiguous.
   it('deploys a new table on the upgraded database', async () => {
@@ -364,10 +377,10 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate refuses a schema newer than it knows, and leaves it as it is', async () => {
-    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (5, '0005_future.sql')`);
+    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (6, '0006_future.sql')`);
     const before = await dumpAll(fresh);
     await expect(fresh.migrate()).rejects.toMatchObject({
-      message: 'the ml schema is at version 5, newer than this pgscore knows (4)',
+      message: 'the ml schema is at version 6, newer than this pgscore knows (5)',
       hint: 'Upgrade pgscore; an older version must not rewrite the functions of a newer schema.',
     });
     expect(await dumpAll(fresh)).toBe(before);
