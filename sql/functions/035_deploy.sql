@@ -222,6 +222,12 @@ AS $$
 DECLARE
   v_status text;
 BEGIN
+  -- Only an active deployment is re-planned: one already invalid or dropped keeps its reason
+  -- (a worker that has not reloaded yet may still ask about it).
+  SELECT status INTO v_status FROM ml._deployments WHERE id = p_id FOR UPDATE;
+  IF v_status IS DISTINCT FROM 'active' THEN
+    RETURN coalesce(v_status, 'undeployed');
+  END IF;
   BEGIN
     PERFORM ml._activate(p_id, false, false);
   EXCEPTION WHEN OTHERS THEN

@@ -97,7 +97,8 @@ BEGIN
     SELECT DISTINCT d.id, c.command_tag, c.object_identity
       FROM pg_event_trigger_ddl_commands() c
       JOIN ml._deployments d ON d.status = 'active'
-       AND (d.source = c.objid OR d.source IN (SELECT a.relid FROM pg_partition_ancestors(c.objid) a))
+       AND (d.source = c.objid OR d.source IN (SELECT a.relid FROM pg_partition_ancestors(c.objid) a)
+            OR (d.plan->'target'->>'oid')::oid = c.objid)
      WHERE c.classid = 'pg_class'::regclass
      ORDER BY d.id
   LOOP
@@ -124,6 +125,14 @@ BEGIN
      WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
   LOOP
     PERFORM ml._mark_dropped(v_id);
+  END LOOP;
+  -- A dropped side table turns its deployments invalid (ml.deploy again creates it anew).
+  FOR v_id IN
+    SELECT DISTINCT d.id FROM pg_event_trigger_dropped_objects() o
+      JOIN ml._deployments d ON (d.plan->'target'->>'oid')::oid = o.objid AND d.status = 'active'
+     WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
+  LOOP
+    PERFORM ml._recheck(v_id, format('after %s', tg_tag));
   END LOOP;
 EXCEPTION WHEN OTHERS THEN
   RAISE WARNING 'pgscore could not mark deployments of dropped tables after %: %', tg_tag, SQLERRM

@@ -136,4 +136,28 @@ describe('runs', () => {
     const missing = await pgscore(['run-now', 'nope'], env);
     expect(missing).toMatchObject({ code: 1, stderr: 'pgscore: deployment "nope" does not exist\n' });
   });
+
+  it('a side table that is dropped or altered turns its deployment invalid with the reason; ml.deploy brings it back', async () => {
+    await table('sided', 100);
+    const deploy = () => db.sql(`SELECT ml.deploy('sided', 'sided', 'sums', $1, $2, '{"mode": "batch", "target": "sided_history"}')`,
+      [INPUTS, OUTPUTS]);
+    await deploy();
+    const state = async () => (await db.sql<{ status: string; reason: string | null }>(
+      `SELECT status, reason FROM ml.deployments WHERE deployment = 'sided'`))[0];
+    await db.sql(`ALTER TABLE sided_history ALTER COLUMN total TYPE text`);
+    expect(await state()).toEqual({
+      status: 'invalid',
+      reason: 'after ALTER TABLE public.sided_history: column "total" of target table public.sided_history is text, but it holds output "total" (double precision)',
+    });
+    await db.sql(`DROP TABLE sided_history`);
+    await deploy();
+    expect(await state()).toEqual({ status: 'active', reason: null });
+    await db.sql(`DROP TABLE sided_history`);
+    expect(await state()).toEqual({ status: 'invalid', reason: 'after DROP TABLE: target table public.sided_history does not exist' });
+    await deploy();
+    if (workers.length === 0) workers.push(await startWorker(db));
+    await db.sql(`SELECT ml.run_now('sided')`);
+    await finished('sided', 1);
+    expect(await db.sql(`SELECT count(*)::int AS n FROM sided_history`)).toEqual([{ n: 100 }]);
+  });
 });

@@ -121,7 +121,8 @@ describe('who may do what in ml', () => {
     await db?.drop();
   });
 
-  type Access = 'allowed' | 'denied';
+  /** allowed-to-call: EXECUTE is granted; the call then fails for its own reason (no such deployment). */
+  type Access = 'allowed' | 'allowed-to-call' | 'denied';
   interface Entry {
     readonly what: string;
     /** How a refusal names the object, e.g. "function _activate". */
@@ -156,6 +157,25 @@ describe('who may do what in ml', () => {
     { what: 'ml._invalidate', object: fn('_invalidate'), sql: () => `SELECT ml._invalidate(${ctx.id}, 'matrix')`, worker: 'denied', admin: 'denied' },
     { what: 'ml._plan', object: fn('_plan'), sql: () => `SELECT ml._plan('flowers'::regclass, 'iris@1', $1, $2, '{"p": "label"}')`,
       values: () => [ctx.signature, IRIS_INPUTS], worker: 'denied', admin: 'denied' },
+    // The lifecycle. ml.split and ml.promote_shadow also need the table's ownership (tested below).
+    { what: 'ml.run_now', object: fn('run_now'), sql: () => `SELECT ml.run_now('flowers')`, worker: 'denied', admin: 'allowed' },
+    { what: 'ml.configure', object: fn('configure'), sql: () => `SELECT ml.configure('prediction_log_retention', '10 days')`,
+      worker: 'denied', admin: 'allowed' },
+    { what: 'ml.split', object: fn('split'), sql: () => `SELECT ml.split('nope', NULL)`, worker: 'denied', admin: 'allowed-to-call' },
+    { what: 'ml.promote_shadow', object: fn('promote_shadow'), sql: () => `SELECT ml.promote_shadow('nope')`, worker: 'denied', admin: 'allowed-to-call' },
+    { what: 'ml._start_run', object: fn('_start_run'), sql: () => `SELECT ml._start_run(${ctx.id}, 'manual')`, worker: 'denied', admin: 'denied' },
+    { what: 'ml._start_scheduled_run', object: fn('_start_scheduled_run'), sql: () => `SELECT ml._start_scheduled_run(${ctx.id}, now())`,
+      worker: 'allowed', admin: 'denied' },
+    { what: 'ml._maintain', object: fn('_maintain'), sql: () => `SELECT ml._maintain()`, worker: 'allowed', admin: 'denied' },
+    { what: 'ml._finish_runs', object: fn('_finish_runs'), sql: () => `SELECT ml._finish_runs()`, worker: 'allowed', admin: 'denied' },
+    { what: 'SELECT ml.runs', object: () => 'view runs', sql: () => `SELECT * FROM ml.runs`, worker: 'allowed', admin: 'allowed' },
+    { what: 'SELECT ml.compare', object: () => 'view compare', sql: () => `SELECT * FROM ml.compare`, worker: 'denied', admin: 'allowed' },
+    { what: 'SELECT ml.settings', object: () => 'view settings', sql: () => `SELECT * FROM ml.settings`, worker: 'denied', admin: 'allowed' },
+    { what: 'SELECT ml._predictions', object: () => 'table _predictions', sql: () => `SELECT * FROM ml._predictions`,
+      worker: 'denied', admin: 'allowed' },
+    { what: 'INSERT INTO ml._predictions', object: () => 'table _predictions',
+      sql: () => `INSERT INTO ml._predictions (deployment_id, row_key, model, role) VALUES (${ctx.id}, '{}', 'forged@1', 'live')`,
+      worker: 'allowed', admin: 'denied' },
     ...['models', 'deployments', 'status', 'errors'].map((view): Entry => ({
       what: `SELECT ml.${view}`, object: () => `view ${view}`, sql: () => `SELECT * FROM ml.${view}`, worker: 'allowed', admin: 'allowed' })),
     ...['_models', '_deployments', '_queue_<id>', '_dead_letters'].map((table): Entry => {
@@ -179,6 +199,8 @@ describe('who may do what in ml', () => {
       const attempt = session.query(entry.sql(), entry.values?.());
       if (access === 'allowed') {
         await attempt;
+      } else if (access === 'allowed-to-call') {
+        expect(await failure(attempt)).toMatchObject({ code: 'P0002' });
       } else {
         // Applications and other roles do not even see into ml; members of a pgscore group are refused the object.
         expect(await failure(attempt)).toEqual(denied(role === 'app' || role === 'other' ? 'schema ml' : entry.object()));
@@ -186,6 +208,17 @@ describe('who may do what in ml', () => {
     } finally {
       await session.query('ROLLBACK');
     }
+  });
+
+  it('an admin who does not own the table cannot split it, promote its shadow, or append to another owner\'s table', async () => {
+    const notOwner = { code: '42501', message: `only the owner of public.flowers (role ${(await db.sql<{ r: string }>('SELECT current_user AS r'))[0]!.r}) can deploy on it` };
+    const admin = sessions.get(ADMIN)!;
+    expect(await failure(admin.query(`SELECT ml.split('flowers', '{"iris@1": 50, "iris@2": 50}')`))).toEqual(notOwner);
+    expect(await failure(admin.query(`SELECT ml.promote_shadow('flowers')`))).toEqual(notOwner);
+    // A side table owned by someone else: the admin could otherwise make the worker write into it.
+    expect(await failure(admin.query(
+      `SELECT ml.deploy('sideways', 'admin_flowers', 'iris', $1, '{"species": "label"}', '{"target": "flowers"}')`, [IRIS_INPUTS])))
+      .toMatchObject({ code: '42501', message: notOwner.message });
   });
 
   it('no function in ml is executable by PUBLIC, the generated trigger function included', async () => {
