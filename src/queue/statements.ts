@@ -17,10 +17,10 @@ export interface DeploymentStatements {
   /** True when the queue holds a row that is due. */
   readonly pending: string;
   /**
-   * Identifies the plan and the statements built from it. Statement names carry it, so a
-   * re-planned deployment (ALTER TABLE ... TYPE, promote) is prepared afresh instead of failing
-   * with "cached plan must not change result type"; a Kafka message built for another plan is
-   * not scored.
+   * Identifies the model version, the plan and the statements built from it. Statement names
+   * carry it, so a re-planned deployment (ALTER TABLE ... TYPE, promote) is prepared afresh
+   * instead of failing with "cached plan must not change result type"; a Kafka message relayed
+   * for another version or plan is not scored (it is queued again, and the worker reloads).
    */
   readonly fingerprint: string;
 }
@@ -31,12 +31,15 @@ export function deploymentStatements(deployment: {
   readonly plan: Plan;
   readonly table: string;
   readonly partitioned: boolean;
+  /** The version the deployment's model resolves to: a message relayed for another is not scored. */
+  readonly model: string;
+  readonly version: number;
 }): DeploymentStatements {
   const { id, plan, table, partitioned } = deployment;
   const claim = claimSql(id, plan, table);
   const writeBack = writeBackSql(id, plan, table, partitioned);
   const requeue = requeueSql(id, plan);
-  const fingerprint = hash(JSON.stringify(plan) + claim + writeBack + requeue);
+  const fingerprint = hash(`${deployment.model}@${deployment.version}` + JSON.stringify(plan) + claim + writeBack + requeue);
   return {
     claim: { name: `pgscore_claim_${id}_${fingerprint}`, text: claim, rowMode: 'array' },
     writeBack: { name: `pgscore_write_${id}_${fingerprint}`, text: writeBack },

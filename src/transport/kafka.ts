@@ -50,6 +50,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #failureLog: RateLimitedLog;
   #loadedAt = 0;
   #reloading: Promise<void> | undefined;
+  #reloadBeforeNextChunk = false;
   readonly #upkeep: Upkeep;
 
   constructor(connectionString: string, config: Config, log: Logger) {
@@ -148,6 +149,10 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   }
 
   async #handleChunk(topic: string, partition: number, chunk: readonly KafkaMessage[]): Promise<void> {
+    if (this.#reloadBeforeNextChunk) {
+      this.#reloadBeforeNextChunk = false;
+      await this.#reload();
+    }
     const started = performance.now();
     const now = Date.now();
     const poison: Poison[] = [];
@@ -174,9 +179,12 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       }
       let group = groups.get(deployment.id);
       if (!group) groups.set(deployment.id, (group = { deployment, rows: [], stale: [] }));
-      if (decoded.message.f !== deployment.sql.fingerprint || decoded.message.k.length !== deployment.keyCount) {
-        // Built for another mapping (the deployment was re-planned): read the row afresh.
+      // Checked against the deployment that scores the group (a reload may happen mid-chunk).
+      if (decoded.message.f !== group.deployment.sql.fingerprint || decoded.message.k.length !== group.deployment.keyCount) {
+        // Built for another version or mapping (a promotion, a re-plan): read the row afresh,
+        // and reload before the next chunk, in case this worker is the one behind.
         group.stale.push(row);
+        this.#reloadBeforeNextChunk = true;
       } else {
         group.rows.push(row);
       }

@@ -11,6 +11,7 @@ import { Relay } from '../../src/transport/relay.js';
 import { exited, startPgscore } from '../helpers/cli.js';
 import { createTestDatabase, pending, push, quietLog, waitFor, type TestDatabase } from '../helpers/db.js';
 import { ensureKafkaJars, kafkaAvailable, startKafkaBroker, type KafkaBroker } from '../helpers/kafka-broker.js';
+import { registerSums, SUMS_INPUTS, SUMS_OUTPUTS, V1, V2 } from '../helpers/sums.js';
 
 const availability = await kafkaAvailable();
 const skipReason = availability.ok ? undefined : availability.reason;
@@ -202,6 +203,40 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
     } finally {
       await worker.stop();
       await relay.stop();
+    }
+  });
+
+  it('splits, shadows and promotions work through Kafka: every row is scored by the version its provenance names', async () => {
+    await registerSums(db);
+    const { table, config } = await newTable();
+    await db.sql(`SELECT ml.undeploy($1)`, [table]);
+    await db.sql(`SELECT ml.deploy($1::text, $1::regclass, 'sums', $2, $3, '{"variants": {"sums@1": 50, "sums@2": 50}, "shadow": "sums@2"}')`,
+      [table, SUMS_INPUTS, SUMS_OUTPUTS]);
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    const mismatched = () => db.sql<{ n: number }>(`
+      SELECT count(*)::int AS n FROM ${table}
+       WHERE total IS NULL OR total IS DISTINCT FROM CASE ${table}_model WHEN 'sums@1' THEN ${V1} WHEN 'sums@2' THEN ${V2} END`);
+    try {
+      await Promise.all([relay.start(), worker.start()]);
+      await insert(table, 1, 2000);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ${table} WHERE total IS NULL LIMIT 1`)).length === 0, 'split rows scored');
+      expect(await mismatched()).toEqual([{ n: 0 }]);
+      const split = await db.sql<{ model: string; n: number }>(`SELECT ${table}_model AS model, count(*)::int AS n FROM ${table} GROUP BY 1 ORDER BY 1`);
+      expect(split.map((r) => r.model)).toEqual(['sums@1', 'sums@2']);
+      for (const r of split) expect(r.n).toBeGreaterThan(800);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ml.compare WHERE deployment = $1 AND role = 'shadow' AND rows = 2000`, [table])).length === 1,
+        'the shadow logged');
+
+      // The promotion ends the split; rows written after it are all scored by version 2, even
+      // by a Kafka worker that has not reloaded yet (it re-queues rows relayed for a newer version).
+      await db.sql(`SELECT ml.promote('sums', 2)`);
+      await insert(table, 2001, 2500);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ${table} WHERE id > 2000 AND total IS NULL LIMIT 1`)).length === 0, 'new rows scored');
+      expect(await db.sql(`SELECT ${table}_model AS model, count(*)::int AS n FROM ${table} WHERE id > 2000 GROUP BY 1`)).toEqual([{ model: 'sums@2', n: 500 }]);
+      expect(await mismatched()).toEqual([{ n: 0 }]);
+    } finally {
+      await Promise.all([relay.stop(), worker.stop()]);
     }
   });
 });

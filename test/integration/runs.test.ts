@@ -160,4 +160,30 @@ describe('runs', () => {
     await finished('sided', 1);
     expect(await db.sql(`SELECT count(*)::int AS n FROM sided_history`)).toEqual([{ n: 100 }]);
   });
+
+  it('on a partitioned table: a split with a shadow writes back by key, and a side table gets one row per run', async () => {
+    await db.sql(`CREATE TABLE psums (id int, a real, b real, c float8, d int, e bigint, ok bool, tag text, PRIMARY KEY (id, tag))
+                  PARTITION BY LIST (tag)`);
+    await db.sql(`CREATE TABLE psums_t PARTITION OF psums FOR VALUES IN ('t')`);
+    await db.sql(`CREATE TABLE psums_u PARTITION OF psums FOR VALUES IN ('u')`);
+    await insertSums(db, 'psums', 1, 1000);
+    await db.sql(`UPDATE psums SET tag = 'u' WHERE id % 3 = 0`);
+    if (workers.length === 0) workers.push(await startWorker(db));
+    await db.sql(`SELECT ml.deploy('psplit', 'psums', 'sums', $1, $2, '{"variants": {"sums@1": 70, "sums@2": 30}, "shadow": "sums@2"}')`,
+      [INPUTS, OUTPUTS]);
+    await db.sql(`SELECT ml.deploy('pnightly', 'psums', 'sums', $1, '{"nightly_total": "total"}', '{"mode": "batch", "target": "psums_history"}')`,
+      [INPUTS]);
+    await finished('psplit', 1);
+    expect(await db.sql(`SELECT count(*)::int AS n FROM psums
+                          WHERE total IS DISTINCT FROM CASE psplit_model WHEN 'sums@1' THEN ${V1} WHEN 'sums@2' THEN ${V2} END`)).toEqual([{ n: 0 }]);
+    await db.sql(`SELECT ml.run_now('pnightly')`);
+    await finished('pnightly', 1);
+    await db.sql(`SELECT ml.run_now('pnightly')`);
+    await finished('pnightly', 2);
+    expect(await db.sql(`SELECT count(*)::int AS n, count(DISTINCT (h.id, h.tag))::int AS keys,
+                                count(*) FILTER (WHERE h.nightly_total <> s.a + s.b + s.c + s.d + s.e + s.ok::int)::int AS wrong
+                           FROM psums_history h JOIN psums s USING (id, tag)`)).toEqual([{ n: 2000, keys: 1000, wrong: 0 }]);
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM ml.compare WHERE deployment = 'psplit' AND role = 'shadow' AND rows = 1000`)).length === 1,
+      'the shadow logged');
+  });
 });
