@@ -120,11 +120,14 @@ export async function createFeatureTable(db: BenchDatabase, table: string, optio
   if (options.unscoredIndex) await db.query(`CREATE INDEX ON ${table} (id) WHERE p1 IS NULL`);
 }
 
-/** ml.deploy of a model on a table: X = the 30 features; label and probabilities[1] written back. */
-export async function deploy(db: BenchDatabase, table: string, model: ModelKey, deployment = table): Promise<void> {
+/**
+ * ml.deploy of a model on a table: X = the 30 features; label and probabilities[1] written back.
+ * `options` go to ml.deploy as they are, except that the bench never backfills (it queues itself).
+ */
+export async function deploy(db: BenchDatabase, table: string, model: ModelKey, deployment = table, options: Record<string, unknown> = {}): Promise<void> {
   const rows = await db.query<{ status: string }>(
-    `SELECT ml.deploy($1, $2::regclass, $3, inputs => $4::jsonb, outputs => $5::jsonb, options => '{"backfill": false}') AS status`,
-    [deployment, table, model, JSON.stringify({ X: FEATURES }), JSON.stringify({ label: 'label', p1: 'probabilities[1]' })],
+    `SELECT ml.deploy($1, $2::regclass, $3, inputs => $4::jsonb, outputs => $5::jsonb, options => $6::jsonb) AS status`,
+    [deployment, table, model, JSON.stringify({ X: FEATURES }), JSON.stringify({ label: 'label', p1: 'probabilities[1]' }), JSON.stringify({ ...options, backfill: false })],
   );
   if (rows[0]?.status !== 'active') throw new Error(`deployment ${deployment} is ${rows[0]?.status}, not active`);
 }
