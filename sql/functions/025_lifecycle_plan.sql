@@ -14,6 +14,7 @@
 --   filter              text     condition on the table: the rows a run scores (default all)
 --   target              text     table the predictions are appended to instead of the source
 --   rescore_on_promote  boolean  after ml.promote, queue every row again as a run
+--   drift_threshold     number   PSI above which ml.drift flags a feature (default 0.2)
 
 -- Parses a model reference: 'churn' follows production, 'churn@3' pins version 3,
 -- 'churn@staging' follows an alias. p_what names the reference in messages ('shadow ', ...).
@@ -119,12 +120,12 @@ BEGIN
     v_kind := CASE
       WHEN v_key IN ('backfill', 'provenance', 'rescore_on_promote') THEN 'boolean'
       WHEN v_key IN ('shadow', 'schedule', 'timezone', 'filter', 'target', 'mode') THEN 'string'
-      WHEN v_key = 'log_sample' THEN 'number'
+      WHEN v_key IN ('log_sample', 'drift_threshold') THEN 'number'
       WHEN v_key = 'variants' THEN 'object' END;
     IF v_kind IS NULL THEN
       RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
         USING ERRCODE = 'feature_not_supported',
-              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote.';
+              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift_threshold.';
     END IF;
     IF jsonb_typeof(v_value) <> v_kind THEN
       RAISE EXCEPTION 'option "%" must be %, not %', v_key,
@@ -136,6 +137,10 @@ BEGIN
 
   IF p_options ? 'log_sample' AND (p_options->>'log_sample')::numeric NOT BETWEEN 0 AND 1 THEN
     RAISE EXCEPTION 'option "log_sample" must be between 0 and 1 (the share of predictions logged), not %', p_options->'log_sample'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_options ? 'drift_threshold' AND (p_options->>'drift_threshold')::numeric <= 0 THEN
+    RAISE EXCEPTION 'option "drift_threshold" must be above 0 (a PSI; 0.2 by default), not %', p_options->'drift_threshold'
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   IF p_options ? 'variants' THEN

@@ -5,12 +5,14 @@ CREATE OR REPLACE FUNCTION ml._setting_defaults()
 RETURNS TABLE (name text, value text, description text)
 LANGUAGE sql IMMUTABLE
 AS $$
-  VALUES ('prediction_log_retention', '30 days', 'how long the prediction log keeps a day''s partition (an interval of at least 1 day)')
+  VALUES ('prediction_log_retention', '30 days', 'how long the prediction log keeps a day''s partition (an interval of at least 1 day)'),
+         ('baseline_rows', '1000', 'how many first rows a worker summarises as the baseline of a model version that has none')
 $$;
 
 CREATE OR REPLACE FUNCTION ml._setting(p_name text)
 RETURNS text
 LANGUAGE sql STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce((SELECT s.value FROM ml._settings s WHERE s.name = p_name),
@@ -53,8 +55,13 @@ BEGIN
         USING ERRCODE = 'invalid_parameter_value';
     END IF;
   END IF;
+  IF setting = 'baseline_rows' AND (value !~ '^\d{1,8}$' OR value::int < 10) THEN
+    RAISE EXCEPTION 'baseline_rows must be a whole number of at least 10, not %', quote_literal(value)
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
   INSERT INTO ml._settings AS s (name, value) VALUES (setting, value)
   ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now();
+  PERFORM pg_notify('pgscore_config', 'settings');
   RETURN value;
 END
 $$;
@@ -94,6 +101,7 @@ BEGIN
     EXECUTE format('DROP TABLE ml.%I', v_part.relname);
   END LOOP;
   DELETE FROM ml._batches WHERE finished_at < now() - interval '1 hour';
+  DELETE FROM ml._drift_counts WHERE minute < now() - interval '2 days';
   PERFORM ml._finish_runs();
 END
 $$;

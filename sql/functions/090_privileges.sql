@@ -51,3 +51,21 @@ GRANT EXECUTE ON FUNCTION ml._maintain(), ml._start_scheduled_run(int, timestamp
 GRANT SELECT ON ml._runs TO pgscore_worker;
 GRANT INSERT ON ml._predictions TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._finish_runs() TO pgscore_worker;
+
+-- Monitoring (sql/functions/065_drift.sql). ml.set_baseline runs its query with the caller's
+-- rights, so the admin calls its helpers itself.
+GRANT EXECUTE ON FUNCTION
+  ml.set_baseline(text, text),
+  ml._parse_ref(text, text),
+  ml._signature(text, int),
+  ml._model_features(jsonb),
+  ml._store_baseline(text, int, text, bigint, jsonb, jsonb),
+  ml._drift()
+  TO pgscore_admin;
+GRANT SELECT ON ml.drift TO pgscore_admin;
+GRANT SELECT ON ml._baselines TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION
+  ml._store_baseline(text, int, text, bigint, jsonb, jsonb),
+  ml._add_drift_counts(int[], text[], text[], text[], timestamptz[], text[], bigint[], bigint[], bigint[])
+  TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._setting(text), ml._setting_defaults() TO pgscore_worker;

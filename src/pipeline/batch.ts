@@ -6,7 +6,7 @@ import type { LoadedModel } from '../models/sessions.js';
 import { claimBatch, type ClaimSizer } from '../queue/claim.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import type { ModelVersion, Plan } from '../scoring/plan.js';
-import { scoreRows } from '../scoring/score.js';
+import { scoreRows, type Scored } from '../scoring/score.js';
 import type { RateLimitedLog } from '../log-limit.js';
 import type { ActiveDeployment } from '../worker/deployments.js';
 import { writePredictions, type ShadowScores, type WriteResult } from '../writeback/writeback.js';
@@ -50,6 +50,11 @@ export interface ModelSource {
   get(name: string, version: number): Promise<LoadedModel>;
 }
 
+/** Sees every scored group of rows (the drift recorder, src/monitoring/drift.ts). */
+export interface BatchObserver {
+  observe(deploymentId: number, plan: Plan, ref: string, rows: readonly ClaimedRow[], scored: Scored): void;
+}
+
 /**
  * The batch pipeline both transports run, inside the caller's transaction. Rows are grouped by
  * the version that scores them (one, or a split's variants), each group is scored with one
@@ -64,6 +69,7 @@ export async function scoreBatch(
   models: ModelSource,
   rows: readonly ClaimedRow[],
   readAt: number,
+  observer?: BatchObserver,
 ): Promise<WriteResult & { scoredAt: number }> {
   const { plan } = deployment;
   const groups = groupByVariant(plan, deployment.own, rows);
@@ -77,6 +83,7 @@ export async function scoreBatch(
     const started = performance.now();
     const scored = await scoreRows(loaded[i]!, plan, values);
     const scoreUs = ((performance.now() - started) * 1000) / group.rows.length;
+    observer?.observe(deployment.id, plan, group.version.ref, group.rows, scored);
     const shadowScores = shadow ? await scoreShadow(shadow, plan, values) : undefined;
     scoredAt = performance.now();
     const result = await writePredictions(client, deployment, group.rows, scored, scoredAt - readAt,
@@ -123,6 +130,7 @@ export async function claimAndScore(
   models: ModelSource,
   batchSize: number,
   sizer: ClaimSizer,
+  observer?: BatchObserver,
 ): Promise<BatchResult> {
   const started = performance.now();
   let timing = { claimedAt: started, scoredAt: started };
@@ -130,7 +138,7 @@ export async function claimAndScore(
     const rows = await claimBatch(client, deployment, batchSize, sizer);
     const claimedAt = performance.now();
     if (rows.length === 0) return { claimed: 0, written: 0, dead: 0, requeued: 0 };
-    const { scoredAt, ...written } = await scoreBatch(client, deployment, models, rows, claimedAt);
+    const { scoredAt, ...written } = await scoreBatch(client, deployment, models, rows, claimedAt, observer);
     timing = { claimedAt, scoredAt };
     return { claimed: rows.length, ...written };
   });

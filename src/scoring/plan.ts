@@ -34,6 +34,8 @@ const output = z.object({
   type: z.string(),
   sql_type: z.string(),
   array: z.boolean(),
+  /** Values per row of the output tensor (1 for [N] and [N, 1]); null when unknown. */
+  width: z.number().int().nullable().optional(),
 });
 
 const modelVersion = z.object({ model: z.string(), version: z.number().int(), ref: z.string() });

@@ -14,7 +14,8 @@ import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { requeueRows } from '../queue/requeue.js';
 import { parkingStatements } from '../queue/statements.js';
-import { loadDeployments, type ActiveDeployment } from '../worker/deployments.js';
+import { DriftRecorder } from '../monitoring/drift.js';
+import { loadDeployments, versionsInUse, type ActiveDeployment } from '../worker/deployments.js';
 import { checkWorkerRole } from '../worker/identity.js';
 import type { LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
@@ -52,6 +53,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   #reloading: Promise<void> | undefined;
   #reloadBeforeNextChunk = false;
   readonly #upkeep: Upkeep;
+  readonly #drift: DriftRecorder;
 
   constructor(connectionString: string, config: Config, log: Logger) {
     super();
@@ -71,6 +73,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     this.#models = new SessionCache((name, version) => fetchModelBytes(this.#pool, name, version), {
       threads: config.ortThreads,
     });
+    this.#drift = new DriftRecorder(this.#pool, log);
     this.#upkeep = new Upkeep(this.#pool, log, async () => {
       if (Date.now() - this.#loadedAt > RELOAD_EVERY_MS) await this.#reload();
       return this.deployments;
@@ -100,11 +103,13 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     });
     await joined;
     await this.#upkeep.start();
+    this.#drift.start();
     this.emit('ready');
   }
 
   async stop(): Promise<void> {
     await this.#upkeep.stop();
+    await this.#drift.stop();
     await this.#consumer.disconnect();
     await this.#models.close();
     await this.#pool.end();
@@ -113,6 +118,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   async #reload(): Promise<void> {
     this.#reloading ??= loadDeployments(this.#pool, this.#models, this.#log)
       .then(async (list) => {
+        await this.#drift.load(list.flatMap(versionsInUse));
         this.#deployments = new Map(list.map((d) => [d.id, d]));
         this.#health.retain(new Set(this.#deployments.keys()));
         const parked = await listParkedDeployments(this.#pool);
@@ -246,7 +252,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     if (rows.length === 0) return { written: 0, dead: 0, requeued: 0, scoredAt: claimedAt };
     if (!this.#health.isResting(deployment.id)) {
       try {
-        const result = await scoreBatch(client, deployment, this.#models, rows, claimedAt);
+        const result = await scoreBatch(client, deployment, this.#models, rows, claimedAt, this.#drift);
         this.#health.succeeded(deployment.id);
         return result;
       } catch (error) {

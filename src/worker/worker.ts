@@ -6,7 +6,8 @@ import type { Logger } from '../log.js';
 import { SessionCache } from '../models/sessions.js';
 import { claimAndScore } from '../pipeline/batch.js';
 import { ClaimSizer } from '../queue/claim.js';
-import { loadDeployments, type ActiveDeployment } from './deployments.js';
+import { DriftRecorder } from '../monitoring/drift.js';
+import { loadDeployments, versionsInUse, type ActiveDeployment } from './deployments.js';
 import { checkWorkerRole } from './identity.js';
 import { QueueLoop, type LoopEvents, type LoopSettings } from './loop.js';
 
@@ -25,17 +26,23 @@ export class Worker extends EventEmitter<LoopEvents> {
       threads: settings.ortThreads,
     });
     const sizer = new ClaimSizer(settings.batchSize);
+    const drift = new DriftRecorder(pool, log);
     this.#loop = new QueueLoop(connectionString, pool, settings, log, {
-      load: () => loadDeployments(pool, models, log),
+      async load() {
+        const deployments = await loadDeployments(pool, models, log);
+        await drift.load(deployments.flatMap(versionsInUse));
+        return deployments;
+      },
       async handle(deployment) {
         // A model that does not load throws a ModelError: the failure policy pauses the deployment.
-        return claimAndScore(pool, deployment, models, settings.batchSize, sizer);
+        return claimAndScore(pool, deployment, models, settings.batchSize, sizer, drift);
       },
       async recheck(deployment, reason) {
         const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a batch failed: ${reason}`]);
         return rows[0]?.status ?? 'undeployed';
       },
       async close() {
+        await drift.stop();
         await models.close();
         await pool.end();
       },
@@ -43,6 +50,7 @@ export class Worker extends EventEmitter<LoopEvents> {
     this.#start = async () => {
       await checkWorkerRole(pool, settings.allowSuperuser ?? false, log);
       await this.#loop.start();
+      drift.start();
     };
     this.#loop.on('batch', (result) => this.emit('batch', result));
     this.#loop.on('failure', (failure) => this.emit('failure', failure));

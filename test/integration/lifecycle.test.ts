@@ -189,7 +189,8 @@ describe('model lifecycle', () => {
     await db.sql(`SELECT ml._maintain()`);
     expect(await partitions()).not.toContain('_predictions_20200101');
     expect(await partitions()).toContain(`_predictions_${today}`);
-    expect(await db.sql(`SELECT name, value, "default" FROM ml.settings`)).toEqual([
+    expect(await db.sql(`SELECT name, value, "default" FROM ml.settings ORDER BY name`)).toEqual([
+      { name: 'baseline_rows', value: '1000', default: '1000' },
       { name: 'prediction_log_retention', value: '2 days', default: '30 days' },
     ]);
   });

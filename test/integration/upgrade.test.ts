@@ -248,8 +248,8 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate upgrades it and reports every deployment active', () => {
-    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql']);
-    expect(upgrade.schemaVersion).toBe(5);
+    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql', '0006_monitoring.sql']);
+    expect(upgrade.schemaVersion).toBe(6);
     expect(upgrade.deployments).toEqual(NAMES.map((deployment) => ({ deployment, status: 'active', reason: null })));
   });
 
@@ -377,10 +377,10 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate refuses a schema newer than it knows, and leaves it as it is', async () => {
-    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (6, '0006_future.sql')`);
+    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (7, '0007_future.sql')`);
     const before = await dumpAll(fresh);
     await expect(fresh.migrate()).rejects.toMatchObject({
-      message: 'the ml schema is at version 6, newer than this pgscore knows (5)',
+      message: 'the ml schema is at version 7, newer than this pgscore knows (6)',
       hint: 'Upgrade pgscore; an older version must not rewrite the functions of a newer schema.',
     });
     expect(await dumpAll(fresh)).toBe(before);
