@@ -15,6 +15,8 @@
 --   target              text     table the predictions are appended to instead of the source
 --   rescore_on_promote  boolean  after ml.promote, queue every row again as a run
 --   drift_threshold     number   PSI above which ml.drift flags a feature (default 0.2)
+--   label               text     column the application fills with the truth later (ml.performance)
+--   quality_margin      number   drop of live quality below the version's validation figures that flags it (default 0.05)
 
 -- Parses a model reference: 'churn' follows production, 'churn@3' pins version 3,
 -- 'churn@staging' follows an alias. p_what names the reference in messages ('shadow ', ...).
@@ -120,12 +122,13 @@ BEGIN
     v_kind := CASE
       WHEN v_key IN ('backfill', 'provenance', 'rescore_on_promote') THEN 'boolean'
       WHEN v_key IN ('shadow', 'schedule', 'timezone', 'filter', 'target', 'mode') THEN 'string'
-      WHEN v_key IN ('log_sample', 'drift_threshold') THEN 'number'
+      WHEN v_key IN ('log_sample', 'drift_threshold', 'quality_margin') THEN 'number'
+      WHEN v_key = 'label' THEN 'string'
       WHEN v_key = 'variants' THEN 'object' END;
     IF v_kind IS NULL THEN
       RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
         USING ERRCODE = 'feature_not_supported',
-              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift_threshold.';
+              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift_threshold, label, quality_margin.';
     END IF;
     IF jsonb_typeof(v_value) <> v_kind THEN
       RAISE EXCEPTION 'option "%" must be %, not %', v_key,
@@ -141,6 +144,10 @@ BEGIN
   END IF;
   IF p_options ? 'drift_threshold' AND (p_options->>'drift_threshold')::numeric <= 0 THEN
     RAISE EXCEPTION 'option "drift_threshold" must be above 0 (a PSI; 0.2 by default), not %', p_options->'drift_threshold'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_options ? 'quality_margin' AND (p_options->>'quality_margin')::numeric NOT BETWEEN 0 AND 1 THEN
+    RAISE EXCEPTION 'option "quality_margin" must be between 0 and 1, not %', p_options->'quality_margin'
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   IF p_options ? 'variants' THEN
@@ -259,6 +266,7 @@ DECLARE
   v_variants jsonb;
   v_shadow jsonb;
   v_filter jsonb;
+  v_label jsonb;
 BEGIN
   IF d.options ? 'variants' THEN
     SELECT jsonb_agg(ml._plan_model(d, e.key, 'variant', p_plan, p_inputs, p_outputs)
@@ -276,7 +284,11 @@ BEGIN
         USING ERRCODE = 'datatype_mismatch', HINT = 'Give a condition on the table''s columns, like "active".';
     END IF;
   END IF;
+  IF d.options ? 'label' THEN
+    v_label := ml._plan_label(d, p_plan);
+  END IF;
   RETURN jsonb_build_object(
+    'label', v_label,
     'mode', coalesce(d.options->>'mode', 'live'),
     'log_sample', coalesce((d.options->>'log_sample')::float8, 1),
     'variants', v_variants,
@@ -293,7 +305,7 @@ CREATE OR REPLACE FUNCTION ml._installed_part(p_plan jsonb)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 AS $$
-  SELECT p_plan - 'log_sample' - 'variants' - 'shadow' - 'schedule' - 'timezone' - 'filter'
+  SELECT p_plan - 'log_sample' - 'variants' - 'shadow' - 'schedule' - 'timezone' - 'filter' - 'label'
 $$;
 
 -- A target table's schema and name: an unqualified name is in the source's schema.
@@ -411,5 +423,48 @@ BEGIN
     END IF;
     EXECUTE format('GRANT INSERT ON %s TO pgscore_worker', p_target::regclass);
   END IF;
+END
+$$;
+
+-- Concept drift: the label column a deployment's predictions are compared with once the
+-- application fills it in, and which prediction columns hold what: the predicted label (an
+-- integer, text or boolean output), the positive class's probability ('probabilities[1]') for
+-- log loss and AUC, or, for a regressor, the predicted number.
+CREATE OR REPLACE FUNCTION ml._plan_label(d ml._deployments, p_plan jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_column text := d.options->>'label';
+  v_attr record;
+  v_predicted text;
+  v_score text;
+  v_number text;
+BEGIN
+  SELECT a.attnum, format_type(a.atttypid, a.atttypmod) AS type INTO v_attr
+    FROM pg_attribute a WHERE a.attrelid = d.source AND a.attname = v_column AND a.attnum > 0 AND NOT a.attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'option "label": % has no column "%"', ml._relname(d.source), v_column
+      USING ERRCODE = 'undefined_column', HINT = 'Add the column the application fills with the truth (it may stay NULL until then).';
+  END IF;
+  IF v_column IN (SELECT o->>'column' FROM jsonb_array_elements(p_plan->'outputs') o) THEN
+    RAISE EXCEPTION 'option "label": column "%" holds predictions; the label is the truth they are compared with', v_column
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT o->>'column' INTO v_predicted FROM jsonb_array_elements(p_plan->'outputs') o
+   WHERE NOT (o->>'array')::boolean AND o->>'sql_type' NOT IN ('real', 'double precision') LIMIT 1;
+  SELECT o->>'column' INTO v_score FROM jsonb_array_elements(p_plan->'outputs') o
+   WHERE NOT (o->>'array')::boolean AND o->>'sql_type' IN ('real', 'double precision') AND (o->>'index')::int = 1
+     AND coalesce((o->>'width')::int, 2) = 2 LIMIT 1;
+  SELECT o->>'column' INTO v_number FROM jsonb_array_elements(p_plan->'outputs') o
+   WHERE NOT (o->>'array')::boolean AND o->>'sql_type' IN ('real', 'double precision') LIMIT 1;
+  IF v_predicted IS NULL AND v_number IS NULL THEN
+    RAISE EXCEPTION 'option "label": the deployment writes no predicted label or number to compare with column "%"', v_column
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  RETURN jsonb_build_object('column', v_column, 'attnum', v_attr.attnum, 'type', v_attr.type,
+    'kind', CASE WHEN v_predicted IS NOT NULL THEN 'classifier' ELSE 'regressor' END,
+    'predicted', coalesce(v_predicted, v_number), 'score', CASE WHEN v_predicted IS NOT NULL THEN v_score END);
 END
 $$;

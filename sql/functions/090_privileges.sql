@@ -69,3 +69,5 @@ GRANT EXECUTE ON FUNCTION
   ml._add_drift_counts(int[], text[], text[], text[], timestamptz[], text[], bigint[], bigint[], bigint[])
   TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._setting(text), ml._setting_defaults() TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._performance() TO pgscore_admin;
+GRANT SELECT ON ml.performance TO pgscore_admin;
