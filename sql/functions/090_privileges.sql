@@ -71,3 +71,5 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION ml._setting(text), ml._setting_defaults() TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._performance() TO pgscore_admin;
 GRANT SELECT ON ml.performance TO pgscore_admin;
+GRANT EXECUTE ON FUNCTION ml._check_alerts() TO pgscore_worker;
+GRANT SELECT ON ml.alerts TO pgscore_admin;

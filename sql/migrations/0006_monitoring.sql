@@ -32,3 +32,16 @@ CREATE TABLE ml._drift_counts (
   rows          bigint      NOT NULL,
   PRIMARY KEY (deployment_id, model, kind, feature, minute)
 );
+
+-- The alerts each deployment has raised (invalid, drifted, degraded, dead letters): a change is
+-- sent once, with NOTIFY pgscore_alerts, when ml._check_alerts finds it.
+CREATE TABLE ml._alert_state (
+  deployment_id int         NOT NULL REFERENCES ml._deployments (id) ON DELETE CASCADE,
+  alert         text        NOT NULL CHECK (alert IN ('invalid', 'drifted', 'degraded', 'dead_letters')),
+  raised        boolean     NOT NULL,
+  -- The dead letters counted at the last check.
+  seen          bigint,
+  detail        jsonb,
+  changed_at    timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (deployment_id, alert)
+);

@@ -16,20 +16,26 @@ const SCHEDULE_STATE = `
 /** $1 deployment id, $2 fire time: starts the run unless another worker did (see 060_runs.sql). */
 const START_SCHEDULED_RUN = 'SELECT ml._start_scheduled_run($1, $2) AS run';
 
+/** Changes of each deployment's alerts, sent as NOTIFY pgscore_alerts (sql/functions/075_alerts.sql). */
+const CHECK_ALERTS = 'SELECT deployment, alert, state, detail FROM ml._check_alerts()';
+
 const MAINTAIN_EVERY_MS = 60_000;
 const TICK_EVERY_MS = 1_000;
+const ALERTS_EVERY_MS = 10_000;
 
 /**
  * What every worker does besides scoring, on timers: once a second it marks finished runs and
  * starts the runs of batch deployments whose schedule fired (the database's advisory lock and
- * one-run-per-fire-time make one worker start each); once a minute it keeps the prediction log's
- * partitions and trims statistics. A schedule missed while no worker ran fires once, late.
+ * one-run-per-fire-time make one worker start each); every 10 s it checks the deployments'
+ * alerts; once a minute it keeps the prediction log's partitions and trims statistics. A
+ * schedule missed while no worker ran fires once, late.
  */
 export class Upkeep {
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #failures: RateLimitedLog;
   #ticking: Promise<void> | undefined;
   #maintaining: Promise<void> | undefined;
+  #alerting: Promise<void> | undefined;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -44,12 +50,28 @@ export class Upkeep {
     this.#timers.push(
       setInterval(() => void this.maintain(), MAINTAIN_EVERY_MS),
       setInterval(() => void this.tick(), TICK_EVERY_MS),
+      setInterval(() => void this.checkAlerts(), ALERTS_EVERY_MS),
     );
   }
 
   async stop(): Promise<void> {
     for (const timer of this.#timers) clearInterval(timer);
-    await Promise.all([this.#ticking, this.#maintaining]);
+    await Promise.all([this.#ticking, this.#maintaining, this.#alerting]);
+  }
+
+  /** Sends (and logs) the changes of the deployments' alerts; one worker at a time does. */
+  checkAlerts(): Promise<void> {
+    this.#alerting ??= this.pool.query<{ deployment: string; alert: string; state: string; detail: unknown }>(CHECK_ALERTS).then(
+      ({ rows }) => {
+        for (const change of rows) {
+          const line = { deployment: change.deployment, alert: change.alert, detail: change.detail };
+          if (change.state === 'raised') this.log.warn(line, `alert raised: ${change.alert}`);
+          else this.log.info(line, `alert cleared: ${change.alert}`);
+        }
+      },
+      (error: unknown) => void this.#failures.warn('alerts', { err: error }, `alerts not checked: ${describe(error)}`),
+    ).finally(() => (this.#alerting = undefined));
+    return this.#alerting;
   }
 
   maintain(): Promise<void> {

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Worker } from '../../src/worker/worker.js';
 import { createTestDatabase, pending, push, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
@@ -5,10 +6,10 @@ import { createSumsTable, insertSums, registerSums, SUMS_INPUTS, SUMS_OUTPUTS } 
 
 const IRIS_INPUTS = '{"X": ["sl", "sw", "pl", "pw"]}';
 const IRIS_OUTPUTS = '{"species": "label", "p_setosa": "probabilities[0]"}';
-/** Deterministic values spread over the iris measurements' ranges (g is the row number). */
-const FLOWER = (g: string, shift = '0') => `
-  4.3 + 3.6 * ((${g}::bigint * 7919) % 1000) / 1000.0, 2.0 + 2.4 * ((${g}::bigint * 104729) % 997) / 997.0,
-  1.0 + 5.9 * ((${g}::bigint * 1299709) % 991) / 991.0 + ${shift}, 0.1 + 2.4 * ((${g}::bigint * 15485863) % 983) / 983.0`;
+/** Deterministic, well-mixed values over the iris measurements' ranges (g is the row number). */
+const U = (g: string, salt: string) => `((hashtext((${g})::text || '${salt}')::bigint & 65535) / 65536.0)`;
+const FLOWER = (g: string, shift = '0') =>
+  `4.3 + 3.6 * ${U(g, 'a')}, 2.0 + 2.4 * ${U(g, 'b')}, 1.0 + 5.9 * ${U(g, 'c')} + ${shift}, 0.1 + 2.4 * ${U(g, 'd')}`;
 
 interface DriftRow {
   deployment: string;
@@ -36,9 +37,18 @@ function psiByHand(edges: number[], freqs: number[], values: number[]): number {
   return psi;
 }
 
+interface Alert {
+  deployment: string;
+  alert: string;
+  state: string;
+  detail: Record<string, unknown>;
+}
+
 describe('data drift', () => {
   let db: TestDatabase;
   let worker: Worker;
+  let listener: pg.Client;
+  const alerts: Alert[] = [];
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -46,9 +56,15 @@ describe('data drift', () => {
     await registerSums(db);
     await db.sql(`CREATE TABLE training (sl real, sw real, pl real, pw real)`);
     await db.sql(`INSERT INTO training SELECT ${FLOWER('g')} FROM generate_series(1, 5000) g`);
+    // What an application does to hear of alerts.
+    listener = new pg.Client({ connectionString: db.url });
+    await listener.connect();
+    listener.on('notification', (n) => n.channel === 'pgscore_alerts' && alerts.push(JSON.parse(n.payload!)));
+    await listener.query('LISTEN pgscore_alerts');
     worker = await startWorker(db);
   });
   afterAll(async () => {
+    await listener?.end();
     await worker?.stop();
     await db?.drop();
   });
@@ -63,7 +79,9 @@ describe('data drift', () => {
       await db.sql(`SELECT ml.deploy($1::text, $1::regclass, 'iris', $2, $3)`, [name, IRIS_INPUTS, IRIS_OUTPUTS]);
     }
     // The same distribution (other rows of it), and one where petal length moved up by 1.5 cm.
+    // The steady rows first: the outputs' baseline is iris@1's first 1,000 predictions.
     await db.sql(`INSERT INTO steady SELECT g, ${FLOWER('g + 5000')} FROM generate_series(1, 4000) g`);
+    await waitFor(async () => (await pending(db, 'steady')) === 0, 'steady rows scored');
     await db.sql(`INSERT INTO shifted SELECT g, ${FLOWER('g + 5000', '1.5')} FROM generate_series(1, 4000) g`);
     const inputs = async (name: string) => (await drift(name)).filter((r) => r.kind === 'input');
     await waitFor(async () => {
@@ -86,6 +104,21 @@ describe('data drift', () => {
     expect(got.psi).toBeCloseTo(expected, 6);
     expect(expected).toBeGreaterThan(0.2);
     expect(got.out_of_range_share).toBeCloseTo(values.filter((v) => v > baseline!.summary.max).length / values.length, 6);
+    // An alert NOTIFY arrives when the drift starts, for the shifted deployment only.
+    const raised = await waitFor(async () => alerts.find((a) => a.alert === 'drifted'), 'the drift alert');
+    expect(raised).toMatchObject({ deployment: 'shifted', alert: 'drifted', state: 'raised', at: expect.any(String) });
+    // The shifted input, and the outputs it moved (more virginica), but no other input.
+    const features = (raised.detail as { features: string[] }).features;
+    expect(features).toContain('X[2]');
+    expect(features.filter((f) => f.startsWith('X['))).toEqual(['X[2]']);
+    expect(await db.sql(`SELECT deployment, alert FROM ml.alerts`)).toEqual([{ deployment: 'shifted', alert: 'drifted' }]);
+    // Dead letters and an invalid deployment raise alerts too.
+    await db.sql(`INSERT INTO steady VALUES (-1, 'NaN', 3, 4, 1)`);
+    await waitFor(async () => alerts.find((a) => a.deployment === 'steady' && a.alert === 'dead_letters'), 'the dead letter alert');
+    await db.sql(`ALTER TABLE steady DROP COLUMN sw`);
+    const invalid = await waitFor(async () => alerts.find((a) => a.deployment === 'steady' && a.alert === 'invalid'), 'the invalid alert');
+    expect(invalid).toMatchObject({ state: 'raised', detail: { status: 'invalid' } });
+    expect(alerts.filter((a) => a.deployment === 'steady' && a.alert === 'drifted')).toEqual([]);
     // Outputs: their baseline came from the first 1,000 predictions of iris@1.
     const outputs = (await drift('steady')).filter((r) => r.kind === 'output').map((r) => r.feature);
     expect(outputs).toEqual(['label', 'probabilities[0]']);
