@@ -8,6 +8,8 @@ import { createWorkerRole } from './db/roles.js';
 import { configureOrtLogging } from './models/ort-log.js';
 import { ConfigError, describe, UsageError } from './errors.js';
 import { createLogger } from './log.js';
+import { startMetrics } from './metrics/metrics.js';
+import { watchStatus } from './metrics/watch-status.js';
 import { pushModel } from './models/registry.js';
 import { formatRuns, readRuns, readRunsById, runningRuns, watchRuns } from './runs.js';
 import { formatStatus, readStatus } from './status.js';
@@ -75,6 +77,7 @@ program
         `  psql ${running.url}\n` +
         `  INSERT INTO iris (sepal_length, sepal_width, petal_length, petal_width) VALUES (5.1, 3.5, 1.4, 0.2);\n` +
         `  SELECT id, species, p_setosa FROM iris ORDER BY id DESC LIMIT 5;\n` +
+        (running.metricsUrl ? `metrics: ${running.metricsUrl}\n` : '') +
         `Ctrl-C stops pgscore and its Postgres; the data stays in ${cfg.dataDir}.\n`,
     );
     const signal = await untilSignal();
@@ -124,7 +127,12 @@ const kafkaOptions = (command: Command) =>
     .option('--kafka-topic <name>', 'topic of queued rows (env PGSCORE_KAFKA_TOPIC)')
     .option('--kafka-group <id>', 'consumer group of the workers (env PGSCORE_KAFKA_GROUP)');
 
-kafkaOptions(
+const metricsOptions = (command: Command) =>
+  command
+    .option('--metrics-port <port>', 'serve Prometheus metrics on /metrics at this port; 0 or off: none (env PGSCORE_METRICS_PORT)')
+    .option('--metrics-host <address>', 'address the metrics port listens on (env PGSCORE_METRICS_HOST)');
+
+metricsOptions(kafkaOptions(
   program
     .command('worker')
     .description('score queued rows until stopped (SIGINT/SIGTERM finish the batches in flight)')
@@ -136,34 +144,45 @@ kafkaOptions(
     .option('--ort-threads <n>', 'onnxruntime threads per batch (env PGSCORE_ORT_THREADS)')
     .option('--ort-log-level <level>', "onnxruntime's own log threshold: verbose, info, warning, error or fatal (env PGSCORE_ORT_LOG_LEVEL)")
     .option('--allow-superuser', 'score even when connected as a superuser (env PGSCORE_ALLOW_SUPERUSER)'),
-).action(async (_options, command: Command) => {
+)).action(async (_options, command: Command) => {
   const cfg = config(command);
   const log = createLogger(cfg.logLevel);
   const url = requireDatabaseUrl(cfg);
   const worker = cfg.transport === 'kafka' ? new KafkaWorker(url, cfg, log) : new Worker(url, cfg, log);
-  await worker.start();
-  log.info({ deployments: worker.deployments.map((d) => d.name), transport: cfg.transport }, 'worker ready');
-  const signal = await untilSignal();
-  log.info({ signal }, 'stopping after the batches in flight');
-  await worker.stop();
+  const metrics = await startMetrics('worker', worker, url, cfg, log);
+  try {
+    await worker.start();
+    log.info({ deployments: worker.deployments.map((d) => d.name), transport: cfg.transport, metrics: metrics?.url }, 'worker ready');
+    const signal = await untilSignal();
+    log.info({ signal }, 'stopping after the batches in flight');
+    await worker.stop();
+  } finally {
+    await metrics?.close();
+  }
 });
 
-kafkaOptions(
+metricsOptions(kafkaOptions(
   program
     .command('relay')
     .description('move queued rows with their inputs to Kafka for `pgscore worker --transport kafka`')
     .option('--batch-size <rows>', 'most rows per produce request (env PGSCORE_BATCH_SIZE)')
     .option('--concurrency <lanes>', 'batches in flight at once (env PGSCORE_CONCURRENCY)')
     .option('--allow-superuser', 'relay even when connected as a superuser (env PGSCORE_ALLOW_SUPERUSER)'),
-).action(async (_options, command: Command) => {
+)).action(async (_options, command: Command) => {
   const cfg = config(command);
   const log = createLogger(cfg.logLevel);
-  const relay = new Relay(requireDatabaseUrl(cfg), cfg, log);
-  await relay.start();
-  log.info({ deployments: relay.deployments.map((d) => d.name), topic: cfg.kafkaTopic }, 'relay ready');
-  const signal = await untilSignal();
-  log.info({ signal }, 'stopping after the batches in flight');
-  await relay.stop();
+  const url = requireDatabaseUrl(cfg);
+  const relay = new Relay(url, cfg, log);
+  const metrics = await startMetrics('relay', relay, url, cfg, log);
+  try {
+    await relay.start();
+    log.info({ deployments: relay.deployments.map((d) => d.name), topic: cfg.kafkaTopic, metrics: metrics?.url }, 'relay ready');
+    const signal = await untilSignal();
+    log.info({ signal }, 'stopping after the batches in flight');
+    await relay.stop();
+  } finally {
+    await metrics?.close();
+  }
 });
 
 const model = program.command('model').description('manage models');
@@ -209,9 +228,15 @@ model
 
 program
   .command('status')
-  .description('print ml.status as a table')
+  .description('print ml.status as a table; --watch redraws it every 2 s until Ctrl-C')
   .option('--json', 'print JSON instead')
-  .action(async (options: { json?: boolean }, command: Command) => {
+  .option('--watch', 'redraw the table every 2 s until Ctrl-C')
+  .action(async (options: { json?: boolean; watch?: boolean }, command: Command) => {
+    if (options.watch) {
+      if (options.json) throw new UsageError('--watch draws a table; leave out --json (or run `pgscore status --json` in a loop)');
+      await withPool(config(command), (pool) => watchStatus(pool, process.stdout, untilSignal()));
+      return;
+    }
     const rows = await withPool(config(command), readStatus);
     process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatStatus(rows)}\n`);
   });

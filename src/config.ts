@@ -44,6 +44,15 @@ const schema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   dataDir: z.string().min(1).default('.pgscore/data'),
   port: int(1, 65_535).default(54329),
+  // Off unless set: a listening port is something an operator opens on purpose, and two workers
+  // on one machine would otherwise collide on a shared default.
+  metricsPort: z
+    .preprocess(
+      (v) => (v === 'off' ? 0 : v),
+      z.coerce.number({ error: "must be a port number, or 0 or 'off' for no metrics" }).int().min(0).max(65_535),
+    )
+    .default(0),
+  metricsHost: z.string().min(1).default('127.0.0.1'),
 });
 
 export type Config = Readonly<z.infer<typeof schema>>;
@@ -72,6 +81,8 @@ export const ENV_NAMES: Readonly<Record<Key, string>> = {
   logLevel: 'PGSCORE_LOG_LEVEL',
   dataDir: 'PGSCORE_DATA_DIR',
   port: 'PGSCORE_PORT',
+  metricsPort: 'PGSCORE_METRICS_PORT',
+  metricsHost: 'PGSCORE_METRICS_HOST',
 };
 
 /** The command-line flag behind each setting (commander's camelCase option names). */
@@ -97,6 +108,8 @@ const FLAG_NAMES: Readonly<Record<Key, string>> = {
   logLevel: '--log-level',
   dataDir: '--data-dir',
   port: '--port',
+  metricsPort: '--metrics-port',
+  metricsHost: '--metrics-host',
 };
 
 export function loadConfig(

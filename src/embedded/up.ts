@@ -3,6 +3,7 @@ import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { connectionAs, createWorkerRole } from '../db/roles.js';
 import type { Logger } from '../log.js';
+import { startMetrics } from '../metrics/metrics.js';
 import { Worker } from '../worker/worker.js';
 import { ensureExample } from './example.js';
 import { startEmbeddedPostgres } from './postgres.js';
@@ -13,6 +14,8 @@ const UP_WORKER_PASSWORD = 'pgscore';
 
 export interface Running {
   readonly url: string;
+  /** The worker's /metrics, when PGSCORE_METRICS_PORT is set. */
+  readonly metricsUrl: string | undefined;
   stop(): Promise<void>;
 }
 
@@ -43,12 +46,21 @@ export async function up(config: Config, log: Logger): Promise<Running> {
       await pool.end();
     }
     // The worker runs as a member of pgscore_worker, as in production; psql users get the superuser.
-    const worker = new Worker(connectionAs(url, UP_WORKER_ROLE, UP_WORKER_PASSWORD), config, log);
-    await worker.start();
+    const workerUrl = connectionAs(url, UP_WORKER_ROLE, UP_WORKER_PASSWORD);
+    const worker = new Worker(workerUrl, config, log);
+    const metrics = await startMetrics('worker', worker, workerUrl, config, log);
+    try {
+      await worker.start();
+    } catch (error) {
+      await metrics?.close();
+      throw error;
+    }
     return {
       url,
+      metricsUrl: metrics?.url,
       async stop() {
         await worker.stop();
+        await metrics?.close();
         await server.stop();
       },
     };

@@ -1,0 +1,35 @@
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { createRegistry, type MetricsRole, type MetricsSource } from './registry.js';
+import { serveMetrics, type MetricsServer } from './server.js';
+import { StatusReader } from './status-reader.js';
+
+/**
+ * Serves `/metrics` for a worker or a relay on PGSCORE_METRICS_HOST:PGSCORE_METRICS_PORT, or
+ * does nothing (undefined) when the port is 0 (the default). Call it before source.start(): the
+ * counters must hear the first batch, and a port that is taken stops the command before it has
+ * claimed anything. connectionString is the source's own: its role may SELECT ml.status.
+ */
+export async function startMetrics(
+  role: MetricsRole,
+  source: MetricsSource,
+  connectionString: string,
+  config: Pick<Config, 'metricsHost' | 'metricsPort'>,
+  log: Logger,
+): Promise<MetricsServer | undefined> {
+  if (config.metricsPort === 0) return undefined;
+  const status = new StatusReader(connectionString, log);
+  try {
+    const server = await serveMetrics(createRegistry(role, source, status), config.metricsHost, config.metricsPort, log);
+    return {
+      url: server.url,
+      async close() {
+        await server.close();
+        await status.close();
+      },
+    };
+  } catch (error) {
+    await status.close();
+    throw error;
+  }
+}
