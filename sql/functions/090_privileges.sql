@@ -73,3 +73,6 @@ GRANT EXECUTE ON FUNCTION ml._performance() TO pgscore_admin;
 GRANT SELECT ON ml.performance TO pgscore_admin;
 GRANT EXECUTE ON FUNCTION ml._check_alerts() TO pgscore_worker;
 GRANT SELECT ON ml.alerts TO pgscore_admin;
+-- The workers' metrics show drift and live quality.
+GRANT EXECUTE ON FUNCTION ml._drift(), ml._performance() TO pgscore_worker;
+GRANT SELECT ON ml.drift, ml.performance TO pgscore_worker;

@@ -97,6 +97,7 @@ export function createRegistry(role: MetricsRole, source: MetricsSource, status:
   source.on('failure', (failure) => failures.inc({ deployment: failure.deployment, kind: failure.kind }));
 
   addStatusGauges(registry, status);
+  addQualityGauges(registry, status);
   return registry;
 }
 
@@ -147,4 +148,34 @@ function addStatusGauges(registry: Registry, status: StatusReader): void {
     'Dead letters recorded for the deployment by all workers, less those retried and fixed (ml.status.dead_letters).',
     (row) => row.deadLetters,
   );
+}
+
+/**
+ * Drift and live quality gauges (ml.drift over the last hour, ml.performance over the last day),
+ * read at most once a minute. Labels: deployment, model version, and the feature or metric: the
+ * model's features and five metric names, never anything of a row.
+ */
+function addQualityGauges(registry: Registry, status: StatusReader): void {
+  new Gauge({
+    name: 'pgscore_drift_psi',
+    help: 'Population stability index of a feature over the last hour against its model version\'s baseline (ml.drift).',
+    labelNames: ['deployment', 'model', 'kind', 'feature'] as const,
+    registers: [registry],
+    async collect() {
+      const read = await status.quality();
+      this.reset();
+      for (const r of read?.psi ?? []) this.set({ deployment: r.deployment, model: r.model, kind: r.kind, feature: r.feature }, r.value);
+    },
+  });
+  new Gauge({
+    name: 'pgscore_quality',
+    help: 'Live quality of a model version over the last day, once labels arrive (ml.performance): accuracy, auc, log_loss, mae, rmse.',
+    labelNames: ['deployment', 'model', 'metric'] as const,
+    registers: [registry],
+    async collect() {
+      const read = await status.quality();
+      this.reset();
+      for (const r of read?.quality ?? []) this.set({ deployment: r.deployment, model: r.model, metric: r.kind }, r.value);
+    },
+  });
 }

@@ -13,6 +13,27 @@ export interface DeploymentStatus {
   readonly deadLetters: number;
 }
 
+/** One feature's drift over the last hour, or one version's live quality over the last day. */
+export interface QualityRow {
+  readonly deployment: string;
+  readonly model: string;
+  readonly kind: string;
+  readonly feature: string;
+  readonly value: number;
+}
+
+/** The PSI of each feature over the last hour (ml.drift) and each version's quality over the last day (ml.performance). */
+const READ_QUALITY = `
+  SELECT 'psi' AS what, deployment, model, kind, feature, psi AS value FROM ml.drift WHERE "window" = '1 hour' AND psi IS NOT NULL
+  UNION ALL
+  SELECT 'quality', deployment, model, m.metric, '', m.value
+    FROM ml.performance p,
+         LATERAL (VALUES ('accuracy', p.accuracy), ('auc', p.auc), ('log_loss', p.log_loss), ('mae', p.mae), ('rmse', p.rmse)) m(metric, value)
+   WHERE p."window" = '1 day' AND m.value IS NOT NULL`;
+
+/** Drift and quality change slowly and cost a join over the prediction log: read at most this often. */
+const QUALITY_EVERY_MS = 60_000;
+
 const READ_STATUS = `
   SELECT deployment, pending, coalesce(extract(epoch FROM oldest_pending_age), 0)::float8 AS oldest_pending_seconds,
          in_kafka, dead_letters
@@ -32,6 +53,8 @@ export class StatusReader {
   readonly #pool: pg.Pool;
   readonly #log: RateLimitedLog;
   #inFlight: Promise<DeploymentStatus[] | undefined> | undefined;
+  #quality: { at: number; rows: { psi: QualityRow[]; quality: QualityRow[] } } | undefined;
+  #qualityInFlight: Promise<{ psi: QualityRow[]; quality: QualityRow[] } | undefined> | undefined;
 
   constructor(connectionString: string, log: Logger) {
     // Not createPool (src/db/pool.ts): this pool needs the timeouts, which only the constructor takes.
@@ -57,6 +80,27 @@ export class StatusReader {
   read(): Promise<DeploymentStatus[] | undefined> {
     this.#inFlight ??= this.#query().finally(() => (this.#inFlight = undefined));
     return this.#inFlight;
+  }
+
+  /**
+   * Drift and live quality, read at most once a minute (ml.performance joins the prediction log
+   * to the labels); the last reading in between, or undefined when it cannot be read.
+   */
+  quality(): Promise<{ psi: QualityRow[]; quality: QualityRow[] } | undefined> {
+    if (this.#quality && Date.now() - this.#quality.at < QUALITY_EVERY_MS) return Promise.resolve(this.#quality.rows);
+    this.#qualityInFlight ??= this.#pool
+      .query<QualityRow & { what: string }>(READ_QUALITY)
+      .then(({ rows }) => {
+        const read = { psi: rows.filter((r) => r.what === 'psi'), quality: rows.filter((r) => r.what === 'quality') };
+        this.#quality = { at: Date.now(), rows: read };
+        return read;
+      })
+      .catch((error: unknown) => {
+        this.#log.warn('quality', { err: error }, 'ml.drift and ml.performance cannot be read for the metrics');
+        return undefined;
+      })
+      .finally(() => (this.#qualityInFlight = undefined));
+    return this.#qualityInFlight;
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Worker } from '../../src/worker/worker.js';
 import { createTestDatabase, pending, push, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import { serveWorkerMetrics } from '../helpers/scrape.js';
 import { createSumsTable, insertSums, registerSums, SUMS_INPUTS, SUMS_OUTPUTS } from '../helpers/sums.js';
 
 const IRIS_INPUTS = '{"X": ["sl", "sw", "pl", "pw"]}';
@@ -104,6 +105,13 @@ describe('data drift', () => {
     expect(got.psi).toBeCloseTo(expected, 6);
     expect(expected).toBeGreaterThan(0.2);
     expect(got.out_of_range_share).toBeCloseTo(values.filter((v) => v > baseline!.summary.max).length / values.length, 6);
+    // The worker's /metrics shows the same PSI.
+    const metrics = await serveWorkerMetrics(db, worker);
+    try {
+      expect(await metrics.value('pgscore_drift_psi', { deployment: 'shifted', model: 'iris@1', kind: 'input', feature: 'X[2]' })).toBeCloseTo(got.psi, 9);
+    } finally {
+      await metrics.close();
+    }
     // An alert NOTIFY arrives when the drift starts, for the shifted deployment only.
     const raised = await waitFor(async () => alerts.find((a) => a.alert === 'drifted'), 'the drift alert');
     expect(raised).toMatchObject({ deployment: 'shifted', alert: 'drifted', state: 'raised', at: expect.any(String) });

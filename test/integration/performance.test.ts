@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushModel } from '../../src/models/registry.js';
 import type { Worker } from '../../src/worker/worker.js';
 import { createTestDatabase, modelBytes, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import { serveWorkerMetrics } from '../helpers/scrape.js';
 
 const FIXTURES = new URL('../fixtures/labelled/', import.meta.url);
 
@@ -78,6 +79,14 @@ describe('concept drift (ml.performance)', () => {
     expect(row).toMatchObject({ model: 'cancer@1', role: 'live', mae: null, rmse: null, validation: { accuracy: 0.99, auc: 0.998 } });
     // 0.924 live against 0.99 at validation: more than the default margin of 0.05 lower.
     expect(row!.degraded).toBe(true);
+    // The worker's /metrics shows the same live quality.
+    const metrics = await serveWorkerMetrics(db, worker);
+    try {
+      expect(await metrics.value('pgscore_quality', { deployment: 'tumours', model: 'cancer@1', metric: 'accuracy' })).toBeCloseTo(row!.accuracy!, 9);
+      expect(await metrics.value('pgscore_quality', { deployment: 'tumours', model: 'cancer@1', metric: 'auc' })).toBeCloseTo(row!.auc!, 9);
+    } finally {
+      await metrics.close();
+    }
   });
 
   it('a regressor: MAE and RMSE equal scikit-learn\'s', async () => {
