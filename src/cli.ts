@@ -191,7 +191,8 @@ model
   .description('register an ONNX file as the next version of a model')
   .option('--metadata <json>', 'a JSON object stored with the model')
   .option('--promote', 'point the production alias at the new version')
-  .action(async (name: string, file: string, options: { metadata?: string; promote?: boolean }, command: Command) => {
+  .option('--baseline <csv>', 'training data (a header row, one column per model feature) summarised as the drift baseline')
+  .action(async (name: string, file: string, options: { metadata?: string; promote?: boolean; baseline?: string }, command: Command) => {
     let metadata: Record<string, unknown> | undefined;
     if (options.metadata !== undefined) {
       try {
@@ -206,7 +207,13 @@ model
     const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
       throw new UsageError(`cannot read ${file}: ${error.code === 'ENOENT' ? 'no such file' : error.message}`);
     });
-    const pushed = await withPool(config(command), (pool) => pushModel(pool, name, bytes, { metadata, promote: options.promote }));
+    const baseline = options.baseline === undefined ? undefined : {
+      file: options.baseline,
+      text: await readFile(options.baseline, 'utf8').catch((error: NodeJS.ErrnoException) => {
+        throw new UsageError(`cannot read ${options.baseline}: ${error.code === 'ENOENT' ? 'no such file' : error.message}`);
+      }),
+    };
+    const pushed = await withPool(config(command), (pool) => pushModel(pool, name, bytes, { metadata, promote: options.promote, baseline }));
     const aliases = pushed.aliases.length ? ` (${pushed.aliases.join(', ')})` : ' (not promoted; SELECT ml.promote(...) to use it)';
     process.stdout.write(`registered ${pushed.name}@${pushed.version}${aliases}\n`);
   });

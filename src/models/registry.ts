@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { recordSignature } from '../db/statements.js';
+import { baselineFromCsv } from '../monitoring/baseline-file.js';
 import { loadModel } from './sessions.js';
 
 export interface PushedModel {
@@ -10,16 +11,19 @@ export interface PushedModel {
 
 /**
  * `pgscore model push`: loads the file with onnxruntime first (so a file that will not load is
- * refused before it is stored), then registers it with its signature in one transaction.
+ * refused before it is stored), then registers it with its signature (and the summaries of its
+ * training data, when a baseline CSV is given) in one transaction.
  */
 export async function pushModel(
   db: pg.Pool,
   name: string,
   bytes: Uint8Array,
-  options: { metadata?: Record<string, unknown>; promote?: boolean } = {},
+  options: { metadata?: Record<string, unknown>; promote?: boolean; baseline?: { file: string; text: string } } = {},
 ): Promise<PushedModel> {
   const model = await loadModel(name, bytes, { threads: 1 });
   await model.session.release();
+  // A baseline file that does not fit the model is refused before anything is stored.
+  const baseline = options.baseline ? baselineFromCsv(options.baseline.text, options.baseline.file, model.signature) : undefined;
   const client = await db.connect();
   try {
     await client.query('BEGIN');
@@ -30,6 +34,9 @@ export async function pushModel(
     ]);
     const version = rows[0]!.version;
     await recordSignature(client, { name, version }, { signature: model.signature });
+    if (baseline) {
+      await client.query("SELECT ml._store_baseline($1, $2, 'file', $3, $4, NULL)", [name, version, baseline.rows, JSON.stringify(baseline.inputs)]);
+    }
     if (options.promote) await client.query('SELECT ml.promote($1, $2)', [name, version]);
     const aliases = await client.query<{ alias: string }>(
       'SELECT alias FROM ml._aliases WHERE model = $1 AND version = $2 ORDER BY alias',

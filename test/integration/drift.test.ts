@@ -1,7 +1,11 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Worker } from '../../src/worker/worker.js';
 import { createTestDatabase, pending, push, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import { pgscore } from '../helpers/cli.js';
 import { serveWorkerMetrics } from '../helpers/scrape.js';
 import { createSumsTable, insertSums, registerSums, SUMS_INPUTS, SUMS_OUTPUTS } from '../helpers/sums.js';
 
@@ -158,5 +162,31 @@ describe('data drift', () => {
     await expect(db.sql(`SELECT ml.set_baseline('iris', 'SELECT sl, sw, pl, pw FROM training WHERE false')`)).rejects.toThrow(
       'the baseline query gives no rows');
     await expect(db.sql(`SELECT ml.set_baseline('nope', 'SELECT 1')`)).rejects.toThrow('model "nope" is not registered');
+  });
+
+  it('pgscore model push --baseline summarises a CSV file as ml.set_baseline summarises a query', async () => {
+    await db.sql(`SELECT ml.set_baseline('iris', 'SELECT sl, sw, pl, pw FROM training')`);
+    const rows = await db.sql<{ sl: number; sw: number; pl: number; pw: number }>(`SELECT sl, sw, pl, pw FROM training`);
+    const dir = await mkdtemp(join(tmpdir(), 'pgscore-baseline-'));
+    const csv = join(dir, 'train.csv');
+    await writeFile(csv, ['sepal_length,sepal_width,petal_length,petal_width', ...rows.map((r) => [r.sl, r.sw, r.pl, r.pw].join(','))].join('\n'));
+    const pushed = await pgscore(['model', 'push', 'iris_file', new URL('../../examples/models/iris.onnx', import.meta.url).pathname, '--baseline', csv],
+      { DATABASE_URL: db.url });
+    expect(pushed).toMatchObject({ code: 0, stdout: 'registered iris_file@1 (production)\n' });
+    const [fromFile, fromQuery] = await db.sql<{ origin: string; rows: string; inputs: Record<string, { edges: number[]; freqs: number[] }> }>(
+      `SELECT origin, rows, inputs FROM ml._baselines WHERE (model, version) IN (('iris_file', 1), ('iris', 1)) ORDER BY model DESC`);
+    expect(fromFile).toMatchObject({ origin: 'file', rows: '5000' });
+    expect(fromQuery).toMatchObject({ origin: 'query', rows: '5000' });
+    for (const feature of ['X[0]', 'X[1]', 'X[2]', 'X[3]']) {
+      fromFile!.inputs[feature]!.edges.forEach((edge, i) => expect(edge).toBeCloseTo(fromQuery!.inputs[feature]!.edges[i]!, 5));
+      expect(fromFile!.inputs[feature]!.freqs).toEqual(fromQuery!.inputs[feature]!.freqs);
+    }
+
+    await writeFile(csv, 'a,b,c\n1,2,3\n');
+    const refused = await pgscore(['model', 'push', 'iris_bad', new URL('../../examples/models/iris.onnx', import.meta.url).pathname, '--baseline', csv],
+      { DATABASE_URL: db.url });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`--baseline ${csv} has 3 column(s), but the model takes 4 feature(s): X[0], X[1], X[2], X[3]`);
+    expect(await db.sql(`SELECT count(*)::int AS n FROM ml._models WHERE name = 'iris_bad'`)).toEqual([{ n: 0 }]);
   });
 });
