@@ -14,6 +14,7 @@
 --   filter              text     condition on the table: the rows a run scores (default all)
 --   target              text     table the predictions are appended to instead of the source
 --   rescore_on_promote  boolean  after ml.promote, queue every row again as a run
+--   drift               boolean  count live values against the version's baseline for ml.drift (default true)
 --   drift_threshold     number   PSI above which ml.drift flags a feature (default 0.2)
 --   label               text     column the application fills with the truth later (ml.performance)
 --   quality_margin      number   drop of live quality below the version's validation figures that flags it (default 0.05)
@@ -120,7 +121,7 @@ BEGIN
   END IF;
   FOR v_key, v_value IN SELECT * FROM jsonb_each(p_options) LOOP
     v_kind := CASE
-      WHEN v_key IN ('backfill', 'provenance', 'rescore_on_promote') THEN 'boolean'
+      WHEN v_key IN ('backfill', 'provenance', 'rescore_on_promote', 'drift') THEN 'boolean'
       WHEN v_key IN ('shadow', 'schedule', 'timezone', 'filter', 'target', 'mode') THEN 'string'
       WHEN v_key IN ('log_sample', 'drift_threshold', 'quality_margin') THEN 'number'
       WHEN v_key = 'label' THEN 'string'
@@ -128,7 +129,7 @@ BEGIN
     IF v_kind IS NULL THEN
       RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
         USING ERRCODE = 'feature_not_supported',
-              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift_threshold, label, quality_margin.';
+              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift, drift_threshold, label, quality_margin.';
     END IF;
     IF jsonb_typeof(v_value) <> v_kind THEN
       RAISE EXCEPTION 'option "%" must be %, not %', v_key,
@@ -289,6 +290,7 @@ BEGIN
   END IF;
   RETURN jsonb_build_object(
     'label', v_label,
+    'drift', coalesce((d.options->>'drift')::boolean, true),
     'mode', coalesce(d.options->>'mode', 'live'),
     'log_sample', coalesce((d.options->>'log_sample')::float8, 1),
     'variants', v_variants,
@@ -305,7 +307,7 @@ CREATE OR REPLACE FUNCTION ml._installed_part(p_plan jsonb)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 AS $$
-  SELECT p_plan - 'log_sample' - 'variants' - 'shadow' - 'schedule' - 'timezone' - 'filter' - 'label'
+  SELECT p_plan - 'log_sample' - 'variants' - 'shadow' - 'schedule' - 'timezone' - 'filter' - 'label' - 'drift'
 $$;
 
 -- A target table's schema and name: an unqualified name is in the source's schema.

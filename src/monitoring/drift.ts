@@ -117,6 +117,7 @@ export class DriftRecorder {
 
   /** Counts one scored group of rows (called in the batch, before its write-back). */
   observe(deploymentId: number, plan: Plan, ref: string, rows: readonly ClaimedRow[], scored: Scored): void {
+    if (!plan.drift) return;
     const baseline = this.#baselines.get(ref);
     const inputs = inputFeatures(plan);
     const outputs = outputFeatures(plan);

@@ -62,6 +62,8 @@ export const planSchema = z.object({
   /** A batch deployment's cron schedule, in timezone. */
   schedule: z.string().nullable().default(null),
   timezone: z.string().default('UTC'),
+  /** Whether the worker counts live values against the version's baseline (ml.drift). */
+  drift: z.boolean().default(true),
   /** A side table the predictions are appended to, instead of the source rows. */
   target: z.object({ table: z.string(), oid: z.number() }).nullable().default(null),
 });

@@ -84,6 +84,11 @@ describe('data drift', () => {
       await db.sql(`SELECT ml.deploy($1::text, $1::regclass, 'iris', $2, $3)`, [name, IRIS_INPUTS, IRIS_OUTPUTS]);
     }
     // The same distribution (other rows of it), and one where petal length moved up by 1.5 cm.
+    // A deployment with {"drift": false} is not counted.
+    await db.sql(`CREATE TABLE quiet (id int PRIMARY KEY, sl real, sw real, pl real, pw real)`);
+    await db.sql(`SELECT ml.deploy('quiet', 'quiet', 'iris', $1, $2, '{"drift": false}')`, [IRIS_INPUTS, IRIS_OUTPUTS]);
+    await db.sql(`INSERT INTO quiet SELECT g, ${FLOWER('g', '3')} FROM generate_series(1, 1000) g`);
+    await waitFor(async () => (await pending(db, 'quiet')) === 0, 'quiet rows scored');
     // The steady rows first: the outputs' baseline is iris@1's first 1,000 predictions.
     await db.sql(`INSERT INTO steady SELECT g, ${FLOWER('g + 5000')} FROM generate_series(1, 4000) g`);
     await waitFor(async () => (await pending(db, 'steady')) === 0, 'steady rows scored');
@@ -131,6 +136,7 @@ describe('data drift', () => {
     const invalid = await waitFor(async () => alerts.find((a) => a.deployment === 'steady' && a.alert === 'invalid'), 'the invalid alert');
     expect(invalid).toMatchObject({ state: 'raised', detail: { status: 'invalid' } });
     expect(alerts.filter((a) => a.deployment === 'steady' && a.alert === 'drifted')).toEqual([]);
+    expect(await drift('quiet')).toEqual([]);
     // Outputs: their baseline came from the first 1,000 predictions of iris@1.
     const outputs = (await drift('steady')).filter((r) => r.kind === 'output').map((r) => r.feature);
     expect(outputs).toEqual(['label', 'probabilities[0]']);
