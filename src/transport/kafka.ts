@@ -196,6 +196,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       }
     }
 
+    const handled: { deployment: ActiveDeployment; result: { dead: number; deadReason?: string }; batch: BatchResult }[] = [];
     try {
       await inWritebackTransaction(this.#pool, async (client) => {
         if (poison.length > 0) {
@@ -215,18 +216,26 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
           await requeueRows(client, deployment, stale, 0);
           await client.query(COUNT_CONSUMED, [deployment.id, rows.length + stale.length]);
           const done = performance.now();
-          this.emit('batch', {
-            deployment: deployment.name,
-            claimed: rows.length + stale.length,
-            written: result.written,
-            dead: result.dead,
-            requeued: result.requeued + stale.length,
-            ms: done - started,
-            phases: { claimMs: claimedAt - started, scoreMs: result.scoredAt - claimedAt, writeMs: done - result.scoredAt },
-          } satisfies BatchResult);
-          reportDeadLetters(this.#failureLog, deployment, result);
+          handled.push({
+            deployment,
+            result,
+            batch: {
+              deployment: deployment.name,
+              claimed: rows.length + stale.length,
+              written: result.written,
+              dead: result.dead,
+              requeued: result.requeued + stale.length,
+              ms: done - started,
+              phases: { claimMs: claimedAt - started, scoreMs: result.scoredAt - claimedAt, writeMs: done - result.scoredAt },
+            },
+          });
         }
       });
+      // Reported once committed: a chunk that rolls back is redelivered and counted then.
+      for (const { deployment, result, batch } of handled) {
+        this.emit('batch', batch);
+        reportDeadLetters(this.#failureLog, deployment, result);
+      }
     } catch (error) {
       // The failure policy: nothing of the chunk committed and its offsets stay uncommitted, so
       // Kafka redelivers it. A deployment whose write failed is re-checked first (a schema change
@@ -238,6 +247,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
         }
         this.#loadedAt = 0;
       }
+      for (const { deployment } of groups.values()) this.emit('failure', { deployment: deployment.name, kind: action.kind, reason: action.reason });
       this.#failureLog.error(`chunk:${action.kind}`, { topic, partition, err: error }, `Kafka batch failed, it will be redelivered: ${action.reason}`);
       await new Promise((resolve) => setTimeout(resolve, 250 + Math.random() * 250));
       throw error;
@@ -258,6 +268,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       } catch (error) {
         if (classifyFailure(error).kind !== 'pause') throw error;
         const restMs = this.#health.failed(deployment.id, describe(error));
+        this.emit('failure', { deployment: deployment.name, kind: 'pause', reason: describe(error) });
         this.#failureLog.error(`pause:${deployment.id}`, { deployment: deployment.name, restMs, err: error },
           `deployment paused, its rows wait on its queue: ${describe(error)}`);
       }

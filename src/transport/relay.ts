@@ -51,6 +51,7 @@ export class Relay extends EventEmitter<LoopEvents> {
       },
     });
     this.#loop.on('batch', (result) => this.emit('batch', result));
+    this.#loop.on('failure', (failure) => this.emit('failure', failure));
     this.#loop.on('ready', () => this.emit('ready'));
   }
 
