@@ -157,7 +157,10 @@ $$;
 -- hour, the last day): the live rows, their PSI against the version's baseline, the share of
 -- NULL or NaN values and of values outside the baseline's range, and whether the PSI is above
 -- the deployment's "drift_threshold" (default 0.2).
-CREATE OR REPLACE FUNCTION ml._drift()
+-- Its arguments changed: drop and create (the view is created again below).
+DROP VIEW IF EXISTS ml.drift;
+DROP FUNCTION IF EXISTS ml._drift();
+CREATE OR REPLACE FUNCTION ml._drift(p_windows text[] DEFAULT ARRAY['1 hour', '1 day'])
 RETURNS TABLE (
   deployment text,
   model text,
@@ -174,7 +177,7 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-  WITH windows(name, span) AS (VALUES ('1 hour', interval '1 hour'), ('1 day', interval '1 day')),
+  WITH windows(name, span) AS (SELECT w, w::interval FROM unnest(p_windows) w),
   totals AS (
     SELECT w.name, c.deployment_id, c.model, c.kind, c.feature,
            sum(c.rows)::bigint AS rows, sum(c.nulls)::float8 AS nulls, sum(c.out_of_range)::float8 AS out_of_range
@@ -203,5 +206,4 @@ AS $$
    ORDER BY d.name, t.model, t.kind DESC, t.feature, t.name
 $$;
 
-DROP VIEW IF EXISTS ml.drift;
 CREATE VIEW ml.drift AS SELECT * FROM ml._drift();

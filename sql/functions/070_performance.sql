@@ -17,7 +17,8 @@ $$;
 
 DROP VIEW IF EXISTS ml.performance;
 DROP FUNCTION IF EXISTS ml._performance();
-CREATE FUNCTION ml._performance()
+DROP FUNCTION IF EXISTS ml._performance(text[]);
+CREATE FUNCTION ml._performance(p_windows text[] DEFAULT ARRAY['1 hour', '1 day', '7 days'])
 RETURNS TABLE (
   deployment text,
   model text,
@@ -54,7 +55,7 @@ BEGIN
     v_margin := coalesce((d.options->>'quality_margin')::float8, 0.05);
     SELECT string_agg(format('t.%I = (p.row_key->>%L)::%s', k->>'column', k->>'column', k->>'type'), ' AND ') INTO v_join
       FROM jsonb_array_elements(d.plan->'keys') k;
-    FOR v_window IN SELECT * FROM (VALUES ('1 hour', interval '1 hour'), ('1 day', interval '1 day'), ('7 days', interval '7 days')) w(name, span) LOOP
+    FOR v_window IN SELECT w AS name, w::interval AS span FROM unnest(p_windows) w LOOP
       -- The latest logged prediction of each row by each version in the window, with its label.
       FOR v_row IN EXECUTE format($q$
         WITH p AS (

@@ -25,11 +25,11 @@ BEGIN
     RETURN;
   END IF;
   SELECT coalesce(jsonb_object_agg(x.deployment, x.features), '{}') INTO v_drifted FROM (
-    SELECT f.deployment, jsonb_agg(DISTINCT f.feature) AS features FROM ml._drift() f
-     WHERE f."window" = '1 hour' AND f.drifted GROUP BY f.deployment) x;
+    SELECT f.deployment, jsonb_agg(DISTINCT f.feature) AS features FROM ml._drift(ARRAY['1 hour']) f
+     WHERE f.drifted GROUP BY f.deployment) x;
   SELECT coalesce(jsonb_object_agg(x.deployment, x.models), '{}') INTO v_degraded FROM (
-    SELECT p.deployment, jsonb_agg(DISTINCT p.model) AS models FROM ml._performance() p
-     WHERE p."window" = '1 day' AND p.degraded GROUP BY p.deployment) x;
+    SELECT p.deployment, jsonb_agg(DISTINCT p.model) AS models FROM ml._performance(ARRAY['1 day']) p
+     WHERE p.degraded GROUP BY p.deployment) x;
 
   FOR d IN SELECT * FROM ml._deployments ORDER BY id LOOP
     SELECT count(*) INTO v_dead FROM ml._dead_letters e WHERE e.deployment_id = d.id;

@@ -60,7 +60,7 @@ GRANT EXECUTE ON FUNCTION
   ml._signature(text, int),
   ml._model_features(jsonb),
   ml._store_baseline(text, int, text, bigint, jsonb, jsonb),
-  ml._drift()
+  ml._drift(text[])
   TO pgscore_admin;
 GRANT SELECT ON ml.drift TO pgscore_admin;
 GRANT SELECT ON ml._baselines TO pgscore_worker;
@@ -69,10 +69,10 @@ GRANT EXECUTE ON FUNCTION
   ml._add_drift_counts(int[], text[], text[], text[], timestamptz[], text[], bigint[], bigint[], bigint[])
   TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._setting(text), ml._setting_defaults() TO pgscore_worker;
-GRANT EXECUTE ON FUNCTION ml._performance() TO pgscore_admin;
+GRANT EXECUTE ON FUNCTION ml._performance(text[]) TO pgscore_admin;
 GRANT SELECT ON ml.performance TO pgscore_admin;
 GRANT EXECUTE ON FUNCTION ml._check_alerts() TO pgscore_worker;
 GRANT SELECT ON ml.alerts TO pgscore_admin;
 -- The workers' metrics show drift and live quality.
-GRANT EXECUTE ON FUNCTION ml._drift(), ml._performance() TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._drift(text[]), ml._performance(text[]) TO pgscore_worker;
 GRANT SELECT ON ml.drift, ml.performance TO pgscore_worker;

@@ -24,12 +24,12 @@ export interface QualityRow {
 
 /** The PSI of each feature over the last hour (ml.drift) and each version's quality over the last day (ml.performance). */
 const READ_QUALITY = `
-  SELECT 'psi' AS what, deployment, model, kind, feature, psi AS value FROM ml.drift WHERE "window" = '1 hour' AND psi IS NOT NULL
+  SELECT 'psi' AS what, deployment, model, kind, feature, psi AS value FROM ml._drift(ARRAY['1 hour']) WHERE psi IS NOT NULL
   UNION ALL
   SELECT 'quality', deployment, model, m.metric, '', m.value
-    FROM ml.performance p,
+    FROM ml._performance(ARRAY['1 day']) p,
          LATERAL (VALUES ('accuracy', p.accuracy), ('auc', p.auc), ('log_loss', p.log_loss), ('mae', p.mae), ('rmse', p.rmse)) m(metric, value)
-   WHERE p."window" = '1 day' AND m.value IS NOT NULL`;
+   WHERE m.value IS NOT NULL`;
 
 /** Drift and quality change slowly and cost a join over the prediction log: read at most this often. */
 const QUALITY_EVERY_MS = 60_000;
@@ -101,6 +101,14 @@ export class StatusReader {
       })
       .finally(() => (this.#qualityInFlight = undefined));
     return this.#qualityInFlight;
+  }
+
+  /**
+   * One statement of the status page (src/metrics/status-page.ts) on this reader's connection,
+   * with the same timeouts; throws what it met.
+   */
+  async query<R extends pg.QueryResultRow>(text: string): Promise<R[]> {
+    return (await this.#pool.query<R>(text)).rows;
   }
 
   async close(): Promise<void> {
