@@ -122,8 +122,11 @@ $$;
 -- Per deployment and model version (live, each variant of a split, the shadow) over the log of
 -- the last `since`: rows scored, rows a shadow scored that the live model scored too, their
 -- agreement (share of rows with the same label) and mean absolute difference (number outputs),
--- the model's run time per row, dead letters. ml.compare (the view) covers the last day.
-CREATE OR REPLACE FUNCTION ml.compare(since interval DEFAULT interval '1 day')
+-- the model's run time per row, dead letters, and, once labels exist (option "label"), the
+-- accuracy of its predictions (ml.performance). ml.compare (the view) covers the last day.
+DROP VIEW IF EXISTS ml.compare;
+DROP FUNCTION IF EXISTS ml.compare(interval);
+CREATE FUNCTION ml.compare(since interval DEFAULT interval '1 day')
 RETURNS TABLE (
   deployment text,
   model text,
@@ -134,12 +137,16 @@ RETURNS TABLE (
   mean_abs_diff float8,
   score_us_per_row float8,
   dead_letters bigint,
+  accuracy float8,
   first_scored timestamptz,
   last_scored timestamptz)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
   WITH p AS MATERIALIZED (
     SELECT * FROM ml._predictions x WHERE x.scored_at >= now() - since
   ), pairs AS (
@@ -147,20 +154,22 @@ AS $$
       FROM p s
       LEFT JOIN p l ON s.role = 'shadow' AND l.role <> 'shadow' AND l.error IS NULL
                    AND l.deployment_id = s.deployment_id AND l.scored_at = s.scored_at AND l.row_key = s.row_key
+  ), quality AS (
+    SELECT q.deployment, q.model, q.accuracy FROM ml._performance(ARRAY[since::text]) q
   )
   SELECT d.name, x.model, x.role, count(*),
          CASE WHEN x.role = 'shadow' THEN count(*) FILTER (WHERE a.same IS NOT NULL OR a.diff IS NOT NULL) END,
-         avg(a.same::int), avg(a.diff), avg(x.score_us),
+         avg(a.same::int)::float8, avg(a.diff), avg(x.score_us)::float8,
          count(*) FILTER (WHERE x.error IS NOT NULL),
+         (SELECT q.accuracy FROM quality q WHERE q.deployment = d.name AND q.model = x.model),
          min(x.scored_at), max(x.scored_at)
     FROM pairs x
     JOIN ml._deployments d ON d.id = x.deployment_id
     LEFT JOIN LATERAL ml._agreement(d.plan->'outputs', x.outputs, x.live_outputs) a
            ON x.live_outputs IS NOT NULL AND x.error IS NULL
    GROUP BY d.name, x.model, x.role
-   ORDER BY d.name, CASE x.role WHEN 'live' THEN 0 WHEN 'variant' THEN 1 ELSE 2 END, x.model
+   ORDER BY d.name, CASE x.role WHEN 'live' THEN 0 WHEN 'variant' THEN 1 ELSE 2 END, x.model;
+END
 $$;
 
--- Its columns change between versions: drop and create instead of replacing.
-DROP VIEW IF EXISTS ml.compare;
 CREATE VIEW ml.compare AS SELECT * FROM ml.compare();

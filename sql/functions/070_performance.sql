@@ -1,6 +1,7 @@
 -- Concept drift: ml.performance compares each logged prediction (the one the model made, not a
 -- recomputed one) with the label the application filled in later, per deployment, model version
--- (each variant) and window, beside the version's validation figures from its metadata.
+-- (each variant, and the shadow) and window, beside the version's validation figures from its
+-- metadata.
 
 -- The ROC AUC of scores against 0/1 truths: the Mann-Whitney statistic, ties sharing ranks.
 CREATE OR REPLACE FUNCTION ml._auc(p_scores float8[], p_truths int[])
@@ -61,7 +62,7 @@ BEGIN
         WITH p AS (
           SELECT DISTINCT ON (p.row_key, p.model) p.model, p.role, p.row_key, p.outputs
             FROM ml._predictions p
-           WHERE p.deployment_id = $1 AND p.role <> 'shadow' AND p.error IS NULL AND p.scored_at >= now() - $2
+           WHERE p.deployment_id = $1 AND p.error IS NULL AND p.scored_at >= now() - $2
            ORDER BY p.row_key, p.model, p.scored_at DESC
         ), j AS (
           SELECT p.model, p.role, p.outputs->>%1$L AS predicted, (p.outputs->>%2$L)::float8 AS score, t.%3$I::text AS truth

@@ -40,6 +40,7 @@ describe('concept drift (ml.performance)', () => {
     // Validation figures as an ML engineer would record them at training time.
     await pushModel(db.pool, 'cancer', await modelBytes('breast_cancer_logreg.onnx'), { metadata: { accuracy: 0.99, auc: 0.998 } });
     await pushModel(db.pool, 'diabetes', await modelBytes('diabetes_linreg.onnx'), { metadata: { mae: 43.5 } });
+    await pushModel(db.pool, 'challenger', await modelBytes('breast_cancer_gbm.onnx'));
     worker = await startWorker(db);
   });
   afterAll(async () => {
@@ -49,7 +50,7 @@ describe('concept drift (ml.performance)', () => {
 
   const performance = (deployment: string) =>
     db.sql<Performance>(`SELECT model, role, "window", labelled, accuracy, log_loss, auc, mae, rmse, validation, degraded
-                           FROM ml.performance WHERE deployment = $1 AND "window" = '1 hour'`, [deployment]);
+                           FROM ml.performance WHERE deployment = $1 AND "window" = '1 hour' ORDER BY role`, [deployment]);
 
   /** Inserts the rows without labels, waits until all are scored, then fills in the labels. */
   async function scoreThenLabel(table: string, file: string): Promise<number> {
@@ -65,11 +66,11 @@ describe('concept drift (ml.performance)', () => {
   it('a classifier: accuracy, log loss and AUC equal scikit-learn\'s, beside the validation figures, flagged when worse', async () => {
     await db.sql(`CREATE TABLE tumours (id int PRIMARY KEY, features real[], truth int)`);
     await db.sql(`SELECT ml.deploy('tumours', 'tumours', 'cancer', '{"X": "features"}', '{"predicted": "label", "p1": "probabilities[1]"}',
-                                   '{"label": "truth"}')`);
+                                   '{"label": "truth", "shadow": "challenger"}')`);
     const n = await scoreThenLabel('tumours', 'breast_cancer.csv');
-    const [row] = await waitFor(async () => {
+    const [row, shadow] = await waitFor(async () => {
       const rows = await performance('tumours');
-      return rows.length === 1 && rows[0]!.labelled === String(n) && rows;
+      return rows.length === 2 && rows.every((r) => r.labelled === String(n)) && rows;
     }, 'labelled rows measured');
     const want = expected.breast_cancer_logreg!;
     expect(row!.labelled).toBe(String(want.rows));
@@ -79,6 +80,14 @@ describe('concept drift (ml.performance)', () => {
     expect(row).toMatchObject({ model: 'cancer@1', role: 'live', mae: null, rmse: null, validation: { accuracy: 0.99, auc: 0.998 } });
     // 0.924 live against 0.99 at validation: more than the default margin of 0.05 lower.
     expect(row!.degraded).toBe(true);
+    // The shadow is measured on the same labels, in the dark; ml.compare shows both accuracies.
+    expect(shadow).toMatchObject({ model: 'challenger@1', role: 'shadow', labelled: String(n) });
+    const compare = await db.sql<{ model: string; role: string; accuracy: number }>(
+      `SELECT model, role, accuracy FROM ml.compare WHERE deployment = 'tumours' ORDER BY role`);
+    expect(compare).toEqual([
+      { model: 'cancer@1', role: 'live', accuracy: row!.accuracy },
+      { model: 'challenger@1', role: 'shadow', accuracy: shadow!.accuracy },
+    ]);
     // The worker's /metrics shows the same live quality.
     const metrics = await serveWorkerMetrics(db, worker);
     try {
