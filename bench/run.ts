@@ -22,8 +22,9 @@ import { restPattern } from './scenarios/6-rest-pattern.js';
 import { workerMemory } from './scenarios/7-worker-memory.js';
 import { isolation } from './scenarios/8-isolation.js';
 import { lifecycleCost } from './scenarios/9-lifecycle-cost.js';
+import { monitoringCost } from './scenarios/10-monitoring-cost.js';
 
-const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost];
+const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost, monitoringCost];
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');

@@ -14,12 +14,21 @@ export interface DrainRun {
   readonly phases: { claimMs: number; scoreMs: number; writeMs: number; batchMs: number };
 }
 
+export interface DrainOptions {
+  /**
+   * Called with the worker before it starts, outside the timing: what must hear its first batch
+   * (a metrics server, src/metrics/metrics.ts) attaches here.
+   */
+  readonly onWorker?: (worker: Worker) => Promise<void> | void;
+}
+
 /**
  * Starts one notify worker on a queued backlog of n rows of `table` (deployed under the same
  * name) and times it until every row is written; the queue is then checked empty.
  */
-export async function drainNotify(db: BenchDatabase, table: string, n: number, log: Logger): Promise<DrainRun> {
+export async function drainNotify(db: BenchDatabase, table: string, n: number, log: Logger, options: DrainOptions = {}): Promise<DrainRun> {
   const worker = new Worker(db.url, WORKER_DEFAULTS, log);
+  await options.onWorker?.(worker);
   let written = 0;
   let batches = 0;
   const phases = { claimMs: 0, scoreMs: 0, writeMs: 0, batchMs: 0 };
