@@ -78,6 +78,7 @@ program
         `  INSERT INTO iris (sepal_length, sepal_width, petal_length, petal_width) VALUES (5.1, 3.5, 1.4, 0.2);\n` +
         `  SELECT id, species, p_setosa FROM iris ORDER BY id DESC LIMIT 5;\n` +
         (running.metricsUrl ? `metrics: ${running.metricsUrl}\n` : '') +
+        (running.statusUrl ? `status page: ${running.statusUrl}\n` : '') +
         `Ctrl-C stops pgscore and its Postgres; the data stays in ${cfg.dataDir}.\n`,
     );
     const signal = await untilSignal();

@@ -58,11 +58,10 @@ AS $$
                         FROM unnest(l.counts) WITH ORDINALITY u(c, i),
                              (SELECT sum(v) AS total FROM unnest(l.counts) v) s))
              ORDER BY x.model, x.kind DESC, x.feature) AS features
-      FROM ml._drift() x
+      FROM ml._drift(ARRAY['1 hour']) x
       JOIN ml._deployments d ON d.name = x.deployment
       JOIN live l ON l.deployment_id = d.id AND l.model = x.model AND l.kind = x.kind AND l.feature = x.feature
       JOIN ml._baselines b ON b.model || '@' || b.version = x.model
-     WHERE x."window" = '1 hour'
      GROUP BY x.deployment
   ), alerts AS (
     SELECT a.deployment_id, jsonb_agg(a.alert ORDER BY a.alert) AS alerts FROM ml._alert_state a WHERE a.raised GROUP BY 1

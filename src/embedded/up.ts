@@ -16,6 +16,8 @@ export interface Running {
   readonly url: string;
   /** The worker's /metrics, when PGSCORE_METRICS_PORT is set. */
   readonly metricsUrl: string | undefined;
+  /** The worker's status page, beside /metrics. */
+  readonly statusUrl: string | undefined;
   stop(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ export async function up(config: Config, log: Logger): Promise<Running> {
     return {
       url,
       metricsUrl: metrics?.url,
+      statusUrl: metrics?.statusUrl,
       async stop() {
         await worker.stop();
         await metrics?.close();

@@ -2,20 +2,24 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Registry } from 'prom-client';
 import { ConfigError, describe } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { StatusPage } from './status-page.js';
 
 export interface MetricsServer {
   /** Where Prometheus scrapes, e.g. http://127.0.0.1:9464/metrics. */
   readonly url: string;
+  /** The status page of the deployments, e.g. http://127.0.0.1:9464/. */
+  readonly statusUrl: string;
   close(): Promise<void>;
 }
 
 /**
- * Serves the registry in Prometheus' text format on GET /metrics, and nothing else. A port that
- * cannot be had is a configuration error (exit code 2), reported before the worker starts.
+ * Serves the registry in Prometheus' text format on GET /metrics and the status page on GET /
+ * (src/metrics/status-page.ts). A port that cannot be had is a configuration error (exit code
+ * 2), reported before the worker starts.
  */
-export async function serveMetrics(registry: Registry, host: string, port: number, log: Logger): Promise<MetricsServer> {
+export async function serveMetrics(registry: Registry, page: StatusPage, host: string, port: number, log: Logger): Promise<MetricsServer> {
   const server = createServer((request, response) => {
-    void respond(registry, request, response, log);
+    void respond(registry, page, request, response, log);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -32,9 +36,10 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
   });
   // After listening, errors are per connection; a broken scrape must not end the worker.
   server.on('error', (error) => log.warn({ err: error }, 'metrics server error'));
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}/metrics`;
+  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   return {
-    url,
+    url: `${origin}/metrics`,
+    statusUrl: `${origin}/`,
     async close() {
       // Prometheus keeps its connection alive between scrapes; close() alone would wait for it.
       server.closeAllConnections();
@@ -43,14 +48,18 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
   };
 }
 
-async function respond(registry: Registry, request: IncomingMessage, response: ServerResponse, log: Logger): Promise<void> {
-  const path = (request.url ?? '/').split('?')[0];
-  if (path !== '/metrics') {
-    response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('pgscore serves only /metrics\n');
+async function respond(registry: Registry, page: StatusPage, request: IncomingMessage, response: ServerResponse, log: Logger): Promise<void> {
+  const path = (request.url ?? '/').split('?')[0] ?? '/';
+  if (path !== '/metrics' && !page.serves(path)) {
+    response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('pgscore serves /metrics, and its status page at /\n');
     return;
   }
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     response.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('use GET\n');
+    return;
+  }
+  if (path !== '/metrics') {
+    await page.respond(path, request, response);
     return;
   }
   try {

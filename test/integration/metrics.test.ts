@@ -194,8 +194,8 @@ describe('pgscore worker --metrics-port', () => {
     expect(after.value('pgscore_rows_scored_total', { deployment: 'flowers' })).toBe(560);
   });
 
-  it('answers 404 outside /metrics', async () => {
-    const response = await fetch(`http://127.0.0.1:${port}/`);
+  it('answers 404 outside /metrics and the status page', async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/nothing-here`);
     expect(response.status).toBe(404);
   });
 
