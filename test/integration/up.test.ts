@@ -30,6 +30,10 @@ describe('pgscore up (npm start)', () => {
     const first = await start(dataDir, port);
     console.log(`pgscore up: ready in ${first.readyMs.toFixed(0)} ms on a fresh data directory`);
     expect(first.up.output()).toContain('INSERT INTO iris');
+    // The ready message points to the status page (on 9464 unless that port is taken).
+    const page = /status page: (\S+)/.exec(first.up.output())?.[1];
+    if (page) expect((await fetch(page)).status).toBe(200);
+    else expect(first.up.output()).toContain('no status page: cannot serve metrics on 127.0.0.1:9464: the port is in use');
     const client = new pg.Client({ connectionString: first.url });
     await client.connect();
     try {
