@@ -3,11 +3,11 @@
  * Prometheus text-format parser, against what the database says: rows with predictions, dead
  * letters, queued rows, rows in Kafka. And `pgscore status --watch`.
  */
-import { createServer, type AddressInfo } from 'node:net';
 import { getMetricsFromIterator, type PromData, type PromHistogramData, type PromLabels } from 'prom2javascript';
 import { afterAll, beforeAll, describe, expect, it, test } from 'vitest';
 import { exited, pgscore, startPgscore } from '../helpers/cli.js';
 import { createTestDatabase, pending, push, waitFor, type TestDatabase } from '../helpers/db.js';
+import { freePort } from '../helpers/scrape.js';
 import { ensureKafkaJars, kafkaAvailable, startKafkaBroker, type KafkaBroker } from '../helpers/kafka-broker.js';
 
 /** The metrics pgscore defines itself (the rest are prom-client's process metrics). */
@@ -62,13 +62,6 @@ function scrapeWhen(port: number, name: string, labels: PromLabels, atLeast: num
   }, `${name}${JSON.stringify(labels)} to reach ${atLeast}`, 10_000);
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const count = async (db: TestDatabase, sql: string) => Number((await db.sql<{ n: string }>(sql))[0]!.n);
 const statusOf = async (db: TestDatabase, deployment: string) =>

@@ -5,7 +5,6 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
@@ -15,6 +14,7 @@ import type { MetricsServer } from '../../src/metrics/server.js';
 import { pushModel } from '../../src/models/registry.js';
 import type { Worker } from '../../src/worker/worker.js';
 import { createTestDatabase, modelBytes, pending, push, quietLog, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import { freePort } from '../helpers/scrape.js';
 
 const CHROMIUM = process.env.PGSCORE_CHROMIUM ?? '/usr/bin/chromium';
 const OUTPUT = fileURLToPath(new URL('../../test-output/', import.meta.url));
@@ -34,13 +34,6 @@ const FLOWER = (g: string, shift = '0') =>
 const MARKUP_COLUMN = '<b>pw</b>';
 const MARKUP_TABLE = '<i>t</i>';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** The number a cell shows: "4,000" → 4000, "–" → null. */
 const numberIn = (text: string | null) => (text === null || text.trim() === '–' ? null : Number(text.replace(/[^0-9.-]/g, '')));
