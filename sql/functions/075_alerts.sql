@@ -5,7 +5,10 @@
 --     "dead_letters", "state": "raised" | "cleared", "detail": {…}, "at": …}'
 -- once per change. The workers call ml._check_alerts every few seconds and log each change.
 
-CREATE OR REPLACE FUNCTION ml._check_alerts()
+-- p_quality: also re-evaluate "degraded" (ml.performance joins a day of the prediction log to the
+-- labels, so the workers ask for it once a minute, not on every check); otherwise it stays as it was.
+DROP FUNCTION IF EXISTS ml._check_alerts();
+CREATE OR REPLACE FUNCTION ml._check_alerts(p_quality boolean DEFAULT true)
 RETURNS TABLE (deployment text, alert text, state text, detail jsonb)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -27,9 +30,11 @@ BEGIN
   SELECT coalesce(jsonb_object_agg(x.deployment, x.features), '{}') INTO v_drifted FROM (
     SELECT f.deployment, jsonb_agg(DISTINCT f.feature) AS features FROM ml._drift(ARRAY['1 hour']) f
      WHERE f.drifted GROUP BY f.deployment) x;
+  IF p_quality THEN
   SELECT coalesce(jsonb_object_agg(x.deployment, x.models), '{}') INTO v_degraded FROM (
     SELECT p.deployment, jsonb_agg(DISTINCT p.model) AS models FROM ml._performance(ARRAY['1 day']) p
      WHERE p.degraded GROUP BY p.deployment) x;
+  END IF;
 
   FOR d IN SELECT * FROM ml._deployments ORDER BY id LOOP
     SELECT count(*) INTO v_dead FROM ml._dead_letters e WHERE e.deployment_id = d.id;
@@ -37,7 +42,10 @@ BEGIN
       SELECT * FROM (VALUES
         ('invalid', d.status IN ('invalid', 'dropped'), jsonb_build_object('status', d.status, 'reason', d.reason)),
         ('drifted', v_drifted ? d.name, jsonb_build_object('features', v_drifted->d.name)),
-        ('degraded', v_degraded ? d.name, jsonb_build_object('models', v_degraded->d.name)),
+        ('degraded', CASE WHEN p_quality THEN v_degraded ? d.name
+                          ELSE coalesce((SELECT s.raised FROM ml._alert_state s WHERE s.deployment_id = d.id AND s.alert = 'degraded'), false) END,
+         CASE WHEN p_quality THEN jsonb_build_object('models', v_degraded->d.name)
+              ELSE (SELECT s.detail FROM ml._alert_state s WHERE s.deployment_id = d.id AND s.alert = 'degraded') END),
         -- Raised when dead letters were added since the last check, cleared once there are none.
         ('dead_letters', v_dead > coalesce((SELECT s.seen FROM ml._alert_state s WHERE s.deployment_id = d.id AND s.alert = 'dead_letters'), 0)
                          OR (v_dead > 0 AND coalesce((SELECT s.raised FROM ml._alert_state s WHERE s.deployment_id = d.id AND s.alert = 'dead_letters'), false)),

@@ -71,7 +71,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION ml._setting(text), ml._setting_defaults() TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._performance(text[]) TO pgscore_admin;
 GRANT SELECT ON ml.performance TO pgscore_admin;
-GRANT EXECUTE ON FUNCTION ml._check_alerts() TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._check_alerts(boolean) TO pgscore_worker;
 GRANT SELECT ON ml.alerts TO pgscore_admin;
 -- The workers' metrics show drift and live quality.
 GRANT EXECUTE ON FUNCTION ml._drift(text[]), ml._performance(text[]) TO pgscore_worker;

@@ -17,11 +17,13 @@ const SCHEDULE_STATE = `
 const START_SCHEDULED_RUN = 'SELECT ml._start_scheduled_run($1, $2) AS run';
 
 /** Changes of each deployment's alerts, sent as NOTIFY pgscore_alerts (sql/functions/075_alerts.sql). */
-const CHECK_ALERTS = 'SELECT deployment, alert, state, detail FROM ml._check_alerts()';
+const CHECK_ALERTS = 'SELECT deployment, alert, state, detail FROM ml._check_alerts($1)';
 
 const MAINTAIN_EVERY_MS = 60_000;
 const TICK_EVERY_MS = 1_000;
 const ALERTS_EVERY_MS = 10_000;
+/** "degraded" joins a day of the prediction log to the labels: evaluated on every 6th check. */
+const QUALITY_ALERTS_EVERY = 6;
 
 /**
  * What every worker does besides scoring, on timers: once a second it marks finished runs and
@@ -36,6 +38,7 @@ export class Upkeep {
   #ticking: Promise<void> | undefined;
   #maintaining: Promise<void> | undefined;
   #alerting: Promise<void> | undefined;
+  #alertChecks = 0;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -61,7 +64,8 @@ export class Upkeep {
 
   /** Sends (and logs) the changes of the deployments' alerts; one worker at a time does. */
   checkAlerts(): Promise<void> {
-    this.#alerting ??= this.pool.query<{ deployment: string; alert: string; state: string; detail: unknown }>(CHECK_ALERTS).then(
+    const quality = this.#alertChecks++ % QUALITY_ALERTS_EVERY === 0;
+    this.#alerting ??= this.pool.query<{ deployment: string; alert: string; state: string; detail: unknown }>(CHECK_ALERTS, [quality]).then(
       ({ rows }) => {
         for (const change of rows) {
           const line = { deployment: change.deployment, alert: change.alert, detail: change.detail };
