@@ -412,12 +412,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_schema name;
+  v_wanted boolean;
 BEGIN
   IF p_target IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = p_target) THEN
     RETURN;
   END IF;
+  v_wanted := EXISTS (SELECT 1 FROM ml._deployments d WHERE d.status = 'active' AND (d.plan->'target'->>'oid')::oid = p_target);
+  -- Already right: no GRANT or REVOKE, which would lock the table. A re-check holding the
+  -- deployment's row must not wait for a DROP TABLE of the side table, whose event trigger
+  -- waits for that row (a deadlock).
+  IF v_wanted = has_table_privilege('pgscore_worker', p_target, 'INSERT')
+     AND NOT has_table_privilege('pgscore_worker', p_target, 'SELECT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') THEN
+    RETURN;
+  END IF;
   EXECUTE format('REVOKE ALL ON %s FROM pgscore_worker', p_target::regclass);
-  IF EXISTS (SELECT 1 FROM ml._deployments d WHERE d.status = 'active' AND (d.plan->'target'->>'oid')::oid = p_target) THEN
+  IF v_wanted THEN
     SELECT n.nspname INTO v_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_target;
     PERFORM pg_advisory_xact_lock(1885827939, hashtext(v_schema));
     IF NOT has_schema_privilege('pgscore_worker', v_schema, 'USAGE') THEN

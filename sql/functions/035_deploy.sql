@@ -221,7 +221,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_status text;
+  v_table text;
 BEGIN
+  -- The deployment's tables first, then its row: the order in which DROP TABLE and ALTER TABLE
+  -- take them (their event triggers lock the row), so a re-check never deadlocks with them.
+  FOR v_table IN
+    SELECT format('%I.%I', n.nspname, c.relname) FROM ml._deployments d
+      JOIN pg_class c ON c.oid IN (d.source, (d.plan->'target'->>'oid')::oid)
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE d.id = p_id ORDER BY c.oid
+  LOOP
+    BEGIN
+      EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE', v_table);
+    EXCEPTION WHEN undefined_table THEN
+      NULL;  -- dropped meanwhile: the re-check finds out below
+    END;
+  END LOOP;
   -- Only an active deployment is re-planned: one already invalid or dropped keeps its reason
   -- (a worker that has not reloaded yet may still ask about it).
   SELECT status INTO v_status FROM ml._deployments WHERE id = p_id FOR UPDATE;
