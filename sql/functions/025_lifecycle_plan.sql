@@ -362,6 +362,11 @@ BEGIN
       RAISE EXCEPTION 'target table %.% does not exist', quote_ident(v_schema), quote_ident(v_name) USING ERRCODE = 'undefined_table',
         HINT = 'Deploy again (ml.deploy with the same name) to create it.';
     END IF;
+    -- This runs as the schema owner: the caller must be allowed to create the table themselves.
+    IF v_schema IN ('ml', 'pg_catalog', 'information_schema') OR NOT has_schema_privilege(session_user, v_schema, 'CREATE') THEN
+      RAISE EXCEPTION 'option "target": % may not create tables in schema %', session_user, quote_ident(v_schema)
+        USING ERRCODE = 'insufficient_privilege', HINT = 'Name a table in a schema you may create tables in, or create it first.';
+    END IF;
     EXECUTE format('CREATE TABLE %I.%I (%s, model text NOT NULL, scored_at timestamptz NOT NULL DEFAULT now())', v_schema, v_name,
       (SELECT string_agg(c, ', ' ORDER BY n) FROM (
          SELECT format('%I %s NOT NULL', k->>'column', k->>'type') AS c, n FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY x(k, n)

@@ -28,6 +28,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+  -- A worker may only fill in what its first rows found; replacing a baseline is an admin's call.
+  IF p_origin <> 'first_rows' AND NOT pg_has_role(session_user, 'pgscore_admin', 'MEMBER') THEN
+    RAISE EXCEPTION 'only members of pgscore_admin may set a baseline from a file or a query'
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
   IF jsonb_typeof(p_inputs) IS DISTINCT FROM 'object' OR (p_outputs IS NOT NULL AND jsonb_typeof(p_outputs) <> 'object') THEN
     RAISE EXCEPTION 'a baseline maps feature names to summaries' USING ERRCODE = 'invalid_parameter_value';
   END IF;

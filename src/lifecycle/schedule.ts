@@ -10,7 +10,3 @@ export function lastFireTime(schedule: string, timezone: string, now: Date): Dat
   return expression.prev().toDate();
 }
 
-/** The next time a cron schedule fires after now (for ml.runs' and the CLI's "next run"). */
-export function nextFireTime(schedule: string, timezone: string, now: Date): Date {
-  return CronExpressionParser.parse(schedule, { currentDate: now, tz: timezone }).next().toDate();
-}

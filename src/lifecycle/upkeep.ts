@@ -6,7 +6,7 @@ import type { ActiveDeployment } from '../worker/deployments.js';
 import { lastFireTime } from './schedule.js';
 
 /** Prediction-log partitions and retention, statistics trimming (sql/functions/055_prediction_log.sql). */
-export const MAINTAIN = 'SELECT ml._maintain()';
+const MAINTAIN = 'SELECT ml._maintain()';
 const FINISH_RUNS = 'SELECT ml._finish_runs()';
 /** $1 deployment id: the database's clock, the deployment's last scheduled run and its creation. */
 const SCHEDULE_STATE = `

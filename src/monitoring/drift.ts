@@ -175,6 +175,9 @@ export class DriftRecorder {
       outputs: summaries(collecting.outputs),
     };
     this.#ready.push(ready);
+    // The values are summarised: only the count stays, so the version is not collected again.
+    collecting.inputs.clear();
+    collecting.outputs.clear();
     // Counting starts with the next batch, against what was just summarised.
     this.#baselines.set(ref, { ref, inputs: ready.inputs ?? baseline!.inputs, outputs: ready.outputs });
   }

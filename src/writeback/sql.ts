@@ -12,6 +12,11 @@ const q = pg.escapeIdentifier;
 export const RETRY_DELAY_SQL = (attempts: string) =>
   `CASE WHEN ${attempts} = 0 THEN NULL ELSE now() + least(1000, 25 * power(2, least(${attempts}, 16))) * interval '1 millisecond' END`;
 
+/** Whether a deployment's write-back writes to the prediction log (and takes the run-time parameter). */
+export function logsPredictions(plan: Plan): boolean {
+  return plan.log_sample > 0 || plan.shadow !== null;
+}
+
 /**
  * The write-back statement, run in the batch's transaction. Parameters:
  *   $1 deployment id; then per key column the scored rows' key texts; their xmins, ctids and
@@ -31,11 +36,6 @@ export const RETRY_DELAY_SQL = (attempts: string) =>
  * partition, so on a partitioned table they are found by primary key, which is unique across
  * partitions (every partition's key includes the partition key).
  */
-/** Whether a deployment's write-back writes to the prediction log (and takes the run-time parameter). */
-export function logsPredictions(plan: Plan): boolean {
-  return plan.log_sample > 0 || plan.shadow !== null;
-}
-
 export function writeBackSql(deploymentId: number, plan: Plan, table: string, partitioned: boolean): string {
   const queue = queueTable(deploymentId);
   let n = 1;

@@ -60,7 +60,7 @@ export async function writePredictions(
     histogram(scoredRows.map((row) => row.ageMs + elapsedMs)),
     by.ref,
     ...(logsPredictions(deployment.plan) ? [by.scoreUs] : []),
-    ...(deployment.plan.shadow ? shadowValues(scored.rows, shadow, deployment.plan.outputs.length) : []),
+    ...(deployment.plan.shadow ? shadowValues(scored.rows, shadowOf(deployment.plan, shadow), deployment.plan.outputs.length) : []),
   ];
   const statement = rows.length <= PREPARED_UP_TO ? deployment.sql.writeBack : { text: deployment.sql.writeBack.text };
   const result = await client.query<{ written: number }>({ ...statement, values });
@@ -69,20 +69,24 @@ export async function writePredictions(
   return { written, dead: deadRows.length, requeued: scoredRows.length - written, ...(deadReason ? { deadReason } : {}) };
 }
 
+/** The shadow's scores of a plan with a shadow: scoreBatch always has them (or its failure). */
+function shadowOf(plan: Plan, shadow: ShadowScores | undefined): ShadowScores {
+  if (!shadow) throw new Error(`the write-back of a plan with shadow ${plan.shadow?.ref} got no shadow scores`);
+  return shadow;
+}
+
 /**
  * The shadow's parameters, aligned with the live model's scored rows: one array per output (NULL
- * where the shadow failed), the shadow's error per row, its version and run time per row. Without
- * shadow scores (its model did not load) every row records why.
+ * where the shadow failed), the shadow's error per row, its version and run time per row.
  */
-function shadowValues(liveRows: readonly number[], shadow: ShadowScores | undefined, outputs: number): unknown[] {
-  const position = new Map(shadow?.scored.rows.map((row, i) => [row, i]));
-  const reasons = new Map(shadow?.scored.rejected.map((r) => [r.row, r.reason]));
+function shadowValues(liveRows: readonly number[], shadow: ShadowScores, outputs: number): unknown[] {
+  const position = new Map(shadow.scored.rows.map((row, i) => [row, i]));
+  const reasons = new Map(shadow.scored.rejected.map((r) => [r.row, r.reason]));
   const columns = Array.from({ length: outputs }, (_, c) =>
     liveRows.map((row) => {
       const i = position.get(row);
-      return i === undefined ? null : shadow!.scored.columns[c]![i];
+      return i === undefined ? null : shadow.scored.columns[c]![i];
     }));
-  const errors = liveRows.map((row) =>
-    position.has(row) ? null : (reasons.get(row) ?? 'the shadow model did not score this row'));
-  return [...columns, errors, shadow?.ref ?? 'unknown', shadow?.scoreUs ?? null];
+  const errors = liveRows.map((row) => (position.has(row) ? null : (reasons.get(row) ?? 'the shadow model did not score this row')));
+  return [...columns, errors, shadow.ref, shadow.scoreUs];
 }

@@ -228,6 +228,17 @@ describe('who may do what in ml', () => {
     expect(await failure(admin.query(
       `SELECT ml.deploy('sideways', 'admin_flowers', 'iris', $1, '{"species": "label"}', '{"target": "flowers"}')`, [IRIS_INPUTS])))
       .toMatchObject({ code: '42501', message: notOwner.message });
+    // Nor create a side table where it may not create tables itself (the deploy runs as the schema owner).
+    expect(await failure(admin.query(
+      `SELECT ml.deploy('sideways', 'admin_flowers', 'iris', $1, '{"species": "label"}', '{"target": "ml.planted"}')`, [IRIS_INPUTS])))
+      .toEqual({ code: '42501', message: `option "target": ${ADMIN} may not create tables in schema ml` });
+    await db.sql(`CREATE SCHEMA IF NOT EXISTS locked_down`);
+    expect(await failure(admin.query(
+      `SELECT ml.deploy('sideways', 'admin_flowers', 'iris', $1, '{"species": "label"}', '{"target": "locked_down.planted"}')`, [IRIS_INPUTS])))
+      .toEqual({ code: '42501', message: `option "target": ${ADMIN} may not create tables in schema locked_down` });
+    // A worker may fill in a missing baseline from its first rows, never replace one.
+    expect(await failure(sessions.get(WORKER_ROLE)!.query(`SELECT ml._store_baseline('iris', 1, 'query', 1, '{}', NULL)`)))
+      .toEqual({ code: '42501', message: 'only members of pgscore_admin may set a baseline from a file or a query' });
   });
 
   it('no function in ml is executable by PUBLIC, the generated trigger function included', async () => {
