@@ -85,7 +85,7 @@ try {
         await client.query("BEGIN; SET LOCAL pgscore.writeback = 'on'");
         const t = performance.now();
         const { rows: raw } = await client.query<unknown[]>({ ...sql.claim, values: claimValues });
-        const { rows } = decodeClaim(raw, 1);
+        const { rows } = decodeClaim(raw, 1, sql.claimLayout);
         const claimMs = performance.now() - t;
         const scored = await scoreRows(model, d!.plan, rows.map((row) => row.values));
         await client.query('SAVEPOINT before_write');
@@ -95,7 +95,7 @@ try {
           get(target, prop) {
             if (prop !== 'query') return Reflect.get(target, prop);
             return (config: { values?: unknown[] }) => {
-              values = config.values ?? [];
+              if (config.values) values = config.values;
               return target.query(config as never);
             };
           },
@@ -104,7 +104,7 @@ try {
         await writePredictions(spy, { id: d!.id, sql, keyCount: 1, plan: d!.plan }, rows, scored, 0, { ref: model.ref, scoreUs: 0 });
         const writeMs = performance.now() - t2;
         await client.query('ROLLBACK TO SAVEPOINT before_write');
-        const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack.text}`, values });
+        const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack[process.env.FORM === "careful" ? "careful" : "fast"].text}`, values });
         if (i === 2) say(explainWrite.rows.map((r) => r['QUERY PLAN']).join('\n'));
         const t3 = performance.now();
         await client.query('ROLLBACK');

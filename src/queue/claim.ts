@@ -1,7 +1,8 @@
 import pg from 'pg';
 import type { Plan } from '../scoring/plan.js';
 import type { ClaimedRow } from './claimed-row.js';
-import { queueTable, sourceValueSql } from './names.js';
+import { queueTable } from './names.js';
+import { unpackValues, valueColumnsSql, type InputRead } from './read-layout.js';
 
 const q = pg.escapeIdentifier;
 
@@ -12,13 +13,14 @@ const q = pg.escapeIdentifier;
  * version (xmin) of the deployment's row the worker loaded: once ml.promote, ml.split or a
  * schema change re-planned the deployment, the claim takes nothing until the worker reloaded,
  * so no row queued after a promotion is scored by the version before it.
- * Columns: key texts..., age_ms, xmin, ctid, queue rows taken, attempts, source values...
+ * Columns: key texts..., age_ms, xmin, ctid, queue rows taken, attempts, input values (see
+ * read-layout.ts: one column per source, or one packed array per float input)...
  */
 export function claimSql(deploymentId: number, plan: Plan, table: string): string {
   const queue = queueTable(deploymentId);
   const keys = plan.keys.map((k) => q(k.column));
   const queueKeys = plan.keys.map((_, i) => `pgscore_k${i + 1}`);
-  const values = sourceValueSql(plan);
+  const values = valueColumnsSql(plan);
   return `
     WITH locked AS MATERIALIZED (
       SELECT ctid AS tid, pgscore_n, pgscore_priority, pgscore_seq FROM ${queue}
@@ -62,15 +64,15 @@ export interface Claimed {
   readonly queueRows: number;
 }
 
-/** Decodes the claim's rows (array mode) into named rows. */
-export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: number): Claimed {
+/** Decodes the claim's rows (array mode) into named rows, with values in plan source order. */
+export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: number, layout: readonly InputRead[]): Claimed {
   const rows = raw.map((row) => ({
     keys: row.slice(0, keyCount) as string[],
     ageMs: row[keyCount] as number,
     xmin: String(row[keyCount + 1]),
     tid: String(row[keyCount + 2]),
     attempts: row[keyCount + 4] as number,
-    values: row.slice(keyCount + 5),
+    values: unpackValues(layout, row.slice(keyCount + 5)),
   }));
   return { rows, queueRows: raw.length > 0 ? Number(raw[0]![keyCount + 3]) : 0 };
 }
@@ -107,7 +109,7 @@ export async function claimBatch(
     readonly id: number;
     readonly keyCount: number;
     readonly rowVersion: string;
-    readonly sql: { readonly claim: pg.QueryArrayConfig & { name: string } };
+    readonly sql: { readonly claim: pg.QueryArrayConfig & { name: string }; readonly claimLayout: readonly InputRead[] };
   },
   batchSize: number,
   sizer: ClaimSizer,
@@ -116,7 +118,7 @@ export async function claimBatch(
     ...deployment.sql.claim,
     values: [batchSize, sizer.limit(deployment.id), deployment.rowVersion],
   });
-  const { rows, queueRows } = decodeClaim(raw, deployment.keyCount);
+  const { rows, queueRows } = decodeClaim(raw, deployment.keyCount, deployment.sql.claimLayout);
   sizer.observe(deployment.id, rows.length, queueRows);
   return rows;
 }

@@ -13,15 +13,3 @@ export function queueKeyColumns(plan: Plan): string[] {
   return plan.keys.map((_, i) => `pgscore_k${i + 1}`);
 }
 
-/**
- * SQL of each input value, over the table aliased t. Expressions were checked at deploy (one
- * expression, pg_catalog functions, no subqueries) and run under search_path pg_catalog, pg_temp.
- */
-export function sourceValueSql(plan: Plan): string[] {
-  return plan.inputs.flatMap((input) =>
-    input.sources.map((source) => {
-      const value = 'column' in source ? `t.${q(source.column)}` : `(${source.expr})`;
-      return input.type === 'string' ? `(${value})::text` : value;
-    }),
-  );
-}

@@ -1,18 +1,21 @@
 import type { Plan } from '../scoring/plan.js';
 import { writeBackSql } from '../writeback/sql.js';
 import { claimSql, pendingSql } from './claim.js';
+import { readLayout, type InputRead } from './read-layout.js';
 import { requeueSql } from './requeue.js';
 
 /** The statements that claim, write back and requeue one deployment's rows. */
 export interface DeploymentStatements {
   /** See claimSql; $1 batch size in keys, $2 most queue rows to lock. */
   readonly claim: { name: string; text: string; rowMode: 'array' };
+  /** How the claim's value columns unpack into values (read-layout.ts). */
+  readonly claimLayout: readonly InputRead[];
   /**
-   * Prepared (named) for small batches, where planning would cost more than running; planned
-   * afresh for large ones, where the cached generic plan ran 5-8 times slower than a custom plan
-   * (measured at 1000 rows per batch).
+   * The write-back's two forms (src/writeback/sql.ts). Prepared (named) for small batches, where
+   * planning would cost more than running; planned afresh for large ones, where the cached
+   * generic plan ran 5-8 times slower than a custom plan (measured at 1000 rows per batch).
    */
-  readonly writeBack: { name: string; text: string };
+  readonly writeBack: { readonly fast: { name: string; text: string }; readonly careful: { name: string; text: string } };
   readonly requeue: { name: string; text: string };
   /** True when the queue holds a row that is due. */
   readonly pending: string;
@@ -37,12 +40,17 @@ export function deploymentStatements(deployment: {
 }): DeploymentStatements {
   const { id, plan, table, partitioned } = deployment;
   const claim = claimSql(id, plan, table);
-  const writeBack = writeBackSql(id, plan, table, partitioned);
+  const fast = writeBackSql(id, plan, table, partitioned, 'fast');
+  const careful = writeBackSql(id, plan, table, partitioned, 'careful');
   const requeue = requeueSql(id, plan);
-  const fingerprint = hash(`${deployment.model}@${deployment.version}` + JSON.stringify(plan) + claim + writeBack + requeue);
+  const fingerprint = hash(`${deployment.model}@${deployment.version}` + JSON.stringify(plan) + claim + fast + careful + requeue);
   return {
     claim: { name: `pgscore_claim_${id}_${fingerprint}`, text: claim, rowMode: 'array' },
-    writeBack: { name: `pgscore_write_${id}_${fingerprint}`, text: writeBack },
+    claimLayout: readLayout(plan),
+    writeBack: {
+      fast: { name: `pgscore_write_${id}_${fingerprint}`, text: fast },
+      careful: { name: `pgscore_careful_${id}_${fingerprint}`, text: careful },
+    },
     requeue: { name: `pgscore_requeue_${id}_${fingerprint}`, text: requeue },
     pending: pendingSql(id),
     fingerprint,
