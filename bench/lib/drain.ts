@@ -20,6 +20,8 @@ export interface DrainOptions {
    * (a metrics server, src/metrics/metrics.ts) attaches here.
    */
   readonly onWorker?: (worker: Worker) => Promise<void> | void;
+  /** Worker settings other than the defaults (e.g. the batch size). */
+  readonly settings?: Partial<typeof WORKER_DEFAULTS>;
 }
 
 /**
@@ -27,7 +29,7 @@ export interface DrainOptions {
  * name) and times it until every row is written; the queue is then checked empty.
  */
 export async function drainNotify(db: BenchDatabase, table: string, n: number, log: Logger, options: DrainOptions = {}): Promise<DrainRun> {
-  const worker = new Worker(db.url, WORKER_DEFAULTS, log);
+  const worker = new Worker(db.url, { ...WORKER_DEFAULTS, ...options.settings }, log);
   await options.onWorker?.(worker);
   let written = 0;
   let batches = 0;

@@ -28,15 +28,20 @@ export function logsPredictions(plan: Plan): boolean {
  * The prediction log (ml._predictions) gets the written predictions (a sample of them, per the
  * plan's log_sample; all of them with a shadow), the dead letters, and the shadow's predictions
  * of the written rows, all at the batch's transaction time.
- * Newest wins: only the row version that was read takes the prediction. The worker never waits
- * for a row lock (so it cannot deadlock with an application's multi-row UPDATE): rows locked by
- * someone else, or changed since they were read, go back to the queue with a retry delay.
+ * Newest wins: only the row version that was read takes the prediction; rows changed since they
+ * were read go back to the queue with a retry delay. The worker never waits long for a row lock
+ * (so it cannot deadlock with an application's multi-row UPDATE). Two forms:
+ *  - fast: the UPDATE itself, by ctid and xmin, in a savepoint with a short lock_timeout
+ *    (writeback.ts); a row an application holds locked makes it time out, and the batch is
+ *    written again in the careful form.
+ *  - careful: rows are first locked with SKIP LOCKED, and the UPDATE takes only those; rows locked
+ *    by someone else go back to the queue. It costs a lock pass (and a WAL record) per row.
  *
  * On an ordinary table rows are found by ctid (TID scans). A ctid is unique only within one
  * partition, so on a partitioned table they are found by primary key, which is unique across
  * partitions (every partition's key includes the partition key).
  */
-export function writeBackSql(deploymentId: number, plan: Plan, table: string, partitioned: boolean): string {
+export function writeBackSql(deploymentId: number, plan: Plan, table: string, partitioned: boolean, form: 'fast' | 'careful'): string {
   const queue = queueTable(deploymentId);
   let n = 1;
   const param = () => `$${++n}`;
@@ -70,6 +75,7 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
       `SELECT t.tableoid AS toid, t.ctid AS tid FROM ${table} t WHERE t.ctid = ANY (ARRAY(SELECT tid FROM u))
          FOR NO KEY UPDATE OF t SKIP LOCKED`;
   const match = partitioned ? matchKeys : 't.ctid = u.tid';
+  const careful = form === 'careful';
 
   const shadowCols = shadow ? [...plan.outputs.map((_, i) => `s${i}`), 'serr'] : [];
   const shadowParams = shadow
@@ -108,9 +114,9 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
     ...(logged ? [`${outputsJson((i) => uOutput(alias, i))} AS pgscore_outputs`] : []),
     ...shadowCols.map((c) => `${alias}.${c}`),
   ];
-  const updateCtes = `locked AS (
+  const updateCtes = `${careful ? `locked AS (
       ${locked}
-    ), written AS (
+    ), ` : ''}written AS (
       UPDATE ${table} t
          SET ${[
            ...plan.outputs.map((o, i) => `${q(o.column)} = u.o${i}${o.array ? `::${o.sql_type}` : ''}`),
@@ -119,7 +125,9 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
              : []),
          ].join(', ')}
         FROM u
-       WHERE ${match} AND t.xmin = u.x AND (t.tableoid, t.ctid) IN (SELECT toid, tid FROM locked)
+       WHERE ${match} AND t.xmin = u.x AND ${careful
+         ? '(t.tableoid, t.ctid) IN (SELECT toid, tid FROM locked)'
+         : partitioned ? 'true' : 't.ctid = ANY (ARRAY(SELECT tid FROM u))'}
       RETURNING ${[
         ...plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`),
         ...loggedColumns('u'),

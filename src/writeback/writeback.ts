@@ -62,12 +62,52 @@ export async function writePredictions(
     ...(logsPredictions(deployment.plan) ? [by.scoreUs] : []),
     ...(deployment.plan.shadow ? shadowValues(scored.rows, shadowOf(deployment.plan, shadow), deployment.plan.outputs.length) : []),
   ];
-  const statement = rows.length <= PREPARED_UP_TO ? deployment.sql.writeBack : { text: deployment.sql.writeBack.text };
-  const result = await client.query<{ written: number }>({ ...statement, values });
-  const written = result.rows[0]?.written ?? 0;
+  const written = await runWriteBack(client, deployment, rows.length, values);
   const deadReason = scored.rejected[0]?.reason;
   return { written, dead: deadRows.length, requeued: scoredRows.length - written, ...(deadReason ? { deadReason } : {}) };
 }
+
+/** How long the fast form may wait for a row lock before the batch is written the careful way. */
+const FAST_LOCK_TIMEOUT = '20ms';
+const FAST_BEGIN = `SAVEPOINT pgscore_fast; SET LOCAL lock_timeout = '${FAST_LOCK_TIMEOUT}'`;
+const FAST_END = 'RELEASE SAVEPOINT pgscore_fast; SET LOCAL lock_timeout TO DEFAULT';
+const FAST_UNDO = 'ROLLBACK TO SAVEPOINT pgscore_fast';
+/** After a fast write-back met a lock, a deployment's batches take the careful form this long. */
+const CAREFUL_FOR_MS = 10_000;
+const carefulUntil = new WeakMap<DeploymentStatements, number>();
+
+/**
+ * Runs the write-back (sql.ts): the fast form (no lock pass) in a savepoint whose lock_timeout
+ * keeps the worker from waiting on an application; when it times out on a row lock, the savepoint
+ * is rolled back and the careful form (SKIP LOCKED) writes the batch, and the deployment's next
+ * batches for a while. A side table is only appended to: one form serves.
+ */
+async function runWriteBack(
+  client: pg.ClientBase,
+  deployment: { readonly sql: DeploymentStatements; readonly plan: Plan },
+  rowCount: number,
+  values: unknown[],
+): Promise<number> {
+  const prepared = rowCount <= PREPARED_UP_TO;
+  const run = async (form: { name: string; text: string }) =>
+    (await client.query<{ written: number }>({ ...(prepared ? form : { text: form.text }), values })).rows[0]?.written ?? 0;
+  const { fast, careful } = deployment.sql.writeBack;
+  if (deployment.plan.target) return run(fast);
+  if ((carefulUntil.get(deployment.sql) ?? 0) > performance.now()) return run(careful);
+  await client.query(FAST_BEGIN);
+  try {
+    const written = await run(fast);
+    await client.query(FAST_END);
+    return written;
+  } catch (error) {
+    if ((error as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw error;
+    await client.query(FAST_UNDO);
+    carefulUntil.set(deployment.sql, performance.now() + CAREFUL_FOR_MS);
+    return run(careful);
+  }
+}
+
+const LOCK_NOT_AVAILABLE = '55P03';
 
 /** The shadow's scores of a plan with a shadow: scoreBatch always has them (or its failure). */
 function shadowOf(plan: Plan, shadow: ShadowScores | undefined): ShadowScores {

@@ -180,7 +180,8 @@ async function render(db: TestDatabase, c: Case): Promise<string> {
     ['Queue table (from the catalog)', [...(await queueDefinition(db, queue)), ...(await grants(db, 'table', queueOid!.oid, queue))].join('\n')],
     [`Grants on the source table${partitions.length ? ' and its partitions' : ''} (ACLs other than the owner's)`, sourceGrants.join('\n')],
     [`Worker: claim (src/queue/claim.ts; $1 batch size in keys, $2 most queue rows to lock, $3 the deployment row's xmin)`, statement(sql.claim.text)],
-    [`Worker: write-back (src/writeback/sql.ts, ${worker.partitioned ? 'partitioned: by primary key' : 'by ctid'})`, statement(sql.writeBack.text)],
+    [`Worker: write-back, fast form (src/writeback/sql.ts, ${worker.partitioned ? 'partitioned: by primary key' : 'by ctid'})`, statement(sql.writeBack.fast.text)],
+    [`Worker: write-back, careful form (src/writeback/sql.ts, ${worker.partitioned ? 'partitioned: by primary key' : 'by ctid'})`, statement(sql.writeBack.careful.text)],
     ['Worker: requeue (src/queue/requeue.ts)', statement(sql.requeue.text)],
     ['Worker: pending', statement(sql.pending)],
   ];
