@@ -19,6 +19,15 @@ const q = pg.escapeIdentifier;
  */
 export const BEGIN_WRITEBACK = "BEGIN; SET LOCAL pgscore.writeback = 'on'; SET LOCAL search_path = pg_catalog, pg_temp";
 
+/**
+ * The same, committing without waiting for the WAL flush (synchronous_commit off), for
+ * transactions whose every effect is redone when they are lost: a notify batch deletes its queue
+ * rows in the transaction that writes their predictions, so a crash that loses the commit leaves
+ * the rows queued, and they are scored again. Not for the Kafka worker, which commits its offsets
+ * to the broker once Postgres has committed.
+ */
+export const BEGIN_WRITEBACK_REDOABLE = `${BEGIN_WRITEBACK}; SET LOCAL synchronous_commit = off`;
+
 /** Advisory lock (1885827939 = 'pgsc', 1): held by a worker while it sleeps; see sql/functions/030_deploy.sql. */
 export const TRY_IDLE_LOCK = 'SELECT pg_try_advisory_lock(1885827939, 1) AS locked';
 export const RELEASE_IDLE_LOCK = 'SELECT pg_advisory_unlock(1885827939, 1)';

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { BEGIN_WRITEBACK } from '../db/statements.js';
+import { BEGIN_WRITEBACK, BEGIN_WRITEBACK_REDOABLE } from '../db/statements.js';
 import { isConnectionError, ModelError } from '../errors.js';
 import { groupByVariant } from '../lifecycle/variants.js';
 import type { LoadedModel } from '../models/sessions.js';
@@ -26,13 +26,19 @@ export interface BatchResult {
 
 /**
  * Runs body in the worker's write-back transaction (its writes do not queue rows again) on a
- * pooled connection; a connection that failed is not given back to the pool.
+ * pooled connection; a connection that failed is not given back to the pool. A redoable
+ * transaction (one a crash may lose, because losing it leaves its rows queued) commits without
+ * waiting for the WAL flush (see BEGIN_WRITEBACK_REDOABLE).
  */
-export async function inWritebackTransaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function inWritebackTransaction<T>(
+  pool: pg.Pool,
+  body: (client: pg.PoolClient) => Promise<T>,
+  durability: 'durable' | 'redoable' = 'durable',
+): Promise<T> {
   const client = await pool.connect();
   let failure: unknown;
   try {
-    await client.query(BEGIN_WRITEBACK);
+    await client.query(durability === 'redoable' ? BEGIN_WRITEBACK_REDOABLE : BEGIN_WRITEBACK);
     const result = await body(client);
     await client.query('COMMIT');
     return result;
@@ -122,7 +128,8 @@ async function scoreShadow(shadow: Shadow, plan: Plan, values: readonly (readonl
 /**
  * The notify transport's batch, in one transaction: claim queued rows (SKIP LOCKED) with their
  * current inputs, score them, write predictions and dead letters, delete the queue rows,
- * commit. A crash at any point before the commit leaves the rows queued.
+ * commit. A crash at any point before the commit, or one that loses the commit (it does not
+ * wait for the WAL flush), leaves the rows queued.
  */
 export async function claimAndScore(
   pool: pg.Pool,
@@ -141,7 +148,7 @@ export async function claimAndScore(
     const { scoredAt, ...written } = await scoreBatch(client, deployment, models, rows, claimedAt, observer);
     timing = { claimedAt, scoredAt };
     return { claimed: rows.length, ...written };
-  });
+  }, 'redoable');
   const done = performance.now();
   return {
     deployment: deployment.name,

@@ -58,6 +58,13 @@ const MAX_ERROR_BACKOFF_MS = 5_000;
  * with the load instead of the worker spending the cores on a batch per few rows.
  */
 const MAX_IDLE_RETRY_MS = 8;
+/**
+ * Under heavy load (rows arriving faster than BUSY_ROWS_PER_MS) it waits up to this long: a batch
+ * has a fixed cost (statements, a commit), so fewer and larger batches leave more of the
+ * machine to the writers. Latency stays within this wait plus a batch.
+ */
+const MAX_BUSY_RETRY_MS = 50;
+const BUSY_ROWS_PER_MS = 4;
 
 /**
  * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
@@ -80,6 +87,9 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   #reloadDue = true;
   #errorBackoffMs = 0;
   #idleBackoffMs = 0;
+  /** Rows claimed since the last look at the queues, and when that was (the arrival rate). */
+  #claimedSince = 0;
+  #lookedAt = performance.now();
   #signal = deferred();
   #loop: Promise<void> | undefined;
   #timers: NodeJS.Timeout[] = [];
@@ -209,6 +219,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         const deployment = this.#nextDeployment();
         if (!deployment || emptyInARow >= this.#live().length) return;
         const claimed = await this.#handleOne(deployment);
+        this.#claimedSince += claimed;
         if (claimed > 0) {
           found = true;
           emptyInARow = 0;
@@ -289,7 +300,11 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       // Writers that saw this worker busy are about to commit rows (and send no NOTIFY), or
       // another worker sleeps as the one writers wake (and we are woken with it): look again soon.
       // The retry delay resets only once this worker gets the idle lock (the load has stopped).
-      this.#idleBackoffMs = Math.min(MAX_IDLE_RETRY_MS, Math.max(1, this.#idleBackoffMs * 2));
+      const now = performance.now();
+      const busy = this.#claimedSince / Math.max(1, now - this.#lookedAt) >= BUSY_ROWS_PER_MS;
+      this.#claimedSince = 0;
+      this.#lookedAt = now;
+      this.#idleBackoffMs = Math.min(busy ? MAX_BUSY_RETRY_MS : MAX_IDLE_RETRY_MS, Math.max(1, this.#idleBackoffMs * 2));
       await this.#waitForWake(this.#idleBackoffMs);
     }
   }
