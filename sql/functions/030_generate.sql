@@ -100,6 +100,29 @@ BEGIN
 END
 $$;
 
+-- The same for a trigger's bulk statements, as PL/pgSQL statements: the keys p_from selects are
+-- gathered into one array per key column (one pass), then cut into slices of 100. Cheaper than
+-- numbering and grouping the rows (measured: a third of the trigger's own cost on a 200k-row
+-- INSERT). Needs variables pgscore_rows bigint and pgscore_keys<i> <key type>[].
+CREATE OR REPLACE FUNCTION ml._enqueue_slices_sql(p_id int, p_plan jsonb, p_from text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT format(
+    'SELECT %1$s INTO %2$s FROM (%3$s) f(%4$s);
+        pgscore_rows := coalesce(cardinality(pgscore_keys1), 0);
+        INSERT INTO ml.%5$I (pgscore_n, %4$s)
+        SELECT least(100, pgscore_rows - i + 1), %6$s FROM generate_series(1, pgscore_rows, 100) i',
+    string_agg(format('array_agg(pgscore_k%s)', k.i), ', ' ORDER BY k.i),
+    string_agg(format('pgscore_keys%s', k.i), ', ' ORDER BY k.i),
+    p_from,
+    string_agg(format('pgscore_k%s', k.i), ', ' ORDER BY k.i),
+    format('_queue_%s', p_id),
+    string_agg(format('pgscore_keys%1$s[i:i + 99]', k.i), ', ' ORDER BY k.i))
+  FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)
+$$;
+
 -- The trigger function that queues the keys of inserted rows, and of updated rows whose inputs
 -- (or key) changed. SECURITY DEFINER: applications need no rights on ml.
 CREATE OR REPLACE FUNCTION ml._install_enqueue_function(p_id int, p_plan jsonb)
@@ -131,6 +154,7 @@ BEGIN
     #variable_conflict use_column
     DECLARE
       pgscore_rows bigint;
+      %7$s
     BEGIN
       IF TG_OP = 'INSERT' THEN
         SELECT count(*) INTO pgscore_rows FROM pgscore_new;
@@ -151,15 +175,17 @@ BEGIN
     END
     $body$ $f$,
     v_function,
-    ml._enqueue_sql(p_id, p_plan, format('SELECT %s FROM pgscore_new', v_keys), 0),
-    ml._enqueue_sql(p_id, p_plan, format(
+    ml._enqueue_slices_sql(p_id, p_plan, format('SELECT %s FROM pgscore_new', v_keys)),
+    ml._enqueue_slices_sql(p_id, p_plan, format(
       'SELECT %1$s FROM (SELECT %2$s, %3$s AS features FROM pgscore_new) n
          LEFT JOIN (SELECT %2$s, %3$s AS features FROM pgscore_old) o ON %4$s
         WHERE o.%5$s IS NULL OR o.features IS DISTINCT FROM n.features',
-      v_n_keys, v_keys, v_features, v_join, v_first_key), 0),
+      v_n_keys, v_keys, v_features, v_join, v_first_key)),
     format('_queue_%s', p_id),
     (SELECT string_agg(format('pgscore_k%s', i), ', ' ORDER BY i) FROM generate_series(1, jsonb_array_length(p_plan->'keys')) i),
-    (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k));
+    (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k),
+    (SELECT string_agg(format('pgscore_keys%s %s[];', k.i, k.key->>'type'), ' ' ORDER BY k.i)
+       FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)));
   -- Attached to another table, it would queue that table's keys on this deployment.
   EXECUTE format('REVOKE ALL ON FUNCTION ml.%I() FROM PUBLIC', v_function);
 END
