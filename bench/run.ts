@@ -23,8 +23,9 @@ import { workerMemory } from './scenarios/7-worker-memory.js';
 import { isolation } from './scenarios/8-isolation.js';
 import { lifecycleCost } from './scenarios/9-lifecycle-cost.js';
 import { monitoringCost } from './scenarios/10-monitoring-cost.js';
+import { contenders } from './scenarios/11-contenders.js';
 
-const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost, monitoringCost];
+const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost, monitoringCost, contenders];
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');

@@ -27,9 +27,26 @@ export async function startRestService(modelPath: string, maxSockets = 64): Prom
     });
     child.on('exit', (code) => reject(new Error(`REST server exited with ${code}: ${err}`)));
   });
-  const agent = new http.Agent({ keepAlive: true, maxSockets });
+  const client = restClient(port, maxSockets);
   return {
     port,
+    predict: client.predict,
+    async stop() {
+      client.close();
+      const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      await gone;
+    },
+  };
+}
+
+/**
+ * A keep-alive JSON client for POST /predict on 127.0.0.1:port, the contract of
+ * bench/lib/rest-server.ts (and of bench/python/service.py).
+ */
+export function restClient(port: number, maxSockets = 64): Pick<RestService, 'predict'> & { close(): void } {
+  const agent = new http.Agent({ keepAlive: true, maxSockets });
+  return {
     predict(rows) {
       const body = JSON.stringify({ rows });
       return new Promise((resolve, reject) => {
@@ -49,11 +66,8 @@ export async function startRestService(modelPath: string, maxSockets = 64): Prom
         req.end(body);
       });
     },
-    async stop() {
+    close() {
       agent.destroy();
-      const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGTERM');
-      await gone;
     },
   };
 }
