@@ -100,10 +100,11 @@ BEGIN
 END
 $$;
 
--- The same for a trigger's bulk statements, as PL/pgSQL statements: the keys p_from selects are
--- gathered into one array per key column (one pass), then cut into slices of 100. Cheaper than
--- numbering and grouping the rows (measured: a third of the trigger's own cost on a 200k-row
--- INSERT). Needs variables pgscore_rows bigint and pgscore_keys<i> <key type>[].
+-- The same for a bulk INSERT's trigger, as PL/pgSQL statements: the keys p_from selects are
+-- gathered into one array per key column (one pass over the transition table), then cut into
+-- slices of 100. Cheaper than numbering and grouping the rows (measured: a third of the trigger's
+-- own cost on a 200k-row INSERT), but dearer for a single row (+20 us), which keeps its own path.
+-- Needs variables pgscore_rows bigint and pgscore_keys<i> <key type>[].
 CREATE OR REPLACE FUNCTION ml._enqueue_slices_sql(p_id int, p_plan jsonb, p_from text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -154,13 +155,13 @@ BEGIN
     #variable_conflict use_column
     DECLARE
       pgscore_rows bigint;
-      %7$s
+      %4$s
     BEGIN
       IF TG_OP = 'INSERT' THEN
         SELECT count(*) INTO pgscore_rows FROM pgscore_new;
         IF pgscore_rows <= 100 THEN
           -- The common case (single-row writes): one queue row, without chunking machinery.
-          INSERT INTO ml.%4$I (pgscore_n, %5$s) SELECT pgscore_rows, %6$s FROM pgscore_new HAVING count(*) > 0;
+          INSERT INTO ml.%5$I (pgscore_n, %6$s) SELECT pgscore_rows, %7$s FROM pgscore_new HAVING count(*) > 0;
         ELSE
           %2$s;
         END IF;
@@ -176,16 +177,16 @@ BEGIN
     $body$ $f$,
     v_function,
     ml._enqueue_slices_sql(p_id, p_plan, format('SELECT %s FROM pgscore_new', v_keys)),
-    ml._enqueue_slices_sql(p_id, p_plan, format(
+    ml._enqueue_sql(p_id, p_plan, format(
       'SELECT %1$s FROM (SELECT %2$s, %3$s AS features FROM pgscore_new) n
          LEFT JOIN (SELECT %2$s, %3$s AS features FROM pgscore_old) o ON %4$s
         WHERE o.%5$s IS NULL OR o.features IS DISTINCT FROM n.features',
-      v_n_keys, v_keys, v_features, v_join, v_first_key)),
+      v_n_keys, v_keys, v_features, v_join, v_first_key), 0),
+    (SELECT string_agg(format('pgscore_keys%s %s[];', k.i, k.key->>'type'), ' ' ORDER BY k.i)
+       FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)),
     format('_queue_%s', p_id),
     (SELECT string_agg(format('pgscore_k%s', i), ', ' ORDER BY i) FROM generate_series(1, jsonb_array_length(p_plan->'keys')) i),
-    (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k),
-    (SELECT string_agg(format('pgscore_keys%s %s[];', k.i, k.key->>'type'), ' ' ORDER BY k.i)
-       FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)));
+    (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k));
   -- Attached to another table, it would queue that table's keys on this deployment.
   EXECUTE format('REVOKE ALL ON FUNCTION ml.%I() FROM PUBLIC', v_function);
 END
