@@ -1,18 +1,18 @@
 /**
- * `npm run bench [-- --quick] [-- --only 1,4]`: starts an embedded Postgres (or uses
- * BENCH_DATABASE_URL), runs every scenario in bench/scenarios, prints a table and writes
- * bench/results/<date>.json and .md (quick runs: <date>-quick.*) with SVG charts.
+ * `npm run bench [-- --quick] [-- --only 1,4] [-- --pg15]`: starts an embedded Postgres (with
+ * --pg15 or BENCH_PG=15 Debian's postgresql-15; or uses BENCH_DATABASE_URL), runs every scenario
+ * in bench/scenarios, prints a table and writes bench/results/<date>.json and .md (quick runs:
+ * <date>-quick.*, Postgres 15 runs: …-pg15.*) with SVG charts.
  * Exits 1 only when a scenario threw; timings never fail the run.
  */
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { createLogger } from '../src/log.js';
 import { ensureKafkaJars, kafkaAvailable, startKafkaBroker, type KafkaBroker } from '../test/helpers/kafka-broker.js';
 import type { Context, KafkaSetup, Scenario } from './lib/context.js';
-import { startServer } from './lib/db.js';
 import { printTable, writeReport } from './lib/report.js';
 import type { ScenarioOutcome } from './lib/result.js';
+import { serverSettings, startServer } from './lib/server.js';
 import { rawScoring } from './scenarios/1-raw-scoring.js';
 import { bulkIngest } from './scenarios/2-bulk-ingest.js';
 import { oltpIngest } from './scenarios/3-oltp-ingest.js';
@@ -32,6 +32,7 @@ const quick = args.includes('--quick');
 const onlyArg = args.find((a) => a.startsWith('--only'));
 const only = onlyArg ? (onlyArg.includes('=') ? onlyArg.split('=')[1]! : args[args.indexOf(onlyArg) + 1]!).split(',') : undefined;
 const noKafka = args.includes('--no-kafka') || process.env.BENCH_KAFKA === '0';
+const pg15 = args.includes('--pg15') || process.env.BENCH_PG === '15';
 
 // A stray rejection in a scenario's background loop must not kill the run (and the report) with it.
 process.on('unhandledRejection', (error) => progress(`unhandled rejection (ignored): ${(error as Error)?.stack ?? String(error)}`));
@@ -41,8 +42,11 @@ const loadAtStart = os.loadavg()[0]!.toFixed(2);
 const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s`;
 const progress = (message: string) => process.stderr.write(`[bench ${elapsed()}] ${message}\n`);
 
-progress(`${quick ? 'quick' : 'full'} run${only ? `, scenarios ${only.join(',')}` : ''}`);
-const server = await startServer();
+progress(`${quick ? 'quick' : 'full'} run${only ? `, scenarios ${only.join(',')}` : ''}${pg15 ? ', Postgres 15' : ''}`);
+const server = await startServer(pg15 ? { pg: 15 } : {}).catch((error: unknown) => {
+  progress(`Postgres did not start: ${(error as Error).message}`);
+  process.exit(1);
+});
 let broker: KafkaBroker | undefined;
 let kafkaSetup: Promise<KafkaSetup> | undefined;
 const kafka = () =>
@@ -73,12 +77,9 @@ const shared = new Map<string, number>();
 if (quick) void kafka();
 const ctx: Context = { quick, server, log: createLogger('silent'), shared, kafka, progress };
 const outcomes: ScenarioOutcome[] = [];
-let postgres = 'Postgres';
+let settings: Record<string, string> = {};
 try {
-  const c = new pg.Client({ connectionString: server.adminUrl });
-  await c.connect();
-  postgres = ((await c.query<{ v: string }>('SHOW server_version')).rows[0]!.v ?? '').replace(/^/, 'Postgres ');
-  await c.end();
+  settings = await serverSettings(server.adminUrl);
   for (const scenario of SCENARIOS) {
     if (only && !only.includes(scenario.id)) continue;
     progress(`scenario ${scenario.id}: ${scenario.title}`);
@@ -103,14 +104,16 @@ const kafkaState = kafkaSetup ? await kafkaSetup : undefined;
 const cpus = os.cpus();
 const files = await writeReport(
   fileURLToPath(new URL('./results/', import.meta.url)),
-  quick ? `${date}-quick` : date,
+  `${date}${quick ? '-quick' : ''}${pg15 ? '-pg15' : ''}`,
   {
     date,
     mode: quick ? 'quick' : 'full',
     startedAt: new Date(Date.now() - (performance.now() - t0)).toISOString(),
     seconds: (performance.now() - t0) / 1000,
-    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? '?', memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, postgres, os: `${os.type()} ${os.release()}`, loadAvg: `${loadAtStart} / ${os.loadavg()[0]!.toFixed(2)}` },
-    database: server.embedded ? 'embedded, started by the bench' : 'BENCH_DATABASE_URL',
+    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? '?', memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, postgres: `Postgres ${settings.server_version ?? '?'}`, os: `${os.type()} ${os.release()}`, loadAvg: `${loadAtStart} / ${os.loadavg()[0]!.toFixed(2)}` },
+    database: server.description,
+    settings,
+    command: `${process.env.BENCH_PG ? `BENCH_PG=${process.env.BENCH_PG} ` : ''}npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}`,
     kafka: !kafkaState ? 'not used' : kafkaState.ok ? `local single-node broker (${kafkaState.brokers.join(',')})` : `skipped (${kafkaState.reason})`,
   },
   outcomes,

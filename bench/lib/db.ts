@@ -1,11 +1,11 @@
-import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.js';
-import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/embedded/postgres.js';
 import { pushModel } from '../../src/models/registry.js';
 import type { ModelKey } from './result.js';
+import type { BenchServer } from './server.js';
+
+export { startServer, type BenchServer } from './server.js';
 
 export const MODEL_FILES: Record<ModelKey, string> = {
   logreg: 'breast_cancer_logreg.onnx',
@@ -27,41 +27,10 @@ export function modelBytes(model: ModelKey): Promise<Buffer> {
 
 export const FEATURES = Array.from({ length: 30 }, (_, i) => `f${i}`);
 
-export interface BenchServer {
-  /** Connection string to the maintenance database. */
-  readonly adminUrl: string;
-  readonly embedded: boolean;
-  stop(): Promise<void>;
-}
-
 export function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${database}`;
   return parsed.toString();
-}
-
-/** BENCH_DATABASE_URL, or an embedded Postgres in a temp dir that stop() deletes. */
-export async function startServer(): Promise<BenchServer> {
-  const given = process.env.BENCH_DATABASE_URL;
-  if (given) return { adminUrl: given, embedded: false, stop: async () => undefined };
-  const root = await mkdtemp(path.join(tmpdir(), 'pgscore-bench-'));
-  await chmod(root, 0o755);
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  let server: EmbeddedServer;
-  try {
-    server = await startEmbeddedPostgres({ dataDir: path.join(root, 'data'), port });
-  } catch (error) {
-    await rm(root, { recursive: true, force: true });
-    throw error;
-  }
-  return {
-    adminUrl: server.url('postgres'),
-    embedded: true,
-    async stop() {
-      await server.stop();
-      await rm(root, { recursive: true, force: true });
-    },
-  };
 }
 
 export interface BenchDatabase {

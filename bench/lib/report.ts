@@ -12,7 +12,11 @@ export interface RunInfo {
   readonly seconds: number;
   readonly machine: { cpus: number; cpuModel: string; memGiB: number; node: string; postgres: string; os: string; loadAvg: string };
   readonly database: string;
+  /** SHOW of the tuned and the durability settings at the start of the run (bench/lib/server.ts). */
+  readonly settings: Readonly<Record<string, string>>;
   readonly kafka: string;
+  /** How the run was started, e.g. `npm run bench -- --quick --pg15`. */
+  readonly command: string;
 }
 
 const status = (m: Metric) => (m.met === undefined ? '' : m.met ? 'met' : 'NOT MET');
@@ -155,7 +159,9 @@ export async function writeReport(dir: string, base: string, info: RunInfo, outc
     '',
     `${met} of ${targeted.length} targets met${failed.length ? `; **${failed.length} scenario(s) failed**: ${failed.map((o) => o.id).join(', ')}` : ''}. Every figure is the median of the repetitions (n) with min and max; ratios are taken within one repetition, side by side, because absolute numbers drift on a shared machine and ratios hold.`,
     '',
-    `Machine: ${info.machine.cpus} × ${info.machine.cpuModel}, ${info.machine.memGiB} GiB, ${info.machine.os}; Node ${info.machine.node}; ${info.machine.postgres} (${info.database}); Kafka: ${info.kafka}. Load average (1 min) at start / end: ${info.machine.loadAvg} — anything above ~0.5 at the start means other work shared the cores. Run took ${Math.round(info.seconds)} s. Command: \`npm run bench${info.mode === 'quick' ? ' -- --quick' : ''}\`.`,
+    `Machine: ${info.machine.cpus} × ${info.machine.cpuModel}, ${info.machine.memGiB} GiB, ${info.machine.os}; Node ${info.machine.node}; ${info.machine.postgres} (${info.database}); Kafka: ${info.kafka}. Load average (1 min) at start / end: ${info.machine.loadAvg} — anything above ~0.5 at the start means other work shared the cores. Run took ${Math.round(info.seconds)} s. Command: \`${info.command}\`.`,
+    '',
+    `Server settings (SHOW at the start of the run): ${Object.entries(info.settings).map(([name, value]) => `${name}=${value}`).join(', ')}.`,
     '',
     ...charts.flatMap((c) => [c, '']),
     '## Targets',

@@ -53,7 +53,7 @@ export const bulkIngest: Scenario = {
       );
     } finally {
       await db.query(`COPY (SELECT 1 WHERE false) TO '${csv}'`).catch(() => undefined);
-      if (ctx.server.embedded) await rm(csv, { force: true }); // the server's /tmp is ours
+      if (ctx.server.kind !== 'given') await rm(csv, { force: true }); // the server's /tmp is ours
       await db.close();
     }
   },

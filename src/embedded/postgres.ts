@@ -31,6 +31,8 @@ export async function startEmbeddedPostgres(options: {
   dataDir: string;
   port: number;
   onLog?: (line: string) => void;
+  /** More `postgres` command-line flags after pgscore's own, e.g. ['-c', 'shared_buffers=2GB'] (the bench tunes its server). */
+  extraFlags?: readonly string[];
 }): Promise<EmbeddedServer> {
   const dataDir = path.resolve(options.dataDir);
   const asRoot = process.getuid?.() === 0;
@@ -50,7 +52,7 @@ export async function startEmbeddedPostgres(options: {
     password: PASSWORD,
     persistent: true,
     createPostgresUser: asRoot,
-    postgresFlags: ['-c', 'listen_addresses=localhost', '-c', 'max_connections=200'],
+    postgresFlags: ['-c', 'listen_addresses=localhost', '-c', 'max_connections=200', ...(options.extraFlags ?? [])],
     onLog: remember,
     onError: remember,
   });

