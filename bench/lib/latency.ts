@@ -7,6 +7,8 @@ export interface LatencyRun {
   readonly windows: { p50: number; p95: number; p99: number; n: number }[];
   readonly overall: { p50: number; p95: number; p99: number; max: number; n: number };
   readonly achievedRate: number;
+  /** INSERTs issued per second while the writer issued them (the paced rate, unless the writer fell behind). */
+  readonly offeredRate: number;
   readonly pollRttMedianMs: number;
   readonly polls: number;
   readonly unseen: number;
@@ -39,6 +41,7 @@ export async function measureLatency(
   const total = Math.round(options.rate * (options.seconds + options.warmupSeconds));
   const started = performance.now();
   const failures: unknown[] = [];
+  let issuingEnded = started;
 
   const writeLoop = (async () => {
     while (issued < total) {
@@ -60,6 +63,7 @@ export async function measureLatency(
       }
       await sleep(1);
     }
+    issuingEnded = performance.now();
     while (inflight > 0) await sleep(1);
     writing = false;
   })();
@@ -109,6 +113,7 @@ export async function measureLatency(
     windows,
     overall: percentiles(measured.map((l) => l.ms)),
     achievedRate: issued / Math.max(elapsed, options.seconds),
+    offeredRate: issued / ((issuingEnded - started) / 1000),
     pollRttMedianMs: quantile([...rtts].sort((a, b) => a - b), 0.5),
     polls,
     unseen: committed.size,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import Table from 'cli-table3';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import { goalRows, goalsMarkdown } from './goals.js';
 import { fmt, targetText, type Metric, type ScenarioOutcome } from './result.js';
 
 export interface RunInfo {
@@ -139,8 +140,9 @@ export async function writeReport(dir: string, base: string, info: RunInfo, outc
   await mkdir(dir, { recursive: true });
   const all = outcomes.flatMap((o) => o.metrics);
   const targeted = all.filter((m) => m.target);
+  const goals = goalRows(outcomes, shared);
   const json = path.join(dir, `${base}.json`);
-  await writeFile(json, `${JSON.stringify({ ...info, scenarios: outcomes, reference: Object.fromEntries(shared) }, null, 2)}\n`);
+  await writeFile(json, `${JSON.stringify({ ...info, goals, scenarios: outcomes, reference: Object.fromEntries(shared) }, null, 2)}\n`);
 
   const charts: string[] = [];
   for (const [name, spec] of [['targets', targetsChart(all)], ['throughput', throughputChart(shared)]] as const) {
@@ -162,6 +164,8 @@ export async function writeReport(dir: string, base: string, info: RunInfo, outc
     `Machine: ${info.machine.cpus} × ${info.machine.cpuModel}, ${info.machine.memGiB} GiB, ${info.machine.os}; Node ${info.machine.node}; ${info.machine.postgres} (${info.database}); Kafka: ${info.kafka}. Load average (1 min) at start / end: ${info.machine.loadAvg} — anything above ~0.5 at the start means other work shared the cores. Run took ${Math.round(info.seconds)} s. Command: \`${info.command}\`.`,
     '',
     `Server settings (SHOW at the start of the run): ${Object.entries(info.settings).map(([name, value]) => `${name}=${value}`).join(', ')}.`,
+    '',
+    goalsMarkdown(goals),
     '',
     ...charts.flatMap((c) => [c, '']),
     '## Targets',

@@ -18,6 +18,8 @@ export interface Metric extends Summary {
   /** Undefined when the metric has no target. */
   readonly met?: boolean;
   readonly note?: string;
+  /** The issue goal this metric answers (bench/lib/goals.ts), e.g. 'copy'. */
+  readonly goal?: string;
 }
 
 export interface ScenarioOutcome {
