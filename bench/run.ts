@@ -24,8 +24,9 @@ import { isolation } from './scenarios/8-isolation.js';
 import { lifecycleCost } from './scenarios/9-lifecycle-cost.js';
 import { monitoringCost } from './scenarios/10-monitoring-cost.js';
 import { contenders } from './scenarios/11-contenders.js';
+import { scaleOut } from './scenarios/12-scale-out.js';
 
-const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost, monitoringCost, contenders];
+const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost, monitoringCost, contenders, scaleOut];
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -58,7 +59,8 @@ const kafka = () =>
       await ensureKafkaJars();
       broker = await startKafkaBroker();
       progress(`Kafka broker at ${broker.brokers.join(',')}`);
-      return { ok: true, brokers: broker.brokers };
+      const started = broker;
+      return { ok: true, brokers: started.brokers, pid: () => started.pid };
     } catch (error) {
       return { ok: false, reason: `the Kafka broker did not start: ${(error as Error).message.split('\n')[0]}` };
     }

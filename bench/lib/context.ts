@@ -2,7 +2,8 @@ import type { Logger } from '../../src/log.js';
 import type { BenchServer } from './db.js';
 import type { ScenarioOutcome } from './result.js';
 
-export type KafkaSetup = { ok: true; brokers: string[] } | { ok: false; reason: string };
+/** `pid`: the broker's JVM while it runs (scenario 12 reads its CPU time). */
+export type KafkaSetup = { ok: true; brokers: string[]; pid: () => number | undefined } | { ok: false; reason: string };
 
 export interface Context {
   readonly quick: boolean;

@@ -34,6 +34,8 @@ export interface KafkaBroker {
   readonly dataDir: string;
   /** The broker's own log (log4j2); the JVM's stdout and stderr go to `${logFile}.out`. */
   readonly logFile: string;
+  /** The JVM's process id while it runs (setpriv execs java, so it is the spawned child's), e.g. for CPU accounting. */
+  readonly pid: number | undefined;
   /** Starts the broker again on the same ports and data dir; a no-op while it runs. */
   start(): Promise<void>;
   /** Clean shutdown: SIGTERM, then SIGKILL if it has not exited after 30 s. */
@@ -363,6 +365,9 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     brokers,
     dataDir,
     logFile,
+    get pid() {
+      return current?.child.pid;
+    },
     start,
     stop: () => stopChild('SIGTERM'),
     kill: () => stopChild('SIGKILL'),
