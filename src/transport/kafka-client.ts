@@ -33,8 +33,11 @@ export function createKafka(config: Config, log: Logger): Kafka {
   });
 }
 
-/** Creates the topic when it does not exist (partitions from PGSCORE_KAFKA_PARTITIONS). */
-export async function ensureTopic(kafka: Kafka, config: Config): Promise<void> {
+/**
+ * Creates the topic when it does not exist (partitions from PGSCORE_KAFKA_PARTITIONS); returns
+ * how many partitions it has.
+ */
+export async function ensureTopic(kafka: Kafka, config: Config): Promise<number> {
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -45,6 +48,8 @@ export async function ensureTopic(kafka: Kafka, config: Config): Promise<void> {
         waitForLeaders: true,
       });
     }
+    const { topics: [metadata] } = await admin.fetchTopicMetadata({ topics: [config.kafkaTopic] });
+    return metadata?.partitions.length || config.kafkaPartitions;
   } finally {
     await admin.disconnect();
   }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
+import type { Consumer } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
@@ -19,21 +19,31 @@ import { loadDeployments, versionsInUse, type ActiveDeployment } from '../worker
 import { checkWorkerRole } from '../worker/identity.js';
 import type { LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
-import { decodeMessage, toClaimedRow } from './message.js';
+import { ChunkScheduler, type Slice } from './kafka-batches.js';
+import { decodeMessage, rowsIn, toClaimedRow } from './message.js';
 
 const RELOAD_EVERY_MS = 5_000;
 /** Rows of a paused deployment wait this long on its queue before the relay sends them again. */
 const PAUSED_REQUEUE_DELAY_MS = 5_000;
+/**
+ * kafkajs hands a fetch's partition batches to at most this many eachBatch calls at once; the
+ * chunk scheduler needs them all at once to combine partitions (more partitions than this still
+ * work, in more chunks).
+ */
+const PARTITIONS_AT_ONCE = 256;
 
 interface Poison {
+  readonly topic: string;
+  readonly partition: number;
   readonly offset: string;
   readonly key: string | null;
   readonly reason: string;
 }
 
 /**
- * `pgscore worker --transport kafka`: one member of a consumer group. Each chunk of a partition's
- * batch (at most PGSCORE_BATCH_SIZE messages) is scored and written in one transaction, and its
+ * `pgscore worker --transport kafka`: one member of a consumer group. The messages of a fetch are
+ * cut into chunks of up to PGSCORE_BATCH_SIZE rows across partitions (kafka-batches.ts); each
+ * chunk is scored and written in one transaction, PGSCORE_CONCURRENCY chunks at a time, and its
  * offsets are committed only after that transaction commits, so a crash redelivers rather than
  * loses. The write-back only touches rows still at the version a message was read at, so a
  * redelivered or reordered message never overwrites a prediction from newer values.
@@ -54,6 +64,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   #reloadBeforeNextChunk = false;
   readonly #upkeep: Upkeep;
   readonly #drift: DriftRecorder;
+  readonly #chunks: ChunkScheduler;
 
   constructor(connectionString: string, config: Config, log: Logger) {
     super();
@@ -68,6 +79,10 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       sessionTimeout: 10_000,
       heartbeatInterval: 1_000,
     });
+    this.#chunks = new ChunkScheduler(
+      { rowsPerChunk: config.batchSize, lanes: config.concurrency, rowsIn: (message) => rowsIn(message.value) },
+      (slices) => this.#handleChunk(slices),
+    );
     this.#pool = createPool(connectionString, { max: config.concurrency + 1, name: 'kafka worker' });
     this.#pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     this.#models = new SessionCache((name, version) => fetchModelBytes(this.#pool, name, version), {
@@ -98,8 +113,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     });
     await this.#consumer.run({
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.#config.concurrency,
-      eachBatch: (payload) => this.#eachBatch(payload),
+      partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
+      eachBatch: (payload) => this.#chunks.eachBatch(payload),
     });
     await joined;
     await this.#upkeep.start();
@@ -141,20 +156,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     return this.#deployments.get(id);
   }
 
-  async #eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
-    const size = this.#config.batchSize;
-    for (let start = 0; start < batch.messages.length; start += size) {
-      // After a rebalance the partition may belong to another member: stop; it will redeliver.
-      if (!isRunning() || isStale()) return;
-      const chunk = batch.messages.slice(start, start + size);
-      await this.#handleChunk(batch.topic, batch.partition, chunk);
-      resolveOffset(chunk[chunk.length - 1]!.offset);
-      await commitOffsetsIfNecessary();
-      await heartbeat();
-    }
-  }
-
-  async #handleChunk(topic: string, partition: number, chunk: readonly KafkaMessage[]): Promise<void> {
+  async #handleChunk(slices: readonly Slice[]): Promise<void> {
     if (this.#reloadBeforeNextChunk) {
       this.#reloadBeforeNextChunk = false;
       await this.#reload();
@@ -162,37 +164,39 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     const started = performance.now();
     const now = Date.now();
     const poison: Poison[] = [];
-    const groups = new Map<number, { deployment: ActiveDeployment; rows: ClaimedRow[]; stale: ClaimedRow[] }>();
+    const groups = new Map<number, Group>();
     const parked = new Map<number, ReturnType<typeof parkingStatements> & { rows: ClaimedRow[] }>();
-    for (const message of chunk) {
-      const decoded = decodeMessage(message.value);
-      if (!decoded.ok) {
-        poison.push({ offset: message.offset, key: message.key?.toString('utf8') ?? null, reason: decoded.reason });
-        continue;
-      }
-      const row = toClaimedRow(decoded.message, now);
-      const deployment = await this.#deployment(decoded.message.d);
-      if (!deployment) {
-        // Invalid since (its queue is kept): park the row there for ml.deploy. Undeployed or
-        // dropped: nothing to write to.
-        const target = this.#parked.get(decoded.message.d);
-        if (target && decoded.message.k.length === target.keyCount) {
-          const entry = parked.get(decoded.message.d) ?? { ...target, rows: [] };
-          entry.rows.push(row);
-          parked.set(decoded.message.d, entry);
+    for (const { topic, partition, messages } of slices) {
+      for (const message of messages) {
+        const decoded = decodeMessage(message.value);
+        if (!decoded.ok) {
+          poison.push({ topic, partition, offset: message.offset, key: message.key?.toString('utf8') ?? null, reason: decoded.reason });
+          continue;
         }
-        continue;
-      }
-      let group = groups.get(deployment.id);
-      if (!group) groups.set(deployment.id, (group = { deployment, rows: [], stale: [] }));
-      // Checked against the deployment that scores the group (a reload may happen mid-chunk).
-      if (decoded.message.f !== group.deployment.sql.fingerprint || decoded.message.k.length !== group.deployment.keyCount) {
-        // Built for another version or mapping (a promotion, a re-plan): read the row afresh,
-        // and reload before the next chunk, in case this worker is the one behind.
-        group.stale.push(row);
-        this.#reloadBeforeNextChunk = true;
-      } else {
-        group.rows.push(row);
+        const { deployment: id, fingerprint, keyCount, rows } = decoded.message;
+        const deployment = await this.#deployment(id);
+        if (!deployment) {
+          // Invalid since (its queue is kept): park the rows there for ml.deploy. Undeployed or
+          // dropped: nothing to write to.
+          const target = this.#parked.get(id);
+          if (target && keyCount === target.keyCount) {
+            const entry = parked.get(id) ?? { ...target, rows: [] };
+            for (const row of rows) entry.rows.push(toClaimedRow(row, now));
+            parked.set(id, entry);
+          }
+          continue;
+        }
+        let group = groups.get(deployment.id);
+        if (!group) groups.set(deployment.id, (group = new Group(deployment)));
+        // Checked against the deployment that scores the group (a reload may happen mid-chunk).
+        if (fingerprint !== group.deployment.sql.fingerprint || keyCount !== group.deployment.keyCount) {
+          // Built for another version or mapping (a promotion, a re-plan): read the rows afresh,
+          // and reload before the next chunk, in case this worker is the one behind.
+          for (const row of rows) group.stale.push(toClaimedRow(row, now));
+          this.#reloadBeforeNextChunk = true;
+        } else {
+          for (const row of rows) group.add(toClaimedRow(row, now));
+        }
       }
     }
 
@@ -201,27 +205,29 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       await inWritebackTransaction(this.#pool, async (client) => {
         if (poison.length > 0) {
           await client.query(RECORD_POISON, [
-            poison.map(() => topic),
-            poison.map(() => partition),
+            poison.map((p) => p.topic),
+            poison.map((p) => p.partition),
             poison.map((p) => p.offset),
             poison.map((p) => p.key),
             poison.map((p) => p.reason),
           ]);
-          this.#log.warn({ topic, partition, poison }, 'undecodable messages recorded in ml.errors');
+          this.#log.warn({ poison }, 'undecodable messages recorded in ml.errors');
         }
         for (const target of parked.values()) await requeueRows(client, target, target.rows, 0);
-        for (const { deployment, rows, stale } of groups.values()) {
+        for (const group of groups.values()) {
+          const { deployment, stale, consumed } = group;
+          const rows = group.rows();
           const claimedAt = performance.now();
           const result = await this.#scoreGroup(client, deployment, rows, claimedAt);
           await requeueRows(client, deployment, stale, 0);
-          await client.query(COUNT_CONSUMED, [deployment.id, rows.length + stale.length]);
+          await client.query(COUNT_CONSUMED, [deployment.id, consumed + stale.length]);
           const done = performance.now();
           handled.push({
             deployment,
             result,
             batch: {
               deployment: deployment.name,
-              claimed: rows.length + stale.length,
+              claimed: consumed + stale.length,
               written: result.written,
               dead: result.dead,
               requeued: result.requeued + stale.length,
@@ -248,7 +254,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
         this.#loadedAt = 0;
       }
       for (const { deployment } of groups.values()) this.emit('failure', { deployment: deployment.name, kind: action.kind, reason: action.reason });
-      this.#failureLog.error(`chunk:${action.kind}`, { topic, partition, err: error }, `Kafka batch failed, it will be redelivered: ${action.reason}`);
+      const partitions = slices.map(({ topic, partition }) => `${topic}/${partition}`);
+      this.#failureLog.error(`chunk:${action.kind}`, { partitions, err: error }, `Kafka batch failed, it will be redelivered: ${action.reason}`);
       await new Promise((resolve) => setTimeout(resolve, 250 + Math.random() * 250));
       throw error;
     }
@@ -275,5 +282,30 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     }
     await requeueRows(client, deployment, rows, PAUSED_REQUEUE_DELAY_MS);
     return { written: 0, dead: 0, requeued: rows.length, scoredAt: performance.now() };
+  }
+}
+
+/**
+ * One deployment's rows of a chunk. A row relayed more than once (changed again, or sent twice)
+ * is scored once, from its last message: like a notify claim, a batch holds each key once, which
+ * the write-back's single statement relies on (one dead letter, one side-table row per key).
+ */
+class Group {
+  readonly stale: ClaimedRow[] = [];
+  readonly #rows = new Map<string, ClaimedRow>();
+  /** Rows of the chunk's messages, duplicates included (ml._kafka_counts counts messages' rows). */
+  consumed = 0;
+
+  constructor(readonly deployment: ActiveDeployment) {}
+
+  add(row: ClaimedRow): void {
+    this.consumed += 1;
+    const key = row.keys.length === 1 ? row.keys[0]! : JSON.stringify(row.keys);
+    this.#rows.delete(key);
+    this.#rows.set(key, row);
+  }
+
+  rows(): ClaimedRow[] {
+    return [...this.#rows.values()];
   }
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { CompressionTypes, type Producer } from 'kafkajs';
+import { CompressionTypes, type Message, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
@@ -7,18 +7,25 @@ import { COUNT_RELAYED, RECHECK_DEPLOYMENT } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { inWritebackTransaction, type BatchResult } from '../pipeline/batch.js';
 import { claimBatch, ClaimSizer } from '../queue/claim.js';
+import type { ClaimedRow } from '../queue/claimed-row.js';
 import { checkWorkerRole } from '../worker/identity.js';
 import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
 import { QueueLoop, type LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
-import { encodeRow } from './message.js';
+import { encodeRows } from './message.js';
+import { partitionOf, rowKey } from './partition.js';
+
+/** Keys per queue row of a bulk statement (sql/functions/030_generate.sql). */
+const BULK_KEYS_PER_QUEUE_ROW = 100;
 
 /**
  * `pgscore relay`: drains the queues like a notify worker, but instead of scoring it produces
- * each claimed row, with its input values, to the Kafka topic, and deletes the queue rows only
- * after every broker in sync has acknowledged them (acks=all, idempotent producer), in the same
- * transaction that claimed them. A crash between the acknowledgement and the commit sends the
- * rows again (duplicates); nothing is ever deleted unsent.
+ * the claimed rows, with their input values, to the Kafka topic (one message per partition a
+ * batch's rows belong to, message.ts), and deletes the queue rows only after every broker in sync
+ * has acknowledged them (acks=all, idempotent producer), in the same transaction that claimed
+ * them. A crash between the acknowledgement and the commit sends the rows again (duplicates);
+ * nothing is ever deleted unsent. Lanes (PGSCORE_CONCURRENCY) overlap one batch's claim with
+ * another's produce.
  */
 export class Relay extends EventEmitter<LoopEvents> {
   readonly #config: Config;
@@ -27,21 +34,46 @@ export class Relay extends EventEmitter<LoopEvents> {
   readonly #kafka;
   readonly #pool: pg.Pool;
   readonly #log: Logger;
+  /** The topic's partition count: from its metadata at start, then from the producer's. */
+  readonly #partitions = { count: 1 };
 
   constructor(connectionString: string, config: Config, log: Logger) {
     super();
     this.#config = config;
     this.#log = log;
     this.#kafka = createKafka(config, log);
-    this.#producer = this.#kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    const partitions = this.#partitions;
+    this.#producer = this.#kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      // Every message names its partition (relayMessages); the metadata the producer passes
+      // keeps the count current when partitions are added.
+      createPartitioner: () => ({ partitionMetadata, message }) => {
+        if (partitionMetadata.length > 0) partitions.count = partitionMetadata.length;
+        return message.partition ?? 0;
+      },
+    });
     const pool = createPool(connectionString, { max: config.concurrency + 1, name: 'relay' });
     pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     const producer = this.#producer;
     const sizer = new ClaimSizer(config.batchSize);
+    const primed = new Set<number>();
     this.#pool = pool;
     this.#loop = new QueueLoop(connectionString, pool, config, log, {
-      load: () => listDeployments(pool, log),
-      handle: (deployment) => relayBatch(pool, producer, config, deployment, sizer),
+      async load() {
+        const deployments = await listDeployments(pool, log);
+        // Until a claim has seen how many keys a deployment's queue rows hold, the sizer assumes
+        // one per row and the first claim locks up to PGSCORE_BATCH_SIZE queue rows: a bulk-loaded
+        // backlog (100 keys a row) whole, so the other lanes find nothing and leave the drain to
+        // one lane. Assume the bulk chunk size instead; the first claim corrects it.
+        for (const deployment of deployments) {
+          if (!primed.has(deployment.id)) sizer.observe(deployment.id, BULK_KEYS_PER_QUEUE_ROW, 1);
+          primed.add(deployment.id);
+        }
+        return deployments;
+      },
+      handle: (deployment) => relayBatch(pool, producer, config, deployment, sizer, partitions.count),
       async recheck(deployment, reason) {
         const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a relay batch failed: ${reason}`]);
         return rows[0]?.status ?? 'undeployed';
@@ -61,7 +93,7 @@ export class Relay extends EventEmitter<LoopEvents> {
 
   async start(): Promise<void> {
     await checkWorkerRole(this.#pool, this.#config.allowSuperuser, this.#log);
-    await ensureTopic(this.#kafka, this.#config);
+    this.#partitions.count = await ensureTopic(this.#kafka, this.#config);
     await this.#producer.connect();
     await this.#loop.start();
   }
@@ -72,12 +104,35 @@ export class Relay extends EventEmitter<LoopEvents> {
   }
 }
 
+/**
+ * A batch's rows as produce requests: each row goes to its partition (partition.ts), a partition's
+ * rows in claim order in as few messages as fit (encodeRows); usually one request, more only when
+ * a partition's messages exceed one message's size limit (each request stays within the broker's
+ * limit per partition).
+ */
+export function relayMessages(deployment: ActiveDeployment, rows: readonly ClaimedRow[], now: number, partitions: number): Message[][] {
+  const byPartition = new Map<number, ClaimedRow[]>();
+  for (const row of rows) {
+    const partition = partitionOf(rowKey(deployment.id, row.keys), partitions);
+    const list = byPartition.get(partition);
+    if (list) list.push(row);
+    else byPartition.set(partition, [row]);
+  }
+  const requests: Message[][] = [];
+  const key = String(deployment.id);
+  for (const [partition, list] of byPartition) {
+    encodeRows(deployment, list, now).forEach((value, i) => (requests[i] ??= []).push({ key, value, partition }));
+  }
+  return requests;
+}
+
 async function relayBatch(
   pool: pg.Pool,
   producer: Producer,
   config: Config,
   deployment: ActiveDeployment,
   sizer: ClaimSizer,
+  partitions: number,
 ): Promise<BatchResult> {
   const started = performance.now();
   let claimedAt = started;
@@ -86,13 +141,9 @@ async function relayBatch(
     const rows = await claimBatch(client, deployment, config.batchSize, sizer);
     claimedAt = performance.now();
     if (rows.length === 0) return 0;
-    const now = Date.now();
-    await producer.send({
-      topic: config.kafkaTopic,
-      acks: -1,
-      compression: CompressionTypes.None,
-      messages: rows.map((row) => encodeRow(deployment, row, now)),
-    });
+    for (const messages of relayMessages(deployment, rows, Date.now(), partitions)) {
+      await producer.send({ topic: config.kafkaTopic, acks: -1, compression: CompressionTypes.None, messages });
+    }
     sentAt = performance.now();
     await client.query(COUNT_RELAYED, [deployment.id, rows.length]);
     return rows.length;

@@ -3,11 +3,18 @@
  * every row once, survive a killed worker and a restarted broker, keep newest-wins, and record
  * poison messages. Skipped where Java or Maven is missing, except in CI, where that fails.
  */
-import { Kafka, logLevel } from 'kafkajs';
+import { CompressionTypes, Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, test } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
+import { COUNT_RELAYED } from '../../src/db/statements.js';
+import { inWritebackTransaction } from '../../src/pipeline/batch.js';
+import { claimBatch, ClaimSizer } from '../../src/queue/claim.js';
+import type { ClaimedRow } from '../../src/queue/claimed-row.js';
 import { KafkaWorker } from '../../src/transport/kafka.js';
+import { encodeRows } from '../../src/transport/message.js';
 import { Relay } from '../../src/transport/relay.js';
+import { listDeployments, type ActiveDeployment } from '../../src/worker/deployments.js';
 import { exited, startPgscore } from '../helpers/cli.js';
 import { createTestDatabase, pending, push, quietLog, waitFor, type TestDatabase } from '../helpers/db.js';
 import { ensureKafkaJars, kafkaAvailable, startKafkaBroker, type KafkaBroker } from '../helpers/kafka-broker.js';
@@ -22,6 +29,17 @@ if (skipReason !== undefined && process.env.CI === 'true') {
 }
 
 const INPUTS = '{"f32": ["a", "b"], "f64": "c", "i32": "d", "i64": "e", "flag": "ok", "tag": "tag"}';
+
+/** A row as the relay of format 1 (before binary messages) produced it: one JSON message per row. */
+function formatOneMessage(deployment: ActiveDeployment, row: ClaimedRow, now: number) {
+  const encodeValue = (value: unknown): unknown =>
+    typeof value === 'number' && !Number.isFinite(value) ? { $f: String(value) } : Array.isArray(value) ? value.map(encodeValue) : value;
+  const message = {
+    v: 1, d: deployment.id, f: deployment.sql.fingerprint, k: [...row.keys], x: row.xmin, t: row.tid,
+    q: Math.round(now - row.ageMs), i: row.values.map(encodeValue),
+  };
+  return { key: `${deployment.id}:${JSON.stringify(row.keys)}`, value: JSON.stringify(message) };
+}
 
 describe.skipIf(skipReason !== undefined)('kafka transport', () => {
   let broker: KafkaBroker;
@@ -200,6 +218,113 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
         [null, 'junk', expect.stringMatching(/^message is not JSON: /)],
         [null, 'old', 'message is not a pgscore row message v1: v: Invalid input: expected 1'],
       ]);
+    } finally {
+      await worker.stop();
+      await relay.stop();
+    }
+  });
+
+  it('an upgrade scores the format-1 messages already in the topic, then the binary ones', async () => {
+    const { table, config } = await newTable();
+    await insert(table, 1, 300);
+    // What a relay before the upgrade did: claim, produce one JSON message per row, delete, count.
+    const pool = new pg.Pool({ connectionString: db.workerUrl, max: 2 });
+    const kafka = new Kafka({ brokers: broker.brokers, logLevel: logLevel.NOTHING });
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    try {
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic: config.kafkaTopic, numPartitions: config.kafkaPartitions }], waitForLeaders: true });
+      await admin.disconnect();
+      await producer.connect();
+      const deployment = (await listDeployments(pool, quietLog)).find((d) => d.name === table)!;
+      const relayed = await inWritebackTransaction(pool, async (client) => {
+        const rows = await claimBatch(client, deployment, 1000, new ClaimSizer(1000));
+        const now = Date.now();
+        await producer.send({ topic: config.kafkaTopic, acks: -1, compression: CompressionTypes.None, messages: rows.map((row) => formatOneMessage(deployment, row, now)) });
+        await client.query(COUNT_RELAYED, [deployment.id, rows.length]);
+        return rows.length;
+      });
+      expect(relayed).toBe(300);
+    } finally {
+      await producer.disconnect();
+      await pool.end();
+    }
+    expect(await pending(db, table)).toBe(0);
+
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    try {
+      await Promise.all([relay.start(), worker.start()]);
+      await insert(table, 301, 600);
+      await waitFor(async () => (await wrong(table)) === 0, 'rows of both formats scored');
+      await waitFor(async () => (await pending(db, table)) === 0, 'queue empty');
+      const [status] = await db.sql<{ in_kafka: string }>(`SELECT in_kafka FROM ml.status WHERE deployment = $1`, [table]);
+      expect(status!.in_kafka).toBe('0');
+      expect(await db.sql(`SELECT count(*)::int AS n FROM ml.errors WHERE deployment = $1`, [table])).toEqual([{ n: 0 }]);
+    } finally {
+      await worker.stop();
+      await relay.stop();
+    }
+  });
+
+  it('a damaged binary message is recorded in ml.errors with what is wrong, and the partition keeps moving', async () => {
+    const { table, config } = await newTable();
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    await worker.start();
+    try {
+      const row: ClaimedRow = { keys: ['1'], ageMs: 0, xmin: '1', tid: '(0,1)', attempts: 0, values: [1, 2, 3, 4, '5', true, 't'] };
+      const [good] = encodeRows({ id: 1, keyCount: 1, sql: { fingerprint: 'f' } }, [row, row], 0);
+      const newer = Buffer.from(good!);
+      newer[4] = 3;
+      const producer = new Kafka({ brokers: broker.brokers, logLevel: logLevel.NOTHING }).producer();
+      await producer.connect();
+      await producer.send({
+        topic: config.kafkaTopic,
+        messages: [
+          { key: 'cut', value: good!.subarray(0, good!.length - 3), partition: 1 },
+          { key: 'newer', value: newer, partition: 1 },
+        ],
+      });
+      await producer.disconnect();
+      await relay.start();
+      await insert(table, 1, 100);
+      await waitFor(async () => (await wrong(table)) === 0, 'rows after the damaged messages scored');
+      const errors = await db.sql<{ deployment: string | null; row_key: { key: string }; reason: string }>(
+        `SELECT deployment, row_key, reason FROM ml.errors WHERE row_key->>'topic' = $1 ORDER BY row_key->>'offset'`, [config.kafkaTopic],
+      );
+      expect(errors.map((e) => [e.deployment, e.row_key.key, e.reason])).toEqual([
+        [null, 'cut', 'message is not a pgscore row message v2: truncated: a value tag at byte 107 needs 1 byte(s), the message has 107'],
+        [null, 'newer', 'message is not a pgscore row message v2: format version 3 is not known to this worker (it reads 1 and 2); upgrade it'],
+      ]);
+    } finally {
+      await worker.stop();
+      await relay.stop();
+    }
+  });
+
+  it('a row relayed twice that both times cannot be scored, handled in one chunk, is one dead letter', async () => {
+    const { table, config } = await newTable();
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    let failures = 0;
+    worker.on('failure', () => (failures += 1));
+    const inKafka = async () =>
+      Number((await db.sql<{ in_kafka: string | null }>(`SELECT in_kafka FROM ml.status WHERE deployment = $1`, [table]))[0]?.in_kafka ?? 0);
+    try {
+      // Relayed while no worker runs, so both messages of the row arrive in one fetch.
+      await relay.start();
+      await db.sql(`INSERT INTO ${table} VALUES (1, NULL, 1, 1, 1, 1, true, 't'), (2, 1, 1, 1, 1, 1, true, 't')`);
+      await waitFor(async () => (await inKafka()) === 2, 'the rows relayed');
+      await db.sql(`UPDATE ${table} SET c = 2 WHERE id = 1`);
+      await waitFor(async () => (await inKafka()) === 3, 'the changed row relayed again');
+      await worker.start();
+      await waitFor(async () => (await inKafka()) === 0, 'the messages handled');
+      const errors = await db.sql<{ row_key: unknown; reason: string }>(`SELECT row_key, reason FROM ml.errors WHERE deployment = $1`, [table]);
+      expect(errors).toEqual([{ row_key: { id: 1 }, reason: 'column "a" is NULL; model input f32 has no NULL' }]);
+      expect(await db.sql(`SELECT id, total FROM ${table} ORDER BY id`)).toEqual([{ id: 1, total: null }, { id: 2, total: 6 }]);
+      expect(failures).toBe(0);
     } finally {
       await worker.stop();
       await relay.stop();

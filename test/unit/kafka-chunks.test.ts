@@ -1,0 +1,108 @@
+import type { EachBatchPayload, KafkaMessage } from 'kafkajs';
+import { describe, expect, it } from 'vitest';
+import { ChunkScheduler, type Slice } from '../../src/transport/kafka-batches.js';
+
+/** A partition's batch as kafkajs hands it to eachBatch; `rows` per message in the value's first byte. */
+function batch(partition: number, rows: number[], state = { running: true, stale: false }) {
+  const resolved: string[] = [];
+  let heartbeats = 0;
+  const messages = rows.map((n, i) => ({ offset: String(100 + i), value: Buffer.from([n]), key: null }) as unknown as KafkaMessage);
+  const payload = {
+    batch: { topic: 't', partition, messages },
+    resolveOffset: (offset: string) => resolved.push(offset),
+    heartbeat: async () => void (heartbeats += 1),
+    isRunning: () => state.running,
+    isStale: () => state.stale,
+  } as unknown as EachBatchPayload;
+  return { payload, resolved, state, heartbeats: () => heartbeats };
+}
+
+const describeSlice = (s: Slice) => `${s.partition}:${s.messages.map((m) => m.offset).join(',')}`;
+
+function scheduler(rowsPerChunk: number, lanes: number, handle: (slices: Slice[]) => Promise<void>) {
+  return new ChunkScheduler({ rowsPerChunk, lanes, rowsIn: (m) => m.value![0]! }, handle);
+}
+
+describe('chunks across partitions', () => {
+  it('handles a fetch of several partitions as few chunks, resolving each partition only after its chunk', async () => {
+    const chunks: string[][] = [];
+    const resolvedAtHandle: number[] = [];
+    const batches = [batch(0, [2, 2]), batch(1, [3]), batch(2, [1, 1, 1, 1, 1, 1])];
+    const chunker = scheduler(6, 1, async (slices) => {
+      resolvedAtHandle.push(batches.reduce((n, b) => n + b.resolved.length, 0));
+      chunks.push(slices.map(describeSlice));
+    });
+    await Promise.all(batches.map((b) => chunker.eachBatch(b.payload)));
+    // 4 + 3 rows reach 6; then the rest of partition 2.
+    expect(chunks).toEqual([['0:100,101', '1:100'], ['2:100,101,102,103,104,105']]);
+    expect(resolvedAtHandle).toEqual([0, 2]);
+    expect(batches.map((b) => b.resolved)).toEqual([['101'], ['100'], ['105']]);
+    expect(batches[0]!.heartbeats()).toBe(1);
+  });
+
+  it('keeps a partition in order, in one chunk at a time, and takes at least one message', async () => {
+    const chunks: string[][] = [];
+    let inFlight = 0;
+    const b = batch(0, [5, 5, 5]);
+    const chunker = scheduler(2, 3, async (slices) => {
+      inFlight += 1;
+      expect(inFlight).toBe(1);
+      chunks.push(slices.map(describeSlice));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      inFlight -= 1;
+    });
+    await chunker.eachBatch(b.payload);
+    expect(chunks).toEqual([['0:100'], ['0:101'], ['0:102']]);
+    expect(b.resolved).toEqual(['100', '101', '102']);
+  });
+
+  it('runs chunks of different partitions side by side, up to the lanes', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const batches = [0, 1, 2, 3].map((p) => batch(p, [4]));
+    const chunker = scheduler(4, 2, async () => {
+      inFlight += 1;
+      most = Math.max(most, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      inFlight -= 1;
+    });
+    await Promise.all(batches.map((b) => chunker.eachBatch(b.payload)));
+    expect(most).toBe(2);
+  });
+
+  it('a failed chunk fails the batches of its partitions only, with nothing of them resolved', async () => {
+    const failing = batch(0, [1, 1]);
+    const other = batch(1, [1]);
+    const chunker = scheduler(1, 1, async (slices) => {
+      if (slices[0]!.partition === 0) throw new Error('write-back failed');
+    });
+    const results = await Promise.allSettled([chunker.eachBatch(failing.payload), chunker.eachBatch(other.payload)]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'fulfilled']);
+    expect((results[0] as PromiseRejectedResult).reason).toEqual(new Error('write-back failed'));
+    expect(failing.resolved).toEqual([]);
+    expect(other.resolved).toEqual(['100']);
+  });
+
+  it('drops a partition taken away by a rebalance before its next chunk, unresolved', async () => {
+    const taken = batch(0, [1, 1, 1]);
+    const chunks: string[][] = [];
+    const chunker = scheduler(1, 1, async (slices) => {
+      chunks.push(slices.map(describeSlice));
+      taken.state.stale = true;
+    });
+    await chunker.eachBatch(taken.payload);
+    expect(chunks).toEqual([['0:100']]);
+    expect(taken.resolved).toEqual(['100']);
+  });
+
+  it('ends every batch not yet handled when a heartbeat reports a rebalance', async () => {
+    const first = batch(0, [1, 1]);
+    const rebalance = new Error('The group is rebalancing, so a rejoin is needed');
+    (first.payload as { heartbeat: () => Promise<void> }).heartbeat = async () => {
+      throw rebalance;
+    };
+    const chunker = scheduler(1, 1, async () => undefined);
+    await expect(chunker.eachBatch(first.payload)).rejects.toBe(rebalance);
+    expect(first.resolved).toEqual(['100']);
+  });
+});
