@@ -1,5 +1,6 @@
--- The prediction log (ml._predictions, one partition per UTC day), its upkeep, settings, and
--- ml.compare, the comparison of a deployment's versions built on it.
+-- The prediction log (ml._prediction_batches: a row per logged batch, one partition per UTC day;
+-- ml._predictions shows it a row per prediction), its upkeep, settings, and ml.compare, the
+-- comparison of a deployment's versions built on it.
 
 CREATE OR REPLACE FUNCTION ml._setting_defaults()
 RETURNS TABLE (name text, value text, description text)
@@ -85,18 +86,18 @@ BEGIN
     RETURN;
   END IF;
   FOR v_day IN SELECT generate_series(greatest(v_today - 1, v_keep_from), v_today + 7, interval '1 day')::date LOOP
-    IF to_regclass(format('ml.%I', '_predictions_' || to_char(v_day, 'YYYYMMDD'))) IS NULL THEN
-      EXECUTE format('CREATE TABLE ml.%I PARTITION OF ml._predictions FOR VALUES FROM (%L) TO (%L)',
-                     '_predictions_' || to_char(v_day, 'YYYYMMDD'),
+    IF to_regclass(format('ml.%I', '_prediction_batches_' || to_char(v_day, 'YYYYMMDD'))) IS NULL THEN
+      EXECUTE format('CREATE TABLE ml.%I PARTITION OF ml._prediction_batches FOR VALUES FROM (%L) TO (%L)',
+                     '_prediction_batches_' || to_char(v_day, 'YYYYMMDD'),
                      v_day::timestamp AT TIME ZONE 'UTC', (v_day + 1)::timestamp AT TIME ZONE 'UTC');
       -- As every ml table (090_privileges.sql): admins read it.
-      EXECUTE format('GRANT SELECT ON ml.%I TO pgscore_admin', '_predictions_' || to_char(v_day, 'YYYYMMDD'));
+      EXECUTE format('GRANT SELECT ON ml.%I TO pgscore_admin', '_prediction_batches_' || to_char(v_day, 'YYYYMMDD'));
     END IF;
   END LOOP;
   FOR v_part IN
     SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-     WHERE i.inhparent = 'ml._predictions'::regclass
-       AND c.relname ~ '^_predictions_\d{8}$' AND to_date(substr(c.relname, 14), 'YYYYMMDD') < v_keep_from
+     WHERE i.inhparent = 'ml._prediction_batches'::regclass
+       AND c.relname ~ '^_prediction_batches_\d{8}$' AND to_date(substr(c.relname, 21), 'YYYYMMDD') < v_keep_from
   LOOP
     EXECUTE format('DROP TABLE ml.%I', v_part.relname);
   END LOOP;

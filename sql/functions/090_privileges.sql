@@ -49,7 +49,7 @@ GRANT EXECUTE ON FUNCTION ml._setting_defaults(), ml._setting(text) TO pgscore_a
 GRANT SELECT ON ml.runs TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._maintain(), ml._start_scheduled_run(int, timestamptz) TO pgscore_worker;
 GRANT SELECT ON ml._runs TO pgscore_worker;
-GRANT INSERT ON ml._predictions TO pgscore_worker;
+GRANT INSERT ON ml._prediction_batches TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._finish_runs() TO pgscore_worker;
 
 -- Monitoring (sql/functions/065_drift.sql). ml.set_baseline runs its query with the caller's

@@ -25,9 +25,9 @@ export function logsPredictions(plan: Plan): boolean {
  *   the provenance column with the time (the batch's transaction time) unless turned off; the
  *   model's run time per row in µs; with a shadow model, one array per output of its values
  *   (NULL where it failed), its error per row, its version and its run time per row.
- * The prediction log (ml._predictions) gets the written predictions (a sample of them, per the
- * plan's log_sample; all of them with a shadow), the dead letters, and the shadow's predictions
- * of the written rows, all at the batch's transaction time.
+ * The prediction log (ml._prediction_batches, a row per batch and role) gets the written
+ * predictions (a sample of them, per the plan's log_sample; all of them with a shadow), the dead
+ * letters, and the shadow's predictions of the written rows, all at the batch's transaction time.
  * Newest wins: only the row version that was read takes the prediction; rows changed since they
  * were read go back to the queue with a retry delay. The worker never waits long for a row lock
  * (so it cannot deadlock with an application's multi-row UPDATE). Two forms:
@@ -85,25 +85,28 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
   const sampled = shadow || plan.log_sample >= 1 ? '' : `WHERE random() < ${plan.log_sample}`;
   const outputsJson = (value: (i: number) => string) =>
     `jsonb_build_object(${plan.outputs.map((o, i) => `${pg.escapeLiteral(o.column)}, ${value(i)}`).join(', ')})`;
+  // One log row per batch, model and role, with one array element per prediction (0007_prediction_batches.sql).
   const logCtes = [
     ...(logged
       ? [`logged AS (
-      INSERT INTO ml._predictions (deployment_id, row_key, model, role, outputs, score_us)
-      SELECT $1, ${rowKey('w')}, ${modelParam}::text, '${role}', w.pgscore_outputs, ${scoreUsParam}::real FROM written w ${sampled}
+      INSERT INTO ml._prediction_batches (deployment_id, row_keys, model, role, outputs, score_us)
+      SELECT $1, array_agg(${rowKey('w')}), ${modelParam}::text, '${role}', array_agg(w.pgscore_outputs), ${scoreUsParam}::real
+        FROM written w ${sampled} HAVING count(*) > 0
     )`,
         `dead_logged AS (
-      INSERT INTO ml._predictions (deployment_id, row_key, model, role, error)
-      SELECT $1, ${rowKey('b')}, ${modelParam}::text, '${role}', b.reason
+      INSERT INTO ml._prediction_batches (deployment_id, row_keys, model, role, errors)
+      SELECT $1, array_agg(${rowKey('b')}), ${modelParam}::text, '${role}', array_agg(b.reason)
         FROM unnest(${deadKeyParams.map((p) => `${p}::text[]`).join(', ')}, ${reasonParam}::text[]) AS b(${keyCols.join(', ')}, reason)
+      HAVING count(*) > 0
     )`]
       : []),
     ...(shadow
       ? [`shadow_logged AS (
-      INSERT INTO ml._predictions (deployment_id, row_key, model, role, outputs, error, score_us)
-      SELECT $1, ${rowKey('w')}, ${shadow.model}::text, 'shadow',
-             CASE WHEN w.serr IS NULL THEN ${outputsJson((i) => `w.s${i}${plan.outputs[i]!.array ? `::${plan.outputs[i]!.sql_type}` : ''}`)} END,
-             w.serr, ${shadow.scoreUs}::real
-        FROM written w
+      INSERT INTO ml._prediction_batches (deployment_id, row_keys, model, role, outputs, errors, score_us)
+      SELECT $1, array_agg(${rowKey('w')}), ${shadow.model}::text, 'shadow',
+             array_agg(CASE WHEN w.serr IS NULL THEN ${outputsJson((i) => `w.s${i}${plan.outputs[i]!.array ? `::${plan.outputs[i]!.sql_type}` : ''}`)} END),
+             array_agg(w.serr), ${shadow.scoreUs}::real
+        FROM written w HAVING count(*) > 0
     )`]
       : []),
   ];

@@ -177,18 +177,25 @@ describe('model lifecycle', () => {
     expect(Number(logged!.rows)).toBeLessThan(8000 * 0.3);
     expect(logged!.dead).toBe('1');
 
+    // A logged batch is one row of the log's table (one array element per prediction).
+    const [stored] = await db.sql<{ batches: string; predictions: string }>(`
+      SELECT count(*) AS batches, sum(cardinality(row_keys)) AS predictions FROM ml._prediction_batches
+       WHERE deployment_id = (SELECT id FROM ml._deployments WHERE name = 'sampled')`);
+    expect(Number(stored!.predictions)).toBe(Number(logged!.rows) + 1);
+    expect(Number(stored!.batches)).toBeLessThan(Number(stored!.predictions) / 10);
+
     // One partition per UTC day, a week ahead; past the retention they are dropped.
     const partitions = async () => (await db.sql<{ relname: string }>(
-      `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ml._predictions'::regclass ORDER BY 1`)).map((r) => r.relname);
+      `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ml._prediction_batches'::regclass ORDER BY 1`)).map((r) => r.relname);
     const today = (await db.sql<{ d: string }>(`SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') AS d`))[0]!.d;
-    expect(await partitions()).toContain(`_predictions_${today}`);
-    await db.sql(`CREATE TABLE ml._predictions_20200101 PARTITION OF ml._predictions FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-01-02 00:00+00')`);
+    expect(await partitions()).toContain(`_prediction_batches_${today}`);
+    await db.sql(`CREATE TABLE ml._prediction_batches_20200101 PARTITION OF ml._prediction_batches FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-01-02 00:00+00')`);
     await expect(db.sql(`SELECT ml.configure('prediction_log_retention', '1 hour')`)).rejects.toThrow('prediction_log_retention must be at least 1 day');
     await expect(db.sql(`SELECT ml.configure('log_retention', '1 day')`)).rejects.toThrow(`setting 'log_retention' does not exist`);
     await db.sql(`SELECT ml.configure('prediction_log_retention', '2 days')`);
     await db.sql(`SELECT ml._maintain()`);
-    expect(await partitions()).not.toContain('_predictions_20200101');
-    expect(await partitions()).toContain(`_predictions_${today}`);
+    expect(await partitions()).not.toContain('_prediction_batches_20200101');
+    expect(await partitions()).toContain(`_prediction_batches_${today}`);
     expect(await db.sql(`SELECT name, value, "default" FROM ml.settings ORDER BY name`)).toEqual([
       { name: 'baseline_rows', value: '1000', default: '1000' },
       { name: 'prediction_log_retention', value: '2 days', default: '30 days' },
