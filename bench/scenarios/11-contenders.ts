@@ -22,7 +22,7 @@ const SAMPLE_STEP = 97;
  */
 const PLAIN_ONCE_FROM = 1_000_000;
 
-type Key = 'pgscore' | 'plain' | 'ranged' | 'writeLimit' | 'readLimit' | 'nodeRest' | 'fastapi';
+type Key = 'pgscore' | 'pgscoreLean' | 'plain' | 'ranged' | 'writeLimit' | 'readLimit' | 'nodeRest' | 'fastapi';
 
 interface Contender {
   readonly key: Key;
@@ -35,6 +35,7 @@ interface Contender {
 /** In the order each round runs them. */
 const CONTENDERS: readonly Contender[] = [
   { key: 'pgscore', label: 'pgscore, one notify worker' },
+  { key: 'pgscoreLean', label: 'pgscore, one notify worker, prediction log and provenance off (the batch job\'s work)' },
   { key: 'plain', label: 'batch job, plain UPDATE … FROM', ratio: 'pgscore ÷ batch job (plain)' },
   { key: 'ranged', label: 'batch job, ranged UPDATE … FROM', ratio: 'pgscore ÷ batch job (ranged)', target: { op: '>=', value: 1.2 } },
   { key: 'writeLimit', label: 'write-path limit (ranged UPDATE alone)', ratio: 'pgscore ÷ write-path limit', target: { op: '>=', value: 0.5 } },
@@ -89,6 +90,14 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
   record('pgscore', drained.rowsPerSec);
   const unscored = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${pgTable} WHERE label IS NULL OR p1 IS NULL`);
   if (Number(unscored[0]!.n) !== 0) throw new Error(`pgscore left ${unscored[0]!.n} rows of ${pgTable} unscored`);
+
+  const leanTable = `${pgTable}_lean`;
+  await db.query(`TRUNCATE ${leanTable}`);
+  await queueRows(db, leanTable, n);
+  await settle(db, leanTable);
+  record('pgscoreLean', (await drainNotify(db, leanTable, n, ctx.log)).rowsPerSec);
+  const leanUnscored = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${leanTable} WHERE label IS NULL OR p1 IS NULL`);
+  if (Number(leanUnscored[0]!.n) !== 0) throw new Error(`pgscore left ${leanUnscored[0]!.n} rows of ${leanTable} unscored`);
 
   for (const variant of ['plain', 'ranged'] as const) {
     if (variant === 'plain' && !first && n >= PLAIN_ONCE_FROM) {
@@ -146,6 +155,8 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
   const [pgTable, work, rest, reference] = [`c_${model}_pgscore`, `c_${model}_work`, `c_${model}_rest`, `c_${model}_reference`];
   await createFeatureTable(db, pgTable);
   await deploy(db, pgTable, model);
+  await createFeatureTable(db, `${pgTable}_lean`);
+  await deploy(db, `${pgTable}_lean`, model, `${pgTable}_lean`, { log_sample: 0, provenance: false });
   await createFeatureTable(db, work);
   // The REST loops find unscored rows through a partial index, as in scenario 6.
   await createFeatureTable(db, rest, { unscoredIndex: true });
@@ -176,7 +187,8 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
   } finally {
     await Promise.allSettled([node.stop(), fastapi?.stop()]);
     await db.query('SELECT ml.undeploy($1)', [pgTable]);
-    for (const table of [pgTable, work, rest, reference, `c_${model}_saved`]) await db.query(`DROP TABLE IF EXISTS ${pg.escapeIdentifier(table)}`);
+    await db.query('SELECT ml.undeploy($1)', [`${pgTable}_lean`]);
+    for (const table of [pgTable, `${pgTable}_lean`, work, rest, reference, `c_${model}_saved`]) await db.query(`DROP TABLE IF EXISTS ${pg.escapeIdentifier(table)}`);
   }
 
   const size = `${n.toLocaleString('en-US')} rows`;
@@ -194,6 +206,15 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
     if (!ratios.some(Number.isFinite)) continue;
     out.metrics.push(metric(SCENARIO, model, `${size}: ${c.ratio}`, 'ratio', ratios, c.target));
     ctx.shared.set(`contenders.${model}.${n}.${c.key}`, summarize(ratios.filter(Number.isFinite)).median);
+  }
+  // The same two goals for pgscore doing only the batch job's work (no log, no provenance): what
+  // those defaults cost, beside what the pipeline itself does.
+  const lean = tally.rates.get('pgscoreLean')!;
+  for (const key of ['ranged', 'writeLimit'] as const) {
+    const c = CONTENDERS.find((x) => x.key === key)!;
+    const ratios = tally.rates.get(key)!.map((rate, i) => lean[i]! / rate);
+    if (!ratios.some(Number.isFinite)) continue;
+    out.metrics.push(metric(SCENARIO, model, `${size}: ${c.ratio!.replace('pgscore', 'pgscore (log and provenance off)')}`, 'ratio', ratios));
   }
   const jobs = (['plain', 'ranged'] as const).map((variant) => {
     const runs = tally.jobs.get(variant)!;
