@@ -77,10 +77,12 @@ const CAREFUL_FOR_MS = 10_000;
 const carefulUntil = new WeakMap<DeploymentStatements, number>();
 
 /**
- * Runs the write-back (sql.ts): the fast form (no lock pass) in a savepoint whose lock_timeout
- * keeps the worker from waiting on an application; when it times out on a row lock, the savepoint
- * is rolled back and the careful form (SKIP LOCKED) writes the batch, and the deployment's next
- * batches for a while. A side table is only appended to: one form serves.
+ * Runs the write-back (sql.ts): for a large batch, the fast form (no lock pass) in a savepoint
+ * whose lock_timeout keeps the worker from waiting on an application; when it times out on a row
+ * lock, the savepoint is rolled back and the careful form (SKIP LOCKED) writes the batch, and the
+ * deployment's next batches for a while. A small batch takes the careful form at once (fewer
+ * round trips, which is what its latency is made of). A side table is only appended to: one
+ * form serves.
  */
 async function runWriteBack(
   client: pg.ClientBase,
@@ -93,7 +95,8 @@ async function runWriteBack(
     (await client.query<{ written: number }>({ ...(prepared ? form : { text: form.text }), values })).rows[0]?.written ?? 0;
   const { fast, careful } = deployment.sql.writeBack;
   if (deployment.plan.target) return run(fast);
-  if ((carefulUntil.get(deployment.sql) ?? 0) > performance.now()) return run(careful);
+  // A small batch (live traffic) saves the savepoint's two round trips: its lock pass costs less.
+  if (prepared || (carefulUntil.get(deployment.sql) ?? 0) > performance.now()) return run(careful);
   await client.query(FAST_BEGIN);
   try {
     const written = await run(fast);

@@ -73,4 +73,33 @@ describe('races with a running worker', () => {
     await waitFor(async () => (await pending(db, 'held')) === 0, 'scored once the lock is released');
     expect(await db.sql(`SELECT count(*) AS n FROM held WHERE species = 'setosa'`)).toEqual([{ n: '10' }]);
   });
+
+  it('a large batch that meets a row an application holds locked writes the others at once, and that one once released', async () => {
+    await db.sql(`CREATE TABLE bulk_held (id int PRIMARY KEY, sl real, sw real, pl real, pw real)`);
+    await db.sql(`SELECT ml.deploy('bulk_held', 'bulk_held', 'iris', $1, '{"species": "label"}')`, [IRIS_INPUTS]);
+    const app = new pg.Client({ connectionString: db.url });
+    await app.connect();
+    try {
+      // The rows are committed without predictions; the application then holds row 7 locked
+      // (without changing it) while its 600-row batch is written: the write-back's UPDATE, which
+      // takes no lock pass for a batch this large, meets the lock, gives up after its lock_timeout
+      // and writes the batch with SKIP LOCKED instead.
+      await db.sql(`ALTER TABLE bulk_held DISABLE TRIGGER pgscore_bulk_held_insert`);
+      await db.sql(`INSERT INTO bulk_held SELECT g, $1, $2, $3, $4 FROM generate_series(1, 600) g`, SETOSA);
+      await db.sql(`ALTER TABLE bulk_held ENABLE TRIGGER pgscore_bulk_held_insert`);
+      await app.query('BEGIN');
+      await app.query('SELECT * FROM bulk_held WHERE id = 7 FOR NO KEY UPDATE');
+      const started = Date.now();
+      await db.sql(`SELECT ml.backfill('bulk_held')`);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM bulk_held WHERE species IS NULL`)).length === 1, 'every row but the locked one scored');
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(await db.sql(`SELECT id FROM bulk_held WHERE species IS NULL`)).toEqual([{ id: 7 }]);
+      expect(await pending(db, 'bulk_held')).toBe(1);
+    } finally {
+      await app.query('COMMIT');
+      await app.end();
+    }
+    await waitFor(async () => (await pending(db, 'bulk_held')) === 0, 'scored once the lock is released');
+    expect(await db.sql(`SELECT count(*) AS n FROM bulk_held WHERE species = 'setosa'`)).toEqual([{ n: '600' }]);
+  });
 });
