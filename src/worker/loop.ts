@@ -65,6 +65,14 @@ const MAX_IDLE_RETRY_MS = 8;
  */
 const MAX_BUSY_RETRY_MS = 50;
 const BUSY_ROWS_PER_MS = 4;
+/**
+ * Live traffic: after a batch, the worker waits GATHER_MS before it looks again, and keeps
+ * looking that way (without the idle lock, so writers send no NOTIFY) until LINGER_MS pass
+ * without a row. Each batch takes the rows of a few ms instead of one, so the worker runs far
+ * fewer batches (and commits) for single-row writers; latency grows by at most GATHER_MS.
+ */
+const GATHER_MS = 2;
+const LINGER_MS = 25;
 
 /**
  * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
@@ -89,6 +97,8 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   #idleBackoffMs = 0;
   /** Rows claimed since the last look at the queues, and when that was (the arrival rate). */
   #claimedSince = 0;
+  /** When a drain last found rows (see LINGER_MS). */
+  #foundAt = -Infinity;
   #lookedAt = performance.now();
   #signal = deferred();
   #loop: Promise<void> | undefined;
@@ -180,7 +190,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         if (this.#reloadDue) await this.#reload();
         const found = await this.#drain();
         if (this.#stopping) break;
-        if (!found) await this.#idle();
+        await this.#pause(found);
       } catch (error) {
         await this.#backOff(error, 'worker loop failed');
       }
@@ -280,6 +290,31 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     await this.#waitForWake(this.#errorBackoffMs * (0.5 + Math.random() / 2));
   }
 
+  /**
+   * Between drains. With live traffic (rows found in the last LINGER_MS), gather rows for
+   * GATHER_MS, or longer under heavy load, before the next batch; once it is quiet, idle.
+   */
+  async #pause(found: boolean): Promise<void> {
+    const now = performance.now();
+    if (found) this.#foundAt = now;
+    if (now - this.#foundAt >= LINGER_MS) {
+      await this.#idle();
+      return;
+    }
+    this.#idleBackoffMs = this.#arrivingFast(now)
+      ? Math.min(MAX_BUSY_RETRY_MS, Math.max(GATHER_MS, this.#idleBackoffMs * 2))
+      : GATHER_MS;
+    await this.#waitForWake(this.#idleBackoffMs);
+  }
+
+  /** Whether rows arrived faster than BUSY_ROWS_PER_MS since the last look. */
+  #arrivingFast(now: number): boolean {
+    const fast = this.#claimedSince / Math.max(1, now - this.#lookedAt) >= BUSY_ROWS_PER_MS;
+    this.#claimedSince = 0;
+    this.#lookedAt = now;
+    return fast;
+  }
+
   /** Out of work: sleep as the worker writers wake, or poll while writers still see us busy. */
   async #idle(): Promise<void> {
     await this.#releasing;
@@ -300,11 +335,8 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       // Writers that saw this worker busy are about to commit rows (and send no NOTIFY), or
       // another worker sleeps as the one writers wake (and we are woken with it): look again soon.
       // The retry delay resets only once this worker gets the idle lock (the load has stopped).
-      const now = performance.now();
-      const busy = this.#claimedSince / Math.max(1, now - this.#lookedAt) >= BUSY_ROWS_PER_MS;
-      this.#claimedSince = 0;
-      this.#lookedAt = now;
-      this.#idleBackoffMs = Math.min(busy ? MAX_BUSY_RETRY_MS : MAX_IDLE_RETRY_MS, Math.max(1, this.#idleBackoffMs * 2));
+      const cap = this.#arrivingFast(performance.now()) ? MAX_BUSY_RETRY_MS : MAX_IDLE_RETRY_MS;
+      this.#idleBackoffMs = Math.min(cap, Math.max(1, this.#idleBackoffMs * 2));
       await this.#waitForWake(this.#idleBackoffMs);
     }
   }
