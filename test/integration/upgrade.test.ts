@@ -386,3 +386,59 @@ describe('upgrading from the previous release (e565d96)', () => {
     expect(await dumpAll(fresh)).toBe(before);
   });
 });
+
+describe('upgrading from the monitoring release (663ec27), whose prediction log holds a row per prediction', () => {
+  const MONITORING_RELEASE = new URL('../fixtures/sql-663ec27/', import.meta.url);
+  const LOG = `SELECT deployment_id, row_key, model, role, outputs, error, score_us, scored_at FROM ml._predictions
+                ORDER BY scored_at, row_key->>'id', role`;
+  let db: Database;
+  let worker: Worker | undefined;
+  let logBefore: Record<string, unknown>[];
+
+  beforeAll(async () => {
+    db = await createEmptyDatabase('log');
+    await db.migrate({ sqlDir: MONITORING_RELEASE });
+    await registerModels(db);
+    await db.sql(`CREATE TABLE flowers (id bigint PRIMARY KEY, sl real, sw real, pl real, pw real, truth text)`);
+    await db.sql(`SELECT ml.deploy('flowers', 'flowers', 'iris', inputs => '{"X": ["sl", "sw", "pl", "pw"]}',
+                    outputs => '{"species": "label"}', options => '{"backfill": false}')`);
+    // What that release's workers logged today and yesterday (scored, and a dead letter in ten),
+    // and rows queued since, which no worker scored yet.
+    await db.sql(`
+      INSERT INTO ml._predictions (deployment_id, row_key, model, role, outputs, error, score_us, scored_at)
+      SELECT d.id, jsonb_build_object('id', n), 'iris@1', CASE WHEN n % 7 = 0 THEN 'shadow' ELSE 'live' END,
+             CASE WHEN n % 10 <> 0 THEN jsonb_build_object('species', 'setosa') END,
+             CASE WHEN n % 10 = 0 THEN 'column "sl" is NULL; model input X has no NULL' END,
+             1.5, date_trunc('second', now()) - (n % 2) * interval '1 day' - (n % 5) * interval '1 minute'
+        FROM ml._deployments d, generate_series(1, 400) n WHERE d.name = 'flowers'`);
+    await db.sql(`INSERT INTO flowers SELECT n, ${FLOWER('n')} FROM generate_series(1, 30) n`);
+    logBefore = await db.sql(LOG);
+    await db.migrate();
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    await db?.drop();
+  });
+
+  it('keeps every logged prediction, shown one per row as before, stored a row per batch', async () => {
+    expect(logBefore).toHaveLength(400);
+    expect(await db.sql(LOG)).toEqual(logBefore);
+    const [stored] = await db.sql<{ batches: string; predictions: string }>(
+      `SELECT count(*)::text AS batches, sum(cardinality(row_keys))::text AS predictions FROM ml._prediction_batches`);
+    // One batch per deployment, model, role and time: 2 days x 5 minutes x 2 roles.
+    expect(stored).toEqual({ batches: '20', predictions: '400' });
+  });
+
+  it('a worker scores the rows queued before the upgrade and logs them beside the old entries', async () => {
+    worker = new Worker(connectionAs(db.url, WORKER_ROLE, 'pgscore'), WORKER_DEFAULTS, quietLog);
+    await worker.start();
+    await waitFor(async () => (await db.sql(`SELECT 1 FROM flowers WHERE species IS NULL`)).length === 0, 'the queued rows scored');
+    expect(await db.sql(`SELECT count(*)::int AS n FROM flowers WHERE species = truth`)).toEqual([{ n: 30 }]);
+    const newestOld = logBefore.map((row) => (row.scored_at as Date).getTime()).reduce((a, b) => Math.max(a, b));
+    const [logged] = await db.sql<{ n: number }>(`SELECT count(*)::int AS n FROM ml._predictions WHERE scored_at > $1`, [new Date(newestOld)]);
+    expect(logged!.n).toBe(30);
+    expect(await db.sql(`SELECT count(*)::int AS n FROM ml._predictions`)).toEqual([{ n: 430 }]);
+    const [compare] = await db.sql<{ rows: string }>(`SELECT rows::text FROM ml.compare WHERE deployment = 'flowers' AND role = 'live'`);
+    expect(Number(compare!.rows)).toBeGreaterThanOrEqual(30);
+  });
+});
