@@ -12,7 +12,8 @@ import { checkWorkerRole } from '../worker/identity.js';
 import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
 import { QueueLoop, type LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
-import { encodeRows } from './message.js';
+import { encodeRows, MAX_MESSAGE_BYTES } from './message.js';
+import { ProduceQueue } from './produce-queue.js';
 import { partitionOf, rowKey } from './partition.js';
 
 /** Keys per queue row of a bulk statement (sql/functions/030_generate.sql). */
@@ -25,7 +26,7 @@ const BULK_KEYS_PER_QUEUE_ROW = 100;
  * has acknowledged them (acks=all, idempotent producer), in the same transaction that claimed
  * them. A crash between the acknowledgement and the commit sends the rows again (duplicates);
  * nothing is ever deleted unsent. Lanes (PGSCORE_CONCURRENCY) overlap one batch's claim with
- * another's produce.
+ * another's produce; lanes that produce at the same time share a request (produce-queue.ts).
  */
 export class Relay extends EventEmitter<LoopEvents> {
   readonly #config: Config;
@@ -57,6 +58,10 @@ export class Relay extends EventEmitter<LoopEvents> {
     const pool = createPool(connectionString, { max: config.concurrency + 1, name: 'relay' });
     pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     const producer = this.#producer;
+    const produce = new ProduceQueue(
+      (messages) => producer.send({ topic: config.kafkaTopic, acks: -1, compression: CompressionTypes.None, messages }),
+      MAX_MESSAGE_BYTES,
+    );
     const sizer = new ClaimSizer(config.batchSize);
     const primed = new Set<number>();
     this.#pool = pool;
@@ -73,7 +78,7 @@ export class Relay extends EventEmitter<LoopEvents> {
         }
         return deployments;
       },
-      handle: (deployment) => relayBatch(pool, producer, config, deployment, sizer, partitions.count),
+      handle: (deployment) => relayBatch(pool, produce, config, deployment, sizer, partitions.count),
       async recheck(deployment, reason) {
         const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a relay batch failed: ${reason}`]);
         return rows[0]?.status ?? 'undeployed';
@@ -128,7 +133,7 @@ export function relayMessages(deployment: ActiveDeployment, rows: readonly Claim
 
 async function relayBatch(
   pool: pg.Pool,
-  producer: Producer,
+  produce: ProduceQueue,
   config: Config,
   deployment: ActiveDeployment,
   sizer: ClaimSizer,
@@ -141,13 +146,14 @@ async function relayBatch(
     const rows = await claimBatch(client, deployment, config.batchSize, sizer);
     claimedAt = performance.now();
     if (rows.length === 0) return 0;
-    for (const messages of relayMessages(deployment, rows, Date.now(), partitions)) {
-      await producer.send({ topic: config.kafkaTopic, acks: -1, compression: CompressionTypes.None, messages });
-    }
+    for (const messages of relayMessages(deployment, rows, Date.now(), partitions)) await produce.send(messages);
     sentAt = performance.now();
     await client.query(COUNT_RELAYED, [deployment.id, rows.length]);
     return rows.length;
-  });
+    // Redoable: a commit a crash loses leaves the rows queued, and they are relayed again
+    // (duplicates, which workers handle). Not waiting for the WAL flush also shortens the time
+    // this holds the deployment's ml._kafka_counts row, which every relay lane and worker updates.
+  }, 'redoable');
   const done = performance.now();
   return {
     deployment: deployment.name,
