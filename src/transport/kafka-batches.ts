@@ -103,42 +103,58 @@ export class ChunkScheduler {
         if (end === messages.length) this.#finish(entry);
       }
       try {
-        await taken[0]!.entry.payload.heartbeat();
+        // One offset commit for the chunk's partitions (kafkajs would send one per partition's
+        // batch as each returns; after this one, theirs find nothing left to commit).
+        const { payload } = taken[0]!.entry;
+        await payload.commitOffsetsIfNecessary(payload.uncommittedOffsets());
+        await payload.heartbeat();
       } catch (error) {
+        // A rebalance: the handled chunk's offsets may not be committed (it is redelivered).
         this.#abort = error;
       }
     }
   }
 
-  /** The next chunk: messages of idle partitions, oldest batches first, up to rowsPerChunk rows. */
+  /**
+   * The next chunk: messages of idle partitions, oldest batches first, up to rowsPerChunk rows,
+   * taken a message per partition in turn, so a chunk holds rows the relay claimed together (rows
+   * written back together share pages). When more rows wait than one chunk takes, a chunk takes
+   * only its lane's share of the partitions, leaving the rest to the other lanes.
+   */
   #take(): { entry: Entry; end: number }[] | undefined {
-    const taken: { entry: Entry; end: number }[] = [];
-    let rows = 0;
+    const idle: Entry[] = [];
+    let waiting = 0;
     for (const entry of [...this.#entries]) {
       if (entry.busy) continue;
-      const { payload } = entry;
       if (this.#abort !== undefined) {
         this.#finish(entry, this.#abort);
-        continue;
-      }
-      if (!payload.isRunning() || payload.isStale()) {
+      } else if (!entry.payload.isRunning() || entry.payload.isStale()) {
         // Stopping, or the partition was taken away: its unresolved messages are fetched again.
         this.#finish(entry);
-        continue;
+      } else {
+        idle.push(entry);
+        const { messages } = entry.payload.batch;
+        for (let i = entry.next; i < messages.length && waiting <= this.#settings.rowsPerChunk; i++) waiting += this.#settings.rowsIn(messages[i]!);
       }
-      const { messages } = payload.batch;
-      let end = entry.next;
-      while (end < messages.length && (rows === 0 || rows < this.#settings.rowsPerChunk)) {
-        rows += this.#settings.rowsIn(messages[end]!);
-        end += 1;
-      }
-      if (end > entry.next) {
-        entry.busy = true;
-        taken.push({ entry, end });
-      }
-      if (rows >= this.#settings.rowsPerChunk) break;
     }
-    return taken.length > 0 ? taken : undefined;
+    if (idle.length === 0) return undefined;
+    const share = waiting > this.#settings.rowsPerChunk ? Math.ceil(this.#entries.length / this.#settings.lanes) : idle.length;
+    const picked = idle.slice(0, Math.max(1, share));
+    const ends = picked.map((entry) => entry.next);
+    let rows = 0;
+    for (let more = true; more && rows < this.#settings.rowsPerChunk; ) {
+      more = false;
+      for (let i = 0; i < picked.length && rows < this.#settings.rowsPerChunk; i++) {
+        const { messages } = picked[i]!.payload.batch;
+        if (ends[i]! >= messages.length) continue;
+        rows += this.#settings.rowsIn(messages[ends[i]!]!);
+        ends[i]! += 1;
+        more = true;
+      }
+    }
+    const taken = picked.flatMap((entry, i) => (ends[i]! > entry.next ? [{ entry, end: ends[i]! }] : []));
+    for (const { entry } of taken) entry.busy = true;
+    return taken;
   }
 
   #finish(entry: Entry, error?: unknown): void {

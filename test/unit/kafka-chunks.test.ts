@@ -5,16 +5,20 @@ import { ChunkScheduler, type Slice } from '../../src/transport/kafka-batches.js
 /** A partition's batch as kafkajs hands it to eachBatch; `rows` per message in the value's first byte. */
 function batch(partition: number, rows: number[], state = { running: true, stale: false }) {
   const resolved: string[] = [];
+  const committed: string[][] = [];
   let heartbeats = 0;
   const messages = rows.map((n, i) => ({ offset: String(100 + i), value: Buffer.from([n]), key: null }) as unknown as KafkaMessage);
   const payload = {
     batch: { topic: 't', partition, messages },
     resolveOffset: (offset: string) => resolved.push(offset),
+    uncommittedOffsets: () => ({ topics: [{ topic: 't', partitions: [{ partition, offset: String(Number(resolved.at(-1)) + 1) }] }] }),
+    commitOffsetsIfNecessary: async (offsets: { topics: { partitions: { offset: string }[] }[] }) =>
+      void committed.push(offsets.topics.flatMap((t) => t.partitions.map((p) => p.offset))),
     heartbeat: async () => void (heartbeats += 1),
     isRunning: () => state.running,
     isStale: () => state.stale,
   } as unknown as EachBatchPayload;
-  return { payload, resolved, state, heartbeats: () => heartbeats };
+  return { payload, resolved, committed, state, heartbeats: () => heartbeats };
 }
 
 const describeSlice = (s: Slice) => `${s.partition}:${s.messages.map((m) => m.offset).join(',')}`;
@@ -33,11 +37,26 @@ describe('chunks across partitions', () => {
       chunks.push(slices.map(describeSlice));
     });
     await Promise.all(batches.map((b) => chunker.eachBatch(b.payload)));
-    // 4 + 3 rows reach 6; then the rest of partition 2.
-    expect(chunks).toEqual([['0:100,101', '1:100'], ['2:100,101,102,103,104,105']]);
-    expect(resolvedAtHandle).toEqual([0, 2]);
-    expect(batches.map((b) => b.resolved)).toEqual([['101'], ['100'], ['105']]);
-    expect(batches[0]!.heartbeats()).toBe(1);
+    // A message of each partition in turn, up to 6 rows (2 + 3 + 1, then 2 + 1 + 1 + 1 + 1).
+    expect(chunks).toEqual([['0:100', '1:100', '2:100'], ['0:101', '2:101,102,103,104'], ['2:105']]);
+    expect(resolvedAtHandle).toEqual([0, 3, 5]);
+    expect(batches.map((b) => b.resolved)).toEqual([['100', '101'], ['100'], ['100', '104', '105']]);
+    expect(batches[0]!.heartbeats()).toBe(2);
+    // One offset commit per chunk, asked of one of its partitions' batches.
+    expect(batches.map((b) => b.committed.length)).toEqual([2, 0, 1]);
+  });
+
+  it('gives each lane its share of the partitions while more rows wait than one chunk takes', async () => {
+    const chunks: string[][] = [];
+    const batches = [0, 1, 2, 3].map((p) => batch(p, [1, 1, 1]));
+    const chunker = scheduler(4, 2, async (slices) => {
+      chunks.push(slices.map(describeSlice));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    });
+    await Promise.all(batches.map((b) => chunker.eachBatch(b.payload)));
+    expect(chunks.slice(0, 2)).toEqual([['0:100,101', '1:100,101'], ['2:100,101', '3:100,101']]);
+    // Then the rows left of partitions 0 and 1 are fewer than a chunk: one chunk takes them all.
+    expect(chunks.slice(2)).toEqual([['0:102', '1:102'], ['2:102', '3:102']]);
   });
 
   it('keeps a partition in order, in one chunk at a time, and takes at least one message', async () => {
