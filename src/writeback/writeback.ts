@@ -4,6 +4,7 @@ import type { Scored } from '../scoring/score.js';
 import { histogram } from '../worker/latency.js';
 import type { DeploymentStatements } from '../queue/statements.js';
 import type { Plan } from '../scoring/plan.js';
+import { arrayLiteral } from './pg-array.js';
 import { logsPredictions } from './sql.js';
 
 /** Batches up to this many rows use the prepared write-back statement (see DeploymentStatements). */
@@ -50,13 +51,13 @@ export async function writePredictions(
   const deadRows = scored.rejected.map((r) => rows[r.row]!);
   const values: unknown[] = [
     deployment.id,
-    ...keyColumns(scoredRows, deployment.keyCount),
-    scoredRows.map((row) => row.xmin),
-    scoredRows.map((row) => row.tid),
-    scoredRows.map((row) => row.attempts),
-    ...scored.columns,
-    ...keyColumns(deadRows, deployment.keyCount),
-    scored.rejected.map((r) => r.reason),
+    ...keyColumns(scoredRows, deployment.keyCount).map(arrayLiteral),
+    arrayLiteral(scoredRows.map((row) => row.xmin)),
+    arrayLiteral(scoredRows.map((row) => row.tid)),
+    arrayLiteral(scoredRows.map((row) => row.attempts)),
+    ...scored.columns.map(arrayLiteral),
+    ...keyColumns(deadRows, deployment.keyCount).map(arrayLiteral),
+    arrayLiteral(scored.rejected.map((r) => r.reason)),
     histogram(scoredRows.map((row) => row.ageMs + elapsedMs)),
     by.ref,
     ...(logsPredictions(deployment.plan) ? [by.scoreUs] : []),
@@ -126,10 +127,10 @@ function shadowValues(liveRows: readonly number[], shadow: ShadowScores, outputs
   const position = new Map(shadow.scored.rows.map((row, i) => [row, i]));
   const reasons = new Map(shadow.scored.rejected.map((r) => [r.row, r.reason]));
   const columns = Array.from({ length: outputs }, (_, c) =>
-    liveRows.map((row) => {
+    arrayLiteral(liveRows.map((row) => {
       const i = position.get(row);
       return i === undefined ? null : shadow.scored.columns[c]![i];
-    }));
-  const errors = liveRows.map((row) => (position.has(row) ? null : (reasons.get(row) ?? 'the shadow model did not score this row')));
+    })));
+  const errors = arrayLiteral(liveRows.map((row) => (position.has(row) ? null : (reasons.get(row) ?? 'the shadow model did not score this row'))));
   return [...columns, errors, shadow.ref, shadow.scoreUs];
 }
