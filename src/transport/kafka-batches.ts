@@ -14,6 +14,8 @@ export interface ChunkSettings {
   readonly lanes: number;
   /** Rows a message carries, read cheaply (from its header). */
   rowsIn(message: KafkaMessage): number;
+  /** An offset commit failed (its messages are redelivered after a restart or a rebalance). */
+  onCommitFailure(error: unknown): void;
 }
 
 interface Entry {
@@ -30,12 +32,14 @@ interface Entry {
  * rowsPerChunk rows taken across partitions, so a trickle spread over twelve partitions is one
  * transaction instead of twelve, and a backlog is cut into full chunks.
  *
- * A partition's messages are handled in order, one chunk at a time; after a chunk commits, each
- * of its partitions' offsets is resolved up to its last message, and a partition's batch (its
- * eachBatch call) returns once all its messages are handled, so kafkajs commits the offsets and
- * fetches on from there. A chunk that fails rejects the eachBatch calls of its partitions: their
- * unresolved messages are fetched again. A partition taken away by a rebalance is dropped before
- * its next chunk (it is redelivered to its new owner).
+ * A partition's messages are handled in order, one chunk at a time; after a chunk's transaction
+ * commits, each of its partitions' offsets is resolved up to its last message (kafkajs fetches on
+ * from there) and committed to the group, one request per chunk, sent without holding up the next
+ * fetch (run the consumer with autoCommit off; kafkajs would commit once per partition batch). A
+ * partition's batch (its eachBatch call) returns once all its messages are handled. A chunk that
+ * fails rejects the eachBatch calls of its partitions: their unresolved messages are fetched
+ * again. A partition taken away by a rebalance is dropped before its next chunk (it is
+ * redelivered to its new owner).
  */
 export class ChunkScheduler {
   readonly #entries: Entry[] = [];
@@ -45,15 +49,19 @@ export class ChunkScheduler {
   #scheduled = false;
   /** A heartbeat failed (a rebalance): every batch not yet handled ends with it. */
   #abort: unknown;
+  readonly #commits = new Set<Promise<void>>();
+  #stopping = false;
+  #idle: Promise<void> = Promise.resolve();
+  #wakeIdle = () => {};
 
   constructor(settings: ChunkSettings, handle: (slices: Slice[]) => Promise<void>) {
     this.#settings = settings;
     this.#handle = handle;
   }
 
-  /** kafkajs's eachBatch (with eachBatchAutoResolve false). */
+  /** kafkajs's eachBatch (with eachBatchAutoResolve false and autoCommit false). */
   eachBatch(payload: EachBatchPayload): Promise<void> {
-    if (payload.batch.messages.length === 0) return Promise.resolve();
+    if (payload.batch.messages.length === 0 || this.#stopping) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       this.#entries.push({
         payload,
@@ -73,12 +81,15 @@ export class ChunkScheduler {
     setImmediate(() => {
       this.#scheduled = false;
       while (this.#lanes < this.#settings.lanes && this.#entries.some((entry) => !entry.busy)) {
+        if (this.#lanes === 0) this.#idle = new Promise<void>((resolve) => (this.#wakeIdle = resolve));
         this.#lanes += 1;
         void this.#lane().finally(() => {
           this.#lanes -= 1;
           if (this.#entries.some((entry) => !entry.busy)) this.#schedule();
+          else if (this.#lanes === 0) this.#wakeIdle();
         });
       }
+      if (this.#lanes === 0) this.#wakeIdle();
     });
   }
 
@@ -95,6 +106,18 @@ export class ChunkScheduler {
         for (const { entry } of taken) this.#finish(entry, error);
         continue;
       }
+      const topics = new Map<string, { partition: number; offset: string }[]>();
+      for (const { entry, end } of taken) {
+        const { topic, partition, messages } = entry.payload.batch;
+        const offset = (BigInt(messages[end - 1]!.offset) + 1n).toString();
+        topics.set(topic, [...(topics.get(topic) ?? []), { partition, offset }]);
+      }
+      const { payload } = taken[0]!.entry;
+      const commit: Promise<void> = payload
+        .commitOffsetsIfNecessary({ topics: [...topics].map(([topic, partitions]) => ({ topic, partitions })) })
+        .catch((error: unknown) => this.#settings.onCommitFailure(error))
+        .finally(() => this.#commits.delete(commit));
+      this.#commits.add(commit);
       for (const { entry, end } of taken) {
         const { messages } = entry.payload.batch;
         entry.payload.resolveOffset(messages[end - 1]!.offset);
@@ -103,16 +126,23 @@ export class ChunkScheduler {
         if (end === messages.length) this.#finish(entry);
       }
       try {
-        // One offset commit for the chunk's partitions (kafkajs would send one per partition's
-        // batch as each returns; after this one, theirs find nothing left to commit).
-        const { payload } = taken[0]!.entry;
-        await payload.commitOffsetsIfNecessary(payload.uncommittedOffsets());
         await payload.heartbeat();
       } catch (error) {
-        // A rebalance: the handled chunk's offsets may not be committed (it is redelivered).
+        // A rebalance: the batches not yet handled end (they are redelivered).
         this.#abort = error;
       }
     }
+  }
+
+  /**
+   * Stops taking chunks: the ones in flight finish and their offset commits are answered; the
+   * messages not yet handled are left unresolved, for whoever fetches them next.
+   */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    for (const entry of [...this.#entries]) if (!entry.busy) this.#finish(entry);
+    await this.#idle;
+    while (this.#commits.size > 0) await Promise.all([...this.#commits]);
   }
 
   /**
@@ -128,7 +158,7 @@ export class ChunkScheduler {
       if (entry.busy) continue;
       if (this.#abort !== undefined) {
         this.#finish(entry, this.#abort);
-      } else if (!entry.payload.isRunning() || entry.payload.isStale()) {
+      } else if (this.#stopping || !entry.payload.isRunning() || entry.payload.isStale()) {
         // Stopping, or the partition was taken away: its unresolved messages are fetched again.
         this.#finish(entry);
       } else {

@@ -80,7 +80,12 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       heartbeatInterval: 1_000,
     });
     this.#chunks = new ChunkScheduler(
-      { rowsPerChunk: config.batchSize, lanes: config.concurrency, rowsIn: (message) => rowsIn(message.value) },
+      {
+        rowsPerChunk: config.batchSize,
+        lanes: config.concurrency,
+        rowsIn: (message) => rowsIn(message.value),
+        onCommitFailure: (error) => this.#failureLog.warn('commit', { err: error }, `offset commit failed; messages handled since the last one will be redelivered: ${describe(error)}`),
+      },
       (slices) => this.#handleChunk(slices),
     );
     this.#pool = createPool(connectionString, { max: config.concurrency + 1, name: 'kafka worker' });
@@ -113,6 +118,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     });
     await this.#consumer.run({
       eachBatchAutoResolve: false,
+      // The chunk scheduler commits each chunk's offsets once its transaction has committed.
+      autoCommit: false,
       partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
       eachBatch: (payload) => this.#chunks.eachBatch(payload),
     });
@@ -125,6 +132,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   async stop(): Promise<void> {
     await this.#upkeep.stop();
     await this.#drift.stop();
+    await this.#chunks.stop();
     await this.#consumer.disconnect();
     await this.#models.close();
     await this.#pool.end();

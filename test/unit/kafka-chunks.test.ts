@@ -11,7 +11,6 @@ function batch(partition: number, rows: number[], state = { running: true, stale
   const payload = {
     batch: { topic: 't', partition, messages },
     resolveOffset: (offset: string) => resolved.push(offset),
-    uncommittedOffsets: () => ({ topics: [{ topic: 't', partitions: [{ partition, offset: String(Number(resolved.at(-1)) + 1) }] }] }),
     commitOffsetsIfNecessary: async (offsets: { topics: { partitions: { offset: string }[] }[] }) =>
       void committed.push(offsets.topics.flatMap((t) => t.partitions.map((p) => p.offset))),
     heartbeat: async () => void (heartbeats += 1),
@@ -24,7 +23,7 @@ function batch(partition: number, rows: number[], state = { running: true, stale
 const describeSlice = (s: Slice) => `${s.partition}:${s.messages.map((m) => m.offset).join(',')}`;
 
 function scheduler(rowsPerChunk: number, lanes: number, handle: (slices: Slice[]) => Promise<void>) {
-  return new ChunkScheduler({ rowsPerChunk, lanes, rowsIn: (m) => m.value![0]! }, handle);
+  return new ChunkScheduler({ rowsPerChunk, lanes, rowsIn: (m) => m.value![0]!, onCommitFailure: (error) => { throw error; } }, handle);
 }
 
 describe('chunks across partitions', () => {
@@ -42,8 +41,8 @@ describe('chunks across partitions', () => {
     expect(resolvedAtHandle).toEqual([0, 3, 5]);
     expect(batches.map((b) => b.resolved)).toEqual([['100', '101'], ['100'], ['100', '104', '105']]);
     expect(batches[0]!.heartbeats()).toBe(2);
-    // One offset commit per chunk, asked of one of its partitions' batches.
-    expect(batches.map((b) => b.committed.length)).toEqual([2, 0, 1]);
+    // One offset commit per chunk (the next offset of each of its partitions), asked of one of its partitions' batches.
+    expect(batches.map((b) => b.committed)).toEqual([[['101', '101', '101'], ['102', '105']], [], [['106']]]);
   });
 
   it('gives each lane its share of the partitions while more rows wait than one chunk takes', async () => {
@@ -112,6 +111,26 @@ describe('chunks across partitions', () => {
     await chunker.eachBatch(taken.payload);
     expect(chunks).toEqual([['0:100']]);
     expect(taken.resolved).toEqual(['100']);
+  });
+
+  it('stops after the chunks in flight, their offsets committed, leaving the rest unresolved', async () => {
+    const b = batch(0, [1, 1, 1]);
+    let release!: () => void;
+    const handled: string[][] = [];
+    const chunker = scheduler(1, 1, async (slices) => {
+      handled.push(slices.map(describeSlice));
+      await new Promise<void>((resolve) => (release = resolve));
+    });
+    const done = chunker.eachBatch(b.payload);
+    await new Promise((resolve) => setImmediate(resolve));
+    const stopped = chunker.stop();
+    release();
+    await Promise.all([stopped, done]);
+    expect(handled).toEqual([['0:100']]);
+    expect(b.resolved).toEqual(['100']);
+    expect(b.committed).toEqual([['101']]);
+    await chunker.eachBatch(batch(1, [1]).payload);
+    expect(handled).toEqual([['0:100']]);
   });
 
   it('ends every batch not yet handled when a heartbeat reports a rebalance', async () => {
