@@ -7,10 +7,12 @@
  * each side's batches and phases (relay: claim / produce+ack / count+commit; worker: decode /
  * score / write-back+commit) and CPU time per 1000 rows. --notify also drains the same backlog
  * with a notify worker, for the ratio. latency: scenario 5's 1k rows/s through Kafka (5 s).
+ * split: the relay alone on the backlog, then the worker alone on the topic (each side's own rate).
  * --set passes settings to both sides (e.g. --set PGSCORE_BATCH_SIZE=2000); --cpu-prof writes V8
- * profiles of both sides to /tmp/pgscore-kafka-prof.
+ * profiles of both sides to /tmp/pgscore-kafka-prof; --jfr records the broker to
+ * /tmp/pgscore-kafka-broker.jfr.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +29,7 @@ const n = Number(value('--n', '30000'));
 const reps = Number(value('--reps', '1'));
 const settings = Object.fromEntries(args.flatMap((a, i) => (args[i - 1] === '--set' ? [a.split('=') as [string, string]] : [])));
 const experiments = args.filter((a, i) => !a.startsWith('--') && !['--n', '--reps', '--set'].includes(args[i - 1] ?? ''));
-const want = (name: string) => experiments.length === 0 || experiments.includes(name);
+const want = (name: string) => (experiments.length === 0 && name !== 'split') || experiments.includes(name);
 const say = (text: string) => process.stdout.write(`${text}\n`);
 const ROLE = fileURLToPath(new URL('./kafka-role.ts', import.meta.url));
 
@@ -92,6 +94,22 @@ async function cpuNow(patterns: Record<string, (cmd: string, ppid: string) => bo
 }
 let CPU_PATTERNS: Record<string, (cmd: string, ppid: string) => boolean> = {};
 
+/** CPU ms so far of each thread of a process, by thread name (digits folded). */
+async function threadCpu(pid: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    try {
+      const name = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim().replace(/\d+/g, 'N');
+      const fields = (await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) * 10);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+let brokerPid: number | undefined;
+
 function describeCpu(before: Record<string, number>, after: Record<string, number>, rows: number): string {
   return Object.keys(after).map((k) => `${k} ${((after[k]! - before[k]!) / (rows / 1000)).toFixed(1)}`).join(', ') + ' ms CPU per 1000 rows';
 }
@@ -110,6 +128,7 @@ async function kafkaDrain(db: BenchDatabase, brokers: string[], tag: string): Pr
     await worker.ask('mark');
     await relay.ask('mark');
     const cpuBefore = await cpuNow(CPU_PATTERNS);
+    const threadsBefore = args.includes('--threads') && brokerPid ? await threadCpu(brokerPid) : undefined;
     const started = performance.now();
     await waitUntil(async () => {
       const rows = await db.query<{ consumed: string }>('SELECT consumed FROM ml._kafka_counts WHERE deployment_id = $1', [id]);
@@ -123,6 +142,11 @@ async function kafkaDrain(db: BenchDatabase, brokers: string[], tag: string): Pr
     say(`    ${describeSide(relayReport, ['claim', 'produce+ack', 'commit'])}`);
     say(`    ${describeSide(workerReport, ['decode', 'score', 'write+commit'])}`);
     say(`    ${describeCpu(cpuBefore, cpuAfter, n)}`);
+    if (threadsBefore) {
+      const after = await threadCpu(brokerPid!);
+      const used = [...after].map(([name, ms]) => [name, ms - (threadsBefore.get(name) ?? 0)] as const).filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
+      say(`    broker threads (ms): ${used.slice(0, 12).map(([name, ms]) => `${name} ${ms}`).join(', ')}`);
+    }
     if (args.includes('--timeline')) {
       for (const r of [relayReport, workerReport]) say(`    ${r.role} timeline: ${r.timeline.join(' ')}`);
     }
@@ -135,10 +159,39 @@ async function kafkaDrain(db: BenchDatabase, brokers: string[], tag: string): Pr
   }
 }
 
+/** The relay alone on the backlog, then the worker alone on what it produced: each side's own rate and costs. */
+async function splitDrain(db: BenchDatabase, brokers: string[], tag: string): Promise<void> {
+  const env = { DATABASE_URL: db.url, KAFKA_BROKERS: brokers.join(','), PGSCORE_KAFKA_TOPIC: `prof.${tag}`, PGSCORE_KAFKA_GROUP: `prof-${tag}` };
+  const id = await deploymentId(db, 't');
+  await db.query('DELETE FROM ml._kafka_counts');
+  await queueRows(db, 't', n);
+  await db.query('CHECKPOINT');
+  const count = async (column: 'relayed' | 'consumed') =>
+    Number((await db.query<{ n: string }>(`SELECT ${column} AS n FROM ml._kafka_counts WHERE deployment_id = $1`, [id]))[0]?.n ?? 0);
+  for (const role of ['relay', 'worker'] as const) {
+    const side = startSide(role, env);
+    try {
+      await side.ready;
+      await side.ask('mark');
+      const before = await cpuNow(CPU_PATTERNS);
+      const started = performance.now();
+      await waitUntil(async () => (await count(role === 'relay' ? 'relayed' : 'consumed')) >= n, `the ${role}`, 10 * 60_000, 25);
+      const rate = n / ((performance.now() - started) / 1000);
+      const after = await cpuNow(CPU_PATTERNS);
+      const report = (await side.ask('report'))!;
+      say(`  ${role} alone: ${Math.round(rate)} rows/s; ${describeSide(report, role === 'relay' ? ['claim', 'produce+ack', 'commit'] : ['decode', 'score', 'write+commit'])}`);
+      say(`    ${describeCpu(before, after, n)}`);
+    } finally {
+      await side.stop();
+    }
+  }
+}
+
 const server = await startServer();
 await ensureKafkaJars();
 const broker = await startKafkaBroker();
 const db = await freshDatabase(server, 'kafka_prof');
+brokerPid = broker.pid;
 {
   // This run's broker (by its temp dir) and Postgres (its postmaster, by port, and the postmaster's children).
   const brokerDir = path.dirname(broker.dataDir);
@@ -154,6 +207,10 @@ const db = await freshDatabase(server, 'kafka_prof');
 try {
   await createFeatureTable(db, 't');
   await deploy(db, 't', 'logreg');
+  // --jfr: a Java Flight Recording of the broker over the experiments (jcmd; read it with `jfr print`).
+  if (args.includes('--jfr') && broker.pid) {
+    execFileSync('jcmd', [String(broker.pid), 'JFR.start', 'name=prof', process.env.JFC ? `settings=${process.env.JFC}` : 'settings=profile', 'filename=/tmp/pgscore-kafka-broker.jfr']);
+  }
   if (want('drain')) {
     say(`== drain of ${n} queued rows, relay + 1 Kafka worker${args.includes('--notify') ? ' vs notify' : ''} ${JSON.stringify(settings)} ==`);
     for (let rep = 0; rep < reps; rep++) {
@@ -170,6 +227,13 @@ try {
       await db.query('TRUNCATE t');
       const kafka = await kafkaDrain(db, broker.brokers, `d${rep}-${process.pid}`);
       if (notify) say(`  kafka ÷ notify: ${(kafka / notify).toFixed(2)}`);
+    }
+  }
+  if (want('split')) {
+    say(`== the relay alone, then one Kafka worker alone, on ${n} queued rows ${JSON.stringify(settings)} ==`);
+    for (let rep = 0; rep < reps; rep++) {
+      await db.query('TRUNCATE t');
+      await splitDrain(db, broker.brokers, `s${rep}-${process.pid}`);
     }
   }
   if (want('latency')) {
@@ -197,6 +261,7 @@ try {
       }
     }
   }
+  if (args.includes('--jfr') && broker.pid) execFileSync('jcmd', [String(broker.pid), 'JFR.stop', 'name=prof']);
 } finally {
   await db.close();
   await broker.close();
