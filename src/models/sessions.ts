@@ -40,74 +40,130 @@ export function runOptions(): ort.InferenceSession.RunOptions {
   return { logSeverityLevel: ortLogSeverity() };
 }
 
+/** Where a batch gets its sessions (the pipeline's ModelSource), holding each until released. */
+export interface SessionLease {
+  get(name: string, version: number): Promise<LoadedModel>;
+  /** Lets go of every session this lease handed out; a retired one no one holds is released. */
+  release(): void;
+}
+
+/**
+ * How long a session handed out without a lease (SessionCache.get) counts as held: such a caller
+ * (the Kafka worker's batch) holds it for milliseconds.
+ */
+const UNLEASED_HOLD_MS = 5_000;
+
+function release(model: Promise<LoadedModel>): Promise<void> {
+  return model.then((loaded) => loaded.session.release(), () => undefined);
+}
+
+interface Entry {
+  readonly ref: string;
+  readonly model: Promise<LoadedModel>;
+  /** Batches (leases) and unleased callers using the session right now. */
+  holds: number;
+  retired: boolean;
+}
+
 /**
  * One session per model version, shared by every deployment that scores with it. A version
  * that fails to load is remembered (with the reason) until the cache is told to forget it.
+ * A session the deployments no longer use (after a promotion or an undeploy) is released as
+ * soon as no batch holds it: with a model of hundreds of MB, sessions kept for a fixed time
+ * after each promotion would add up.
  */
-// A batch holds a session for milliseconds; a few seconds is plenty before releasing it.
-const RELEASE_DELAY_MS = 5_000;
-
-function release(entry: Promise<LoadedModel>): Promise<void> {
-  return entry.then((model) => model.session.release(), () => undefined);
-}
-
 export class SessionCache {
-  readonly #entries = new Map<string, Promise<LoadedModel>>();
-  readonly #retired = new Map<NodeJS.Timeout, { ref: string; entry: Promise<LoadedModel> }>();
+  readonly #entries = new Map<string, Entry>();
+  /** Retired sessions a batch still holds; a rollback in the meantime uses them again. */
+  readonly #retired = new Map<string, Entry>();
 
   constructor(
     private readonly fetchBytes: (name: string, version: number) => Promise<Uint8Array>,
     private readonly options: SessionOptions,
   ) {}
 
+  /**
+   * The session of a version, held for a few seconds (UNLEASED_HOLD_MS) in case it is retired
+   * meanwhile; a batch should take its sessions from a lease instead.
+   */
   get(name: string, version: number): Promise<LoadedModel> {
+    const entry = this.#hold(name, version);
+    setTimeout(() => this.#drop(entry), UNLEASED_HOLD_MS).unref();
+    return entry.model;
+  }
+
+  /** A batch's view of the cache: what it gets stays loaded until it calls release(). */
+  lease(): SessionLease {
+    const held: Entry[] = [];
+    return {
+      get: (name, version) => {
+        const entry = this.#hold(name, version);
+        held.push(entry);
+        return entry.model;
+      },
+      release: () => {
+        for (const entry of held.splice(0)) this.#drop(entry);
+      },
+    };
+  }
+
+  #hold(name: string, version: number): Entry {
     const ref = `${name}@${version}`;
     let entry = this.#entries.get(ref) ?? this.#revive(ref);
     if (!entry) {
-      entry = this.fetchBytes(name, version).then((bytes) => loadModel(ref, bytes, this.options));
-      this.#entries.set(ref, entry);
+      const model = this.fetchBytes(name, version).then((bytes) => loadModel(ref, bytes, this.options));
+      const created: Entry = { ref, model, holds: 0, retired: false };
+      this.#entries.set(ref, created);
       // A model that cannot load stays failed; a lost connection is tried again next time.
-      entry.catch((error: unknown) => {
-        if (!(error instanceof ModelError)) this.#entries.delete(ref);
+      model.catch((error: unknown) => {
+        if (!(error instanceof ModelError) && this.#entries.get(ref) === created) this.#entries.delete(ref);
       });
+      entry = created;
     }
+    entry.holds += 1;
     return entry;
+  }
+
+  #drop(entry: Entry): void {
+    entry.holds -= 1;
+    if (entry.retired && entry.holds === 0) this.#release(entry);
+  }
+
+  #release(entry: Entry): void {
+    if (this.#retired.get(entry.ref) === entry) this.#retired.delete(entry.ref);
+    void release(entry.model);
   }
 
   /**
    * Forgets every session whose reference is not in keep (after promotions, undeploys), and
-   * releases it a little later: a batch that already holds it may still be running.
+   * releases it once no batch holds it.
    */
   retain(keep: ReadonlySet<string>): void {
     for (const [ref, entry] of this.#entries) {
       if (keep.has(ref)) continue;
       this.#entries.delete(ref);
-      const timer = setTimeout(() => {
-        this.#retired.delete(timer);
-        void release(entry);
-      }, RELEASE_DELAY_MS);
-      timer.unref();
-      this.#retired.set(timer, { ref, entry });
+      entry.retired = true;
+      if (entry.holds > 0) this.#retired.set(ref, entry);
+      else this.#release(entry);
     }
   }
 
-  /** A session retired a moment ago (a rollback right after a promotion) is used again. */
-  #revive(ref: string): Promise<LoadedModel> | undefined {
-    for (const [timer, retired] of this.#retired) {
-      if (retired.ref !== ref) continue;
-      clearTimeout(timer);
-      this.#retired.delete(timer);
-      this.#entries.set(ref, retired.entry);
-      return retired.entry;
-    }
-    return undefined;
+  /** A retired session that a batch still holds (a rollback right after a promotion) is used again. */
+  #revive(ref: string): Entry | undefined {
+    const entry = this.#retired.get(ref);
+    if (!entry) return undefined;
+    this.#retired.delete(ref);
+    entry.retired = false;
+    this.#entries.set(ref, entry);
+    return entry;
   }
 
+  /** Releases every session, held or not (the worker has stopped its batches). */
   async close(): Promise<void> {
-    const entries = [...this.#entries.values(), ...[...this.#retired.values()].map((r) => r.entry)];
-    for (const timer of this.#retired.keys()) clearTimeout(timer);
+    const entries = [...this.#entries.values(), ...this.#retired.values()];
+    for (const entry of entries) entry.retired = false; // a late #drop releases nothing twice
     this.#entries.clear();
     this.#retired.clear();
-    await Promise.all(entries.map(release));
+    await Promise.all(entries.map((entry) => release(entry.model)));
   }
 }

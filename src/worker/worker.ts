@@ -35,7 +35,13 @@ export class Worker extends EventEmitter<LoopEvents> {
       },
       async handle(deployment) {
         // A model that does not load throws a ModelError: the failure policy pauses the deployment.
-        return claimAndScore(pool, deployment, models, settings.batchSize, sizer, drift);
+        // The batch holds its sessions until it is done: a promotion meanwhile releases them after it.
+        const lease = models.lease();
+        try {
+          return await claimAndScore(pool, deployment, lease, settings.batchSize, sizer, drift);
+        } finally {
+          lease.release();
+        }
       },
       async recheck(deployment, reason) {
         const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a batch failed: ${reason}`]);
