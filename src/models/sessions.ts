@@ -23,6 +23,10 @@ export async function loadModel(ref: string, bytes: Uint8Array, options: Session
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      // onnxruntime's CPU arena stays on (the default): without it, malloc's heap grew to 60-120 MiB
+      // instead of 28 over 2,000 runs of 1000-row batches (tensors of every size, freed out of
+      // order, fragment it). Its memory patterns (one per batch size) neither grew nor saved memory
+      // with batch sizes from 1 to 1000.
       // Native log lines bypass pino and go straight to stderr; see ort-log.ts.
       logSeverityLevel: ortLogSeverity(),
     });
