@@ -155,12 +155,13 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   }
 
   /**
-   * Deployments (and promotions) are re-read every few seconds; a message for an unknown
-   * deployment triggers a re-read first (it may be new) before it is dropped (undeployed).
+   * Deployments (and promotions) are re-read every few seconds by the upkeep, not in a chunk's
+   * way (a message built for another version or mapping is queued again and makes the next chunk
+   * reload); a message for an unknown deployment triggers a re-read first (it may be new) before
+   * it is dropped (undeployed).
    */
   async #deployment(id: number): Promise<ActiveDeployment | undefined> {
-    const age = Date.now() - this.#loadedAt;
-    if (age > RELOAD_EVERY_MS || (!this.#deployments.has(id) && age > 250)) await this.#reload();
+    if (!this.#deployments.has(id) && Date.now() - this.#loadedAt > 250) await this.#reload();
     return this.#deployments.get(id);
   }
 
@@ -259,7 +260,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
         for (const { deployment } of groups.values()) {
           await this.#pool.query(RECHECK_DEPLOYMENT, [deployment.id, `a Kafka batch failed: ${action.reason}`]).catch(() => undefined);
         }
-        this.#loadedAt = 0;
+        this.#reloadBeforeNextChunk = true;
       }
       for (const { deployment } of groups.values()) this.emit('failure', { deployment: deployment.name, kind: action.kind, reason: action.reason });
       const partitions = slices.map(({ topic, partition }) => `${topic}/${partition}`);

@@ -7,7 +7,8 @@ import { decodeJsonMessage } from './message-v1.js';
  * one deployment, all bound for one partition (partition.ts); format 1 (JSON, one row per message,
  * message-v1.ts) is still read, so messages already in the topic when a relay and its workers are
  * upgraded are scored. A message is format 2 when its first byte is 0 (a format-1 message starts
- * with `{`).
+ * with `{`). Workers must be upgraded before relays: a worker that reads only format 1 records a
+ * format-2 message as poison.
  *
  * Format 2, little-endian; str = varint byte length + UTF-8; varint = unsigned LEB128:
  *
