@@ -155,7 +155,7 @@ export const monitoringCost: Scenario = {
         // One untimed drain first, monitored (every path runs): the first worker of the process
         // pays for cold code and caches, and this drain completes the baseline's outputs.
         const on = VARIANTS.length - 1;
-        await db.query('TRUNCATE ml._predictions, ml._drift_counts');
+        await db.query('TRUNCATE ml._prediction_batches, ml._drift_counts');
         await queueRows(db, tables[on]!, n);
         const warm = await drain(db, tables[on]!, n, VARIANTS[on]!, ctx.log);
         await checkDrained(db, tables[on]!, VARIANTS[on]!, n, false, warm.scrapes);
@@ -167,7 +167,7 @@ export const monitoringCost: Scenario = {
             const table = tables[i]!;
             await db.query(`TRUNCATE ${table}`);
             // Both variants log every prediction: each drain starts on an empty log (and no counts).
-            await db.query('TRUNCATE ml._predictions, ml._drift_counts');
+            await db.query('TRUNCATE ml._prediction_batches, ml._drift_counts');
             await queueRows(db, table, n);
             await db.query('CHECKPOINT');
             const { run, scrapes } = await drain(db, table, n, variant, ctx.log);

@@ -83,7 +83,7 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
 
   await db.query(`TRUNCATE ${pgTable}`);
   // Every drain appends to an empty prediction log (pgscore's default), as in scenario 9.
-  await db.query('TRUNCATE ml._predictions');
+  await db.query('TRUNCATE ml._prediction_batches');
   await queueRows(db, pgTable, n);
   await settle(db, pgTable);
   const drained = await drainNotify(db, pgTable, n, ctx.log);

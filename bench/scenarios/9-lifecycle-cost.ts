@@ -84,7 +84,7 @@ export const lifecycleCost: Scenario = {
             await db.query(`TRUNCATE ${table}`);
             // Every drain starts on an empty log, so a later variant does not append to (and
             // index into) the log of the ones before it.
-            await db.query('TRUNCATE ml._predictions');
+            await db.query('TRUNCATE ml._prediction_batches');
             await queueRows(db, table, n);
             await db.query('CHECKPOINT');
             const run = await drainNotify(db, table, n, ctx.log);
