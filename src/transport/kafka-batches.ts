@@ -1,5 +1,12 @@
 import type { EachBatchPayload, KafkaMessage } from 'kafkajs';
 
+/**
+ * Offsets are committed at most this often: a commit is a request to the broker and a write to
+ * its offsets topic, for nothing but a restart or a rebalance (which then redeliver at most this
+ * much more, harmlessly).
+ */
+const COMMIT_EVERY_MS = 50;
+
 /** Consecutive messages of one partition, handled in one transaction with others. */
 export interface Slice {
   readonly topic: string;
@@ -34,8 +41,9 @@ interface Entry {
  *
  * A partition's messages are handled in order, one chunk at a time; after a chunk's transaction
  * commits, each of its partitions' offsets is resolved up to its last message (kafkajs fetches on
- * from there) and committed to the group, one request per chunk, sent without holding up the next
- * fetch (run the consumer with autoCommit off; kafkajs would commit once per partition batch). A
+ * from there) and committed to the group without holding up the next fetch: one request at a
+ * time, at most every COMMIT_EVERY_MS, carrying every chunk's offsets since the last (run the
+ * consumer with autoCommit off; kafkajs would commit once per partition batch). A
  * partition's batch (its eachBatch call) returns once all its messages are handled. A chunk that
  * fails rejects the eachBatch calls of its partitions: their unresolved messages are fetched
  * again. A partition taken away by a rebalance is dropped before its next chunk (it is
@@ -49,7 +57,13 @@ export class ChunkScheduler {
   #scheduled = false;
   /** A heartbeat failed (a rebalance): every batch not yet handled ends with it. */
   #abort: unknown;
-  readonly #commits = new Set<Promise<void>>();
+  /** Offsets to commit (the next to read), by topic and partition; sent by #commit. */
+  readonly #toCommit = new Map<string, Map<number, string>>();
+  #committing: Promise<void> | undefined;
+  #commitTimer: NodeJS.Timeout | undefined;
+  #committedAt = 0;
+  /** Any batch's payload: its commitOffsetsIfNecessary commits for the whole consumer. */
+  #committer: EachBatchPayload | undefined;
   #stopping = false;
   #idle: Promise<void> = Promise.resolve();
   #wakeIdle = () => {};
@@ -106,18 +120,15 @@ export class ChunkScheduler {
         for (const { entry } of taken) this.#finish(entry, error);
         continue;
       }
-      const topics = new Map<string, { partition: number; offset: string }[]>();
       for (const { entry, end } of taken) {
         const { topic, partition, messages } = entry.payload.batch;
-        const offset = (BigInt(messages[end - 1]!.offset) + 1n).toString();
-        topics.set(topic, [...(topics.get(topic) ?? []), { partition, offset }]);
+        const offsets = this.#toCommit.get(topic) ?? new Map<number, string>();
+        offsets.set(partition, (BigInt(messages[end - 1]!.offset) + 1n).toString());
+        this.#toCommit.set(topic, offsets);
       }
       const { payload } = taken[0]!.entry;
-      const commit: Promise<void> = payload
-        .commitOffsetsIfNecessary({ topics: [...topics].map(([topic, partitions]) => ({ topic, partitions })) })
-        .catch((error: unknown) => this.#settings.onCommitFailure(error))
-        .finally(() => this.#commits.delete(commit));
-      this.#commits.add(commit);
+      this.#committer = payload;
+      this.#scheduleCommit();
       for (const { entry, end } of taken) {
         const { messages } = entry.payload.batch;
         entry.payload.resolveOffset(messages[end - 1]!.offset);
@@ -134,15 +145,45 @@ export class ChunkScheduler {
     }
   }
 
+  #scheduleCommit(): void {
+    if (this.#commitTimer || this.#committing) return;
+    const wait = Math.max(0, this.#committedAt + COMMIT_EVERY_MS - performance.now());
+    this.#commitTimer = setTimeout(() => {
+      this.#commitTimer = undefined;
+      this.#commit();
+    }, wait);
+  }
+
+  #commit(): void {
+    if (this.#toCommit.size === 0 || !this.#committer) return;
+    const topics = [...this.#toCommit].map(([topic, offsets]) => ({
+      topic,
+      partitions: [...offsets].map(([partition, offset]) => ({ partition, offset })),
+    }));
+    this.#toCommit.clear();
+    this.#committedAt = performance.now();
+    this.#committing = this.#committer
+      .commitOffsetsIfNecessary({ topics })
+      .catch((error: unknown) => this.#settings.onCommitFailure(error))
+      .finally(() => {
+        this.#committing = undefined;
+        if (this.#toCommit.size > 0 && !this.#stopping) this.#scheduleCommit();
+      });
+  }
+
   /**
-   * Stops taking chunks: the ones in flight finish and their offset commits are answered; the
-   * messages not yet handled are left unresolved, for whoever fetches them next.
+   * Stops taking chunks: the ones in flight finish and their offsets are committed; the messages
+   * not yet handled are left unresolved, for whoever fetches them next.
    */
   async stop(): Promise<void> {
     this.#stopping = true;
     for (const entry of [...this.#entries]) if (!entry.busy) this.#finish(entry);
     await this.#idle;
-    while (this.#commits.size > 0) await Promise.all([...this.#commits]);
+    clearTimeout(this.#commitTimer);
+    this.#commitTimer = undefined;
+    await this.#committing;
+    this.#commit();
+    await this.#committing;
   }
 
   /**
