@@ -8,6 +8,7 @@
  * score / write-back+commit) and CPU time per 1000 rows. --notify also drains the same backlog
  * with a notify worker, for the ratio. latency: scenario 5's 1k rows/s through Kafka (5 s).
  * split: the relay alone on the backlog, then the worker alone on the topic (each side's own rate).
+ * warm: processes that have drained a warm-up backlog, on n rows inserted at once, notify vs Kafka.
  * --set passes settings to both sides (e.g. --set PGSCORE_BATCH_SIZE=2000); --cpu-prof writes V8
  * profiles of both sides to /tmp/pgscore-kafka-prof; --jfr records the broker to
  * /tmp/pgscore-kafka-broker.jfr.
@@ -18,10 +19,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../../src/log.js';
 import { ensureKafkaJars, startKafkaBroker } from '../../test/helpers/kafka-broker.js';
-import { createFeatureTable, deploy, deploymentId, freshDatabase, queueSize, startServer, type BenchDatabase } from '../lib/db.js';
+import { createFeatureTable, deploy, deploymentId, freshDatabase, insertSelectSql, queueSize, startServer, type BenchDatabase } from '../lib/db.js';
 import { drainNotify, queueRows } from '../lib/drain.js';
 import { measureLatency } from '../lib/latency.js';
 import { sleep, waitUntil } from '../lib/stats.js';
+import { WORKER_DEFAULTS } from '../lib/worker.js';
+import { Worker } from '../../src/worker/worker.js';
 
 const args = process.argv.slice(2);
 const value = (flag: string, fallback: string) => (args.includes(flag) ? args[args.indexOf(flag) + 1]! : fallback);
@@ -29,7 +32,7 @@ const n = Number(value('--n', '30000'));
 const reps = Number(value('--reps', '1'));
 const settings = Object.fromEntries(args.flatMap((a, i) => (args[i - 1] === '--set' ? [a.split('=') as [string, string]] : [])));
 const experiments = args.filter((a, i) => !a.startsWith('--') && !['--n', '--reps', '--set'].includes(args[i - 1] ?? ''));
-const want = (name: string) => (experiments.length === 0 && name !== 'split') || experiments.includes(name);
+const want = (name: string) => (experiments.length === 0 && !['split', 'warm'].includes(name)) || experiments.includes(name);
 const say = (text: string) => process.stdout.write(`${text}\n`);
 const ROLE = fileURLToPath(new URL('./kafka-role.ts', import.meta.url));
 
@@ -187,6 +190,36 @@ async function splitDrain(db: BenchDatabase, brokers: string[], tag: string): Pr
   }
 }
 
+/**
+ * Warm processes: a notify worker, then a relay and a Kafka worker, each first drains a warm-up
+ * backlog; then n rows are inserted in one statement and timed from its commit until every one
+ * is scored (steady state, without the start-up of fresh processes that scenario 4 includes).
+ */
+async function warmDrain(db: BenchDatabase, brokers: string[], tag: string): Promise<void> {
+  const scored = async () => Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM t WHERE p1 IS NOT NULL'))[0]!.n);
+  const timeBacklog = async (): Promise<number> => {
+    await db.query('TRUNCATE t');
+    await db.query(insertSelectSql('t', 10_000));
+    await waitUntil(async () => (await scored()) >= 10_000, 'the warm-up', 10 * 60_000, 25);
+    await db.query(insertSelectSql('t', n));
+    const started = performance.now();
+    await waitUntil(async () => (await scored()) >= 10_000 + n, 'the backlog', 10 * 60_000, 10);
+    return n / ((performance.now() - started) / 1000);
+  };
+  const worker = new Worker(db.url, WORKER_DEFAULTS, createLogger('silent'));
+  await worker.start();
+  const notify = await timeBacklog().finally(() => worker.stop());
+  const env = { DATABASE_URL: db.url, KAFKA_BROKERS: brokers.join(','), PGSCORE_KAFKA_TOPIC: `prof.${tag}`, PGSCORE_KAFKA_GROUP: `prof-${tag}` };
+  const sides = [startSide('worker', env), startSide('relay', env)];
+  try {
+    await Promise.all(sides.map((side) => side.ready));
+    const kafka = await timeBacklog();
+    say(`  warm: notify ${Math.round(notify)} rows/s, kafka ${Math.round(kafka)} rows/s, kafka ÷ notify ${(kafka / notify).toFixed(2)}`);
+  } finally {
+    for (const side of sides.reverse()) await side.stop();
+  }
+}
+
 const server = await startServer();
 await ensureKafkaJars();
 const broker = await startKafkaBroker();
@@ -228,6 +261,10 @@ try {
       const kafka = await kafkaDrain(db, broker.brokers, `d${rep}-${process.pid}`);
       if (notify) say(`  kafka ÷ notify: ${(kafka / notify).toFixed(2)}`);
     }
+  }
+  if (want('warm')) {
+    say(`== warm processes on ${n} rows inserted at once ${JSON.stringify(settings)} ==`);
+    for (let rep = 0; rep < reps; rep++) await warmDrain(db, broker.brokers, `w${rep}-${process.pid}`);
   }
   if (want('split')) {
     say(`== the relay alone, then one Kafka worker alone, on ${n} queued rows ${JSON.stringify(settings)} ==`);
