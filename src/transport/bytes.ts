@@ -98,6 +98,11 @@ export class ByteWriter {
     this.#at += this.#buffer.write(value, this.#at, length, 'utf8');
   }
 
+  /** Forgets what was written (a reused writer after a failed encoding). */
+  reset(): void {
+    this.#at = 0;
+  }
+
   /** The bytes written, as a copy (the writer may be reused). */
   take(): Buffer {
     const out = Buffer.from(this.#buffer.subarray(0, this.#at));

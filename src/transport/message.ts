@@ -148,13 +148,17 @@ function readValue(input: ByteReader): unknown {
   }
 }
 
+/** Where messages are built (encodeRows is synchronous, so one serves every call); take() copies each out. */
+const scratch = new ByteWriter(64 * 1024);
+
 /**
  * Rows of one deployment (bound for one partition) as format-2 messages: one, or more when they
  * exceed maxBytes. `now` and each row's age give its queue time.
  */
 export function encodeRows(deployment: EncodingDeployment, rows: readonly ClaimedRow[], now: number, maxBytes = MAX_MESSAGE_BYTES): Buffer[] {
   const messages: Buffer[] = [];
-  const out = new ByteWriter(Math.min(maxBytes, 1024 + rows.length * 64));
+  const out = scratch;
+  out.reset();
   let count = 0;
   let countAt = 0;
   const open = () => {

@@ -114,7 +114,10 @@ describe('Kafka message format 2', () => {
   });
 
   it('refuses to encode a row whose key does not fit the deployment', () => {
-    expect(() => encodeRows({ ...deployment, keyCount: 2 }, [row('1', [1])], 0)).toThrow(/has 1 key values, its plan 2/);
+    expect(() => encodeRows({ ...deployment, keyCount: 2 }, [row('0', [0]), row('1', [1])], 0)).toThrow(/has 1 key values, its plan 2/);
+    // What the failed call had written is not carried into the next message.
+    const [next] = encodeRows(deployment, [row('2', [2])], 0);
+    expect(decoded(next!).rows.map((r) => r.keys)).toEqual([['2']]);
   });
 });
 
