@@ -5,11 +5,17 @@ import { metric } from '../lib/result.js';
 import { sleep, waitUntil } from '../lib/stats.js';
 import { rssMiB, spawnPgscore } from '../lib/worker.js';
 
-/** Five VmRSS readings 200 ms apart. */
-async function rssReadings(pid: number): Promise<number[]> {
+/**
+ * The worker's RSS rises and falls by several MiB with the V8 heap's cycle (its old space fills
+ * with garbage between full collections, one every second or so under load), so one reading is
+ * not a level: a point is 20 readings 500 ms apart, taken while traffic flows.
+ */
+const WINDOW = { readings: 20, everyMs: 500 };
+
+async function rssWindow(pid: number): Promise<number[]> {
   const values: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    if (i > 0) await sleep(200);
+  for (let i = 0; i < WINDOW.readings; i++) {
+    if (i > 0) await sleep(WINDOW.everyMs);
     values.push(await rssMiB(pid));
   }
   return values;
@@ -27,58 +33,95 @@ async function pendingTotal(db: BenchDatabase): Promise<number> {
   return Number(rows[0]?.n ?? 0);
 }
 
+/**
+ * Bulk traffic until stopped: INSERT … SELECT of `chunk` rows into each table whenever at most
+ * ~2 chunks are queued, so the worker always has full batches of both models. Every 1M rows it
+ * waits for the queues to drain and truncates the tables, so the database stays small.
+ */
+function bulkTraffic(db: BenchDatabase, chunk: number): { stop(): Promise<void> } {
+  let running = true;
+  let sinceTruncate = 0;
+  const loop = (async () => {
+    while (running) {
+      if (sinceTruncate >= 1_000_000) {
+        if ((await pendingTotal(db)) > 0) {
+          await sleep(50);
+          continue;
+        }
+        for (const model of MODELS) await db.query(`TRUNCATE t_${model}`);
+        sinceTruncate = 0;
+      }
+      if ((await pendingTotal(db)) < 2 * chunk) {
+        for (const model of MODELS) await db.query(insertSelectSql(`t_${model}`, chunk));
+        sinceTruncate += 2 * chunk;
+      } else {
+        await sleep(100);
+      }
+    }
+  })();
+  loop.catch(() => undefined); // awaited by stop(); this only keeps an early failure from being "unhandled"
+  return {
+    async stop() {
+      running = false;
+      await loop;
+    },
+  };
+}
+
 export const workerMemory: Scenario = {
   id: '7',
   title: 'Worker memory (RSS of `pgscore worker` over millions of predictions and model hot swaps)',
   async run(ctx, out) {
-    const checkpoints = pick(ctx, [100_000, 500_000], [1_000_000, 10_000_000]);
+    const warmUp = 100_000;
+    const checkpoints = pick(ctx, [500_000, 1_000_000], [1_000_000, 10_000_000]);
     const promotions = pick(ctx, 10, 100);
     const chunk = 50_000; // rows per INSERT … SELECT, per table
     const db = await freshDatabase(ctx.server, 'memory');
     const worker = spawnPgscore(['worker'], { DATABASE_URL: db.url, PGSCORE_LOG_LEVEL: 'warn' }, '');
+    const samples: { label: string; rss: number[] }[] = [];
+    const sample = async (label: string) => {
+      samples.push({ label, rss: await rssWindow(worker.pid) });
+      ctx.progress(`memory: ${label}, RSS ${median(samples.at(-1)!.rss).toFixed(0)} MiB`);
+    };
     try {
       for (const model of MODELS) {
         await createFeatureTable(db, `t_${model}`);
         await deploy(db, `t_${model}`, model);
       }
-      // Second versions to alternate with (not promoted yet).
-      for (const model of MODELS) await pushModel(db.pool, model, await modelBytes(model));
-      // The ready line is an info log; at warn level, wait for the worker to have scored a warm-up instead.
-      for (const model of MODELS) await db.query(insertSelectSql(`t_${model}`, 1000));
-      await waitUntil(async () => (await scoredSoFar(db)) >= 2000, 'the warm-up rows to be scored', 60_000, 50);
-      await sleep(1000);
-      const startReadings = await rssReadings(worker.pid);
-      const start = median(startReadings);
-      const samples: { label: string; rss: number[] }[] = [{ label: 'start (after 2,000-row warm-up)', rss: startReadings }];
-
-      // Traffic: keep at most ~2 chunks queued; truncate the tables every 1M rows so the database stays small.
-      let inserted = 2000;
-      let sinceTruncate = 0;
-      for (const target of checkpoints) {
-        while ((await scoredSoFar(db)) < target) {
-          if (inserted < target && (await pendingTotal(db)) < 2 * chunk) {
-            for (const model of MODELS) await db.query(insertSelectSql(`t_${model}`, chunk));
-            inserted += 2 * chunk;
-            sinceTruncate += 2 * chunk;
-          } else {
-            await sleep(100);
-          }
-          if (sinceTruncate >= 1_000_000 && (await pendingTotal(db)) === 0) {
-            for (const model of MODELS) await db.query(`TRUNCATE t_${model}`);
-            sinceTruncate = 0;
-          }
-        }
-        samples.push({ label: `after ${target.toLocaleString('en-US')} predictions`, rss: await rssReadings(worker.pid) });
-        ctx.progress(`memory: ${target} predictions, RSS ${median(samples.at(-1)!.rss).toFixed(0)} MiB`);
+      // A new version for every promotion (the same bytes registered again), so that each one
+      // loads a session and retires one, as a hot swap to a retrained model does.
+      const versionsPerModel = Math.ceil(promotions / MODELS.length);
+      for (const model of MODELS) {
+        const bytes = await modelBytes(model);
+        for (let v = 0; v < versionsPerModel; v++) await pushModel(db.pool, model, bytes);
       }
 
-      // Hot swaps while traffic flows: alternate models and versions (1 ↔ 2).
+      // Where the old start was: 1,000 rows per model, then idle. Shown, not the baseline.
+      for (const model of MODELS) await db.query(insertSelectSql(`t_${model}`, 1000));
+      await waitUntil(async () => (await scoredSoFar(db)) >= 2000, 'the first rows to be scored', 60_000, 50);
+      await sample('after the first 2,000 predictions (idle; not the baseline)');
+
+      // Warm-up: full 1000-row batches of both models until the V8 heap, onnxruntime's arenas
+      // and malloc's heap have grown to their working size.
+      const traffic = bulkTraffic(db, chunk);
+      try {
+        await waitUntil(async () => (await scoredSoFar(db)) >= warmUp, 'the warm-up rows to be scored', 300_000, 100);
+        await sample(`start (after a ${warmUp.toLocaleString('en-US')}-prediction warm-up)`);
+        for (const target of checkpoints) {
+          await waitUntil(async () => (await scoredSoFar(db)) >= target, `${target} predictions`, 3_600_000, 250);
+          await sample(`after ${target.toLocaleString('en-US')} predictions`);
+        }
+      } finally {
+        await traffic.stop();
+      }
+
+      // Hot swaps while traffic flows: each promotion switches one model to its next version.
       // Application INSERTs and promotions can deadlock each other (see the notes); both are counted and retried.
-      let traffic = true;
+      let oltp = true;
       const deadlocks = { insert: 0, promote: 0 };
       const isDeadlock = (error: unknown) => (error as { code?: string }).code === '40P01';
-      const trafficLoop = (async () => {
-        while (traffic) {
+      const oltpLoop = (async () => {
+        while (oltp) {
           for (const model of MODELS) {
             await db.query(insertSelectSql(`t_${model}`, 200)).catch((error: unknown) => {
               if (!isDeadlock(error)) throw error;
@@ -88,12 +131,12 @@ export const workerMemory: Scenario = {
           await sleep(50);
         }
       })();
-      trafficLoop.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+      oltpLoop.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
 
       try {
         for (let i = 0; i < promotions; i++) {
-          const model = MODELS[i % 2]!;
-          const version = Math.floor(i / 2) % 2 === 0 ? 2 : 1;
+          const model = MODELS[i % MODELS.length]!;
+          const version = 2 + Math.floor(i / MODELS.length);
           for (;;) {
             try {
               await db.query('SELECT ml.promote($1, $2)', [model, version]);
@@ -105,15 +148,15 @@ export const workerMemory: Scenario = {
           }
           await sleep(250);
         }
+        await sample(`right after ${promotions} promotions`);
       } finally {
-        traffic = false;
-        await trafficLoop;
+        oltp = false;
+        await oltpLoop;
       }
       await waitUntil(async () => (await pendingTotal(db)) === 0, 'the queues to drain', 120_000, 50);
-      samples.push({ label: `right after ${promotions} promotions`, rss: await rssReadings(worker.pid) });
       if (!ctx.quick) {
-        await sleep(35_000); // retired sessions are released 30 s after a promotion
-        samples.push({ label: `35 s after the promotions`, rss: await rssReadings(worker.pid) });
+        await sleep(35_000);
+        await sample('35 s after the promotions (idle)');
       }
       out.metrics.push(metric('7 worker memory', '-', `deadlocks during ${promotions} promotions: application INSERTs`, 'errors', [deadlocks.insert], { op: '<=', value: 0, text: '0' }));
       out.metrics.push(metric('7 worker memory', '-', `deadlocks during ${promotions} promotions: ml.promote`, 'errors', [deadlocks.promote]));
@@ -121,14 +164,21 @@ export const workerMemory: Scenario = {
         out.metrics.push(metric('7 worker memory', '-', `RSS ${s.label}`, 'MiB', s.rss));
       }
       // The issue's goals read the growth after the most predictions and right after the promotions.
-      const goals = new Map([[samples[checkpoints.length]!.label, 'rssPredictions'], [samples[checkpoints.length + 1]!.label, 'rssPromotions']]);
-      for (const s of samples.slice(1)) {
+      // samples: the first 2,000, start, the checkpoints, right after the promotions, 35 s after.
+      const start = median(samples[1]!.rss);
+      const goals = new Map([[samples[checkpoints.length + 1]!.label, 'rssPredictions'], [samples[checkpoints.length + 2]!.label, 'rssPromotions']]);
+      for (const s of samples.slice(2)) {
         const growth = metric('7 worker memory', '-', `RSS growth, ${s.label}`, '%', s.rss.map((r) => (100 * (r - start)) / start), { op: '<=', value: 10, text: '≤ 10 %' });
         const goal = goals.get(s.label);
         out.metrics.push(goal ? { ...growth, goal } : growth);
       }
       out.notes.push(
-        `One \`pgscore worker\` child process (defaults) serving both deployments (logreg and gbm, each on its own table), so both models are loaded in one process; RSS is VmRSS from /proc/<pid>/status, five readings 200 ms apart per point (median, min, max; growth relative to the median at start). Traffic: INSERT … SELECT of ${chunk.toLocaleString('en-US')} rows into each table, keeping at most ~${(2 * chunk).toLocaleString('en-US')} rows queued; predictions counted from ml._batches. Promotions: \`SELECT ml.promote(model, v)\` alternating between the two models and versions 1 and 2 (the same bytes registered twice), one every 250 ms while 200-row inserts flow every 50 ms.`,
+        `One \`pgscore worker\` child process (defaults) serving both deployments (logreg and gbm, each on its own table), so both models are loaded in one process. ` +
+          `Traffic: INSERT … SELECT of ${chunk.toLocaleString('en-US')} rows into each table whenever at most ~${(2 * chunk).toLocaleString('en-US')} rows are queued (the worker scores full 1000-row batches of both models; tables truncated every 1M rows); predictions counted from ml._batches. ` +
+          `Start (the baseline of every growth figure): after a warm-up of ${warmUp.toLocaleString('en-US')} predictions in full batches, when the V8 heap, onnxruntime's arenas and malloc's heap have reached their working size; the reading after the first 2,000 predictions (1,000 rows per model, then idle) is shown for comparison only. ` +
+          `Each RSS point is ${WINDOW.readings} readings of VmRSS (/proc/<pid>/status) ${WINDOW.everyMs} ms apart, taken while the traffic goes on (median, min, max; growth is each reading against the median at start): the V8 heap's collection cycle moves RSS by several MiB within a second or two. ` +
+          `Promotions: \`SELECT ml.promote(model, v)\` alternating between the two models, each to a version it never had (${versionsPerModel} versions per model, the same bytes registered again), so each promotion loads a session and retires one; one every 250 ms while 200-row inserts flow every 50 ms; "right after" is read while those inserts still flow. ` +
+          `"35 s after" is the idle worker once the queues drained.`,
       );
     } finally {
       await worker.stop();
