@@ -57,6 +57,11 @@ export function deploymentStatements(deployment: {
   };
 }
 
+/** The names a deployment's statements are prepared under (see forgetStaleStatements). */
+export function preparedNames(sql: DeploymentStatements): string[] {
+  return [sql.claim.name, sql.writeBack.fast.name, sql.writeBack.careful.name, sql.requeue.name];
+}
+
 /**
  * The requeue statement of a deployment that is not active (invalid, pending) but keeps its
  * queue: where a Kafka worker parks rows that arrive for it.

@@ -1,11 +1,13 @@
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
+import { forgetStaleStatements } from '../db/prepared.js';
 import { fetchModelBytes, RECHECK_DEPLOYMENT } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { SessionCache } from '../models/sessions.js';
 import { claimAndScore } from '../pipeline/batch.js';
 import { ClaimSizer } from '../queue/claim.js';
+import { preparedNames } from '../queue/statements.js';
 import { DriftRecorder } from '../monitoring/drift.js';
 import { loadDeployments, versionsInUse, type ActiveDeployment } from './deployments.js';
 import { checkWorkerRole } from './identity.js';
@@ -22,6 +24,9 @@ export class Worker extends EventEmitter<LoopEvents> {
     super();
     const pool = createPool(connectionString, { max: settings.concurrency + 1, name: 'worker' });
     pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
+    // Statements prepared for plans that promotions replaced would stay on every connection.
+    let statementsInUse: ReadonlySet<string> = new Set();
+    pool.on('acquire', (client) => forgetStaleStatements(client, statementsInUse));
     const models = new SessionCache((name, version) => fetchModelBytes(pool, name, version), {
       threads: settings.ortThreads,
     });
@@ -30,6 +35,7 @@ export class Worker extends EventEmitter<LoopEvents> {
     this.#loop = new QueueLoop(connectionString, pool, settings, log, {
       async load() {
         const deployments = await loadDeployments(pool, models, log);
+        statementsInUse = new Set(deployments.flatMap((d) => preparedNames(d.sql)));
         await drift.load(deployments.flatMap(versionsInUse));
         return deployments;
       },
