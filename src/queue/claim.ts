@@ -88,7 +88,9 @@ export class ClaimSizer {
   constructor(private readonly batchSize: number) {}
 
   limit(deploymentId: number): number {
-    const perRow = this.#keysPerRow.get(deploymentId) ?? 1;
+    // Until a claim showed it, guess between single-row writes (1) and bulk chunks (100): locking
+    // batchSize rows of 100-key chunks would hold a whole bulk backlog away from the other lanes.
+    const perRow = this.#keysPerRow.get(deploymentId) ?? 10;
     return Math.max(1, Math.min(this.batchSize, Math.ceil(this.batchSize / perRow)));
   }
 

@@ -220,15 +220,27 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     return live[this.#cursor];
   }
 
-  /** Runs lanes until every deployment's queue came back empty; true if any row was claimed. */
+  /**
+   * Runs lanes until every deployment's queue came back empty; true if any row was claimed. A
+   * lane that finds nothing while another lane's batch is in flight waits for it and looks
+   * again if it found rows: that batch may hold queue rows locked that are not its own.
+   */
   async #drain(): Promise<boolean> {
     let found = false;
+    const inFlight = new Set<Promise<number>>();
     const lane = async () => {
       let emptyInARow = 0;
       while (!this.#stopping && !this.#reloadDue) {
         const deployment = this.#nextDeployment();
-        if (!deployment || emptyInARow >= this.#live().length) return;
-        const claimed = await this.#handleOne(deployment);
+        if (!deployment) return;
+        if (emptyInARow >= this.#live().length) {
+          const others = [...inFlight];
+          if (others.length === 0 || !(await Promise.all(others)).some((n) => n > 0)) return;
+          emptyInARow = 0;
+        }
+        const batch = this.#handleOne(deployment);
+        inFlight.add(batch);
+        const claimed = await batch.finally(() => inFlight.delete(batch));
         this.#claimedSince += claimed;
         if (claimed > 0) {
           found = true;
