@@ -103,6 +103,10 @@ export class DriftRecorder {
       else this.log.warn({ model: (row as { ref: string }).ref }, 'baseline not readable, ignored');
     }
     this.#baselines = baselines;
+    // A version no deployment uses any more keeps nothing here: not its count, nor the values of
+    // a first-rows baseline it did not finish (up to baseline_rows rows of every feature).
+    const inUse = new Set(refs);
+    for (const ref of this.#collecting.keys()) if (!inUse.has(ref)) this.#collecting.delete(ref);
   }
 
   start(everyMs = 5_000): void {
