@@ -236,7 +236,10 @@ export const contenders: Scenario = {
   id: '11',
   title: 'Contenders: backlog drain beside what a user would write instead',
   async run(ctx, out) {
-    const sizes = pick(ctx, [50_000], [300_000, 1_000_000]);
+    // BENCH_CONTENDER_ROWS=300000 runs one size only (e.g. a second server's run).
+    const sizes = process.env.BENCH_CONTENDER_ROWS
+      ? process.env.BENCH_CONTENDER_ROWS.split(',').map(Number)
+      : pick(ctx, [50_000], [300_000, 1_000_000]);
     const rounds = pick(ctx, 1, 3);
     const python = await preparePythonVenv(ctx.progress);
     ctx.progress(python.ok ? `python: ${python.note}` : `python: FastAPI contender skipped: ${python.reason}`);
@@ -252,13 +255,13 @@ export const contenders: Scenario = {
     } finally {
       await db.close();
     }
-    out.notes.push(...methodNotes(ctx, rounds, python));
+    out.notes.push(...methodNotes(ctx, sizes, rounds, python));
   },
 };
 
-function methodNotes(ctx: Context, rounds: number, python: PythonSetup): string[] {
+function methodNotes(ctx: Context, sizes: readonly number[], rounds: number, python: PythonSetup): string[] {
   return [
-    `Sizes ${pick(ctx, '50k', '300k and 1M')} rows, ${rounds} round(s); each round runs every contender in the order listed, each on a table freshly filled with the same number of rows (TRUNCATE, INSERT, then VACUUM ANALYZE and CHECKPOINT before the timed run). Ratios are pgscore ÷ contender within a round, then the median over rounds. All in one process with the bench's embedded Postgres, on the same 2 shared cores; onnxruntime with 1 intra-op thread everywhere.`,
+    `Sizes ${sizes.map((n) => n.toLocaleString('en-US')).join(' and ')} rows, ${rounds} round(s); each round runs every contender in the order listed, each on a table freshly filled with the same number of rows (TRUNCATE, INSERT, then VACUUM ANALYZE and CHECKPOINT before the timed run). Ratios are pgscore ÷ contender within a round, then the median over rounds. All in one process with the bench's embedded Postgres, on the same 2 shared cores; onnxruntime with 1 intra-op thread everywhere.`,
     `pgscore: exactly scenario 4's drain: ml.deploy with the defaults (so it also writes its provenance columns and appends every prediction to ml._predictions, truncated before each drain, which no contender does), rows queued by INSERT … SELECT with no worker running, then one notify worker (defaults: batch 1000, concurrency 2) timed from start() until every row is written. Its data is random like the others' but not the same rows; a ${SAMPLE_STEP}th of the contenders' data is scored by pgscore separately (untimed, also warming the process up) and every other contender's predictions are compared with it (labels equal, p1 within 1e-5) after its run, besides a check that all rows have label and p1.`,
     `Batch job (bench/lib/batch-job.ts, no pgscore code): a reader connection runs \`DECLARE … NO SCROLL CURSOR FOR SELECT id, f0..f29 FROM t ORDER BY id\` in one REPEATABLE READ READ ONLY transaction and \`FETCH 10000\` (array rows); each chunk goes into one Float32Array and one session.run (onnxruntime-node, the same .onnx, label and probabilities[:,1]); a writer connection runs, per chunk, BEGIN, a binary \`COPY predictions (id, label, p1) FROM STDIN\` (pg-copy-streams) into a temp table ON COMMIT DELETE ROWS, one prepared \`UPDATE t SET label = p.label, p1 = p.p1 FROM predictions p WHERE t.id = p.id\` and COMMIT. The next chunk is fetched and scored while the writer applies the one before (one chunk in the writer at a time). Ranged adds \`AND t.id BETWEEN <first> AND <last id of the chunk>\`. Timed from before the session is created to the last commit (in the first round that includes one EXPLAIN of the first chunk's UPDATE).${ctx.quick ? '' : ` From ${PLAIN_ONCE_FROM.toLocaleString('en-US')} rows on, the plain variant runs in the first round only (its UPDATE scans the whole table for every chunk).`}`,
     `Write-path limit (bench/lib/limits.ts): the batch job's predictions, saved untimed in an unlogged table keyed by id, applied to a freshly filled table by \`UPDATE t … FROM saved p WHERE t.id = p.id AND t.id BETWEEN lo AND hi AND p.id BETWEEN lo AND hi\`, one 10k-id range per statement, each its own transaction; timed over the whole table. Read-path limit: \`COPY (SELECT id, f0..f29 FROM t ORDER BY id) TO STDOUT (FORMAT binary)\` read to the end by the client (pg-copy-streams), bytes counted (checked to be every row) and dropped.`,
