@@ -79,11 +79,19 @@ describe('model lifecycle', () => {
   it('a promotion mid-traffic switches new predictions without losing or double-scoring a row', async () => {
     await table('midway');
     await db.sql(`SELECT ml.deploy('midway', 'midway', 'sums', $1, $2)`, [INPUTS, OUTPUTS]);
+    // The writer goes on until 20 statements of 100 rows after the promotion committed, so the
+    // promotion lands mid-traffic however fast the writes and the worker are.
+    let promoted = false;
+    let rows = 0;
     const writer = (async () => {
-      for (let i = 0; i < 50; i++) await insert('midway', i * 100 + 1, (i + 1) * 100);
+      for (let after = 0; after < 20 && rows < 500_000; after += promoted ? 1 : 0) {
+        await insert('midway', rows + 1, rows + 100);
+        rows += 100;
+      }
     })();
     await waitFor(async () => (await db.sql(`SELECT 1 FROM midway WHERE total IS NOT NULL LIMIT 1`)).length === 1, 'first predictions');
     await db.sql(`SELECT ml.promote('sums', 2)`);
+    promoted = true;
     await writer;
     await drained('midway', 'midway');
     // Every row was scored exactly once (the log holds one prediction per key), by the version
@@ -93,7 +101,7 @@ describe('model lifecycle', () => {
              count(*) FILTER (WHERE p.model <> m.midway_model OR (p.outputs->>'total')::float8 <> m.total) AS mismatched
         FROM ml._predictions p JOIN midway m ON m.id = (p.row_key->>'id')::int
        WHERE p.deployment_id = (SELECT id FROM ml._deployments WHERE name = 'midway')`);
-    expect(log).toEqual({ predictions: '5000', keys: '5000', mismatched: '0' });
+    expect(log).toEqual({ predictions: String(rows), keys: String(rows), mismatched: '0' });
     const [versions] = await db.sql<{ v1: string; v2: string; wrong: string }>(`
       SELECT count(*) FILTER (WHERE midway_model = 'sums@1') AS v1, count(*) FILTER (WHERE midway_model = 'sums@2') AS v2,
              count(*) FILTER (WHERE total <> CASE midway_model WHEN 'sums@1' THEN ${V1} ELSE ${V2} END) AS wrong FROM midway`);
