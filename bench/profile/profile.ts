@@ -2,6 +2,7 @@
  * Where the time goes, for the targets the bench misses (not part of `npm run bench`):
  *   node --import tsx bench/profile/profile.ts [experiments...]   (default: all)
  * Experiments: explain, drain, oltp, bulk, latency. Uses BENCH_DATABASE_URL or its own embedded Postgres.
+ * explain shows the write-back's fast form; FORM=careful shows the careful one (src/writeback/sql.ts).
  */
 import { execFile } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
@@ -104,7 +105,7 @@ try {
         await writePredictions(spy, { id: d!.id, sql, keyCount: 1, plan: d!.plan }, rows, scored, 0, { ref: model.ref, scoreUs: 0 });
         const writeMs = performance.now() - t2;
         await client.query('ROLLBACK TO SAVEPOINT before_write');
-        const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack[process.env.FORM === "careful" ? "careful" : "fast"].text}`, values });
+        const explainWrite = await client.query({ text: `EXPLAIN (ANALYZE, BUFFERS) ${sql.writeBack[process.env.FORM === 'careful' ? 'careful' : 'fast'].text}`, values });
         if (i === 2) say(explainWrite.rows.map((r) => r['QUERY PLAN']).join('\n'));
         const t3 = performance.now();
         await client.query('ROLLBACK');

@@ -1,4 +1,5 @@
 import type ort from 'onnxruntime-node';
+import { arrayLiteral } from '../db/array-literal.js';
 import { ModelError } from '../errors.js';
 import type { PlanOutput } from './plan.js';
 
@@ -10,11 +11,6 @@ function cell(tensor: ort.Tensor, at: number): Cell {
   if (typeof value === 'bigint') return value.toString();
   if (tensor.type === 'bool') return value === 1 || value === true;
   return value as number | string;
-}
-
-function arrayLiteral(values: readonly Cell[]): string {
-  const items = values.map((v) => (typeof v === 'string' ? `"${v.replace(/["\\]/g, '\\$&')}"` : String(v)));
-  return `{${items.join(',')}}`;
 }
 
 /**

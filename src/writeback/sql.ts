@@ -128,9 +128,9 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
              : []),
          ].join(', ')}
         FROM u
-       WHERE ${match} AND t.xmin = u.x AND ${careful
-         ? '(t.tableoid, t.ctid) IN (SELECT toid, tid FROM locked)'
-         : partitioned ? 'true' : 't.ctid = ANY (ARRAY(SELECT tid FROM u))'}
+       WHERE ${[match, 't.xmin = u.x', ...(careful
+         ? ['(t.tableoid, t.ctid) IN (SELECT toid, tid FROM locked)']
+         : partitioned ? [] : ['t.ctid = ANY (ARRAY(SELECT tid FROM u))'])].join(' AND ')}
       RETURNING ${[
         ...plan.keys.map((k, i) => `t.${q(k.column)}::text AS k${i}`),
         ...loggedColumns('u'),

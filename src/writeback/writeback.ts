@@ -4,7 +4,7 @@ import type { Scored } from '../scoring/score.js';
 import { histogram } from '../worker/latency.js';
 import type { DeploymentStatements } from '../queue/statements.js';
 import type { Plan } from '../scoring/plan.js';
-import { arrayLiteral } from './pg-array.js';
+import { arrayLiteral } from '../db/array-literal.js';
 import { logsPredictions } from './sql.js';
 
 /** Batches up to this many rows use the prepared write-back statement (see DeploymentStatements). */

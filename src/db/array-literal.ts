@@ -1,7 +1,8 @@
 /**
- * A Postgres array literal of a write-back parameter's values, sent as text. node-postgres
- * builds the same from a JS array, but with two regular-expression replaces per element; a
- * write-back sends several thousand elements per batch. Strings are always quoted (so commas,
+ * A Postgres array literal, sent as text: a write-back parameter's values, or one row of a
+ * prediction written whole into an array column. node-postgres builds the same from a JS array,
+ * but with two regular-expression replaces per element; a write-back sends several thousand
+ * elements per batch. Strings are always quoted (so commas,
  * braces, blanks and empty strings are safe), and backslashes and quotes escaped when present.
  */
 export function arrayLiteral(values: readonly (string | number | boolean | null | undefined)[]): string {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { arrayLiteral } from '../../src/writeback/pg-array.js';
+import { arrayLiteral } from '../../src/db/array-literal.js';
 
-describe('write-back array literals', () => {
+describe('array literals', () => {
   it('quotes every string and escapes quotes and backslashes; numbers, booleans and NULLs as Postgres reads them', () => {
     expect(arrayLiteral([])).toBe('{}');
     expect(arrayLiteral(['42', '(0,1)', '', 'a,b', 'say "hi"', 'c:\\tmp', '{1,2}', 'NULL'])).toBe(
