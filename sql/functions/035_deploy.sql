@@ -88,6 +88,22 @@ BEGIN
 END
 $$;
 
+-- The worker found that no prediction can be written to a deployment's table (it publishes
+-- updates without a replica identity, the database is read-only): the deployment turns invalid
+-- with the database's reason, which raises the 'invalid' alert. Its queued rows stay.
+CREATE OR REPLACE FUNCTION ml._invalidate_unwritable(p_id int, p_reason text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ml._deployments WHERE id = p_id AND status = 'active') THEN
+    PERFORM ml._invalidate(p_id, p_reason);
+  END IF;
+END
+$$;
+
 -- The table of a deployment was dropped: its queue and trigger function go with it.
 CREATE OR REPLACE FUNCTION ml._mark_dropped(p_id int)
 RETURNS void

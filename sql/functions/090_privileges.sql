@@ -31,6 +31,7 @@ GRANT SELECT ON ml._models, ml._aliases, ml._deployments, ml._migrations TO pgsc
 GRANT EXECUTE ON FUNCTION ml._record_signature(text, int, jsonb, text), ml._recheck(int, text), ml._recheck_deployments()
   TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ml._dead_letters TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._invalidate_unwritable(int, text) TO pgscore_worker;
 GRANT SELECT, INSERT, DELETE ON ml._batches TO pgscore_worker;
 GRANT INSERT ON ml._poison_messages TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE ON ml._kafka_counts TO pgscore_worker;

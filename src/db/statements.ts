@@ -89,6 +89,9 @@ export const RECHECK_DEPLOYMENTS = 'SELECT ml._recheck_deployments() AS changed'
 /** $1 deployment id: re-plan one deployment after a batch failed; returns its status. */
 export const RECHECK_DEPLOYMENT = 'SELECT ml._recheck($1, $2) AS status';
 
+/** $1 deployment id, $2 reason: no prediction can be written to its table; it turns invalid. */
+export const INVALIDATE_UNWRITABLE = 'SELECT ml._invalidate_unwritable($1, $2)';
+
 /** Whether migrate could install the event triggers that re-plan deployments on ALTER TABLE. */
 export const HAS_EVENT_TRIGGERS = "SELECT count(*) = 2 AS present FROM pg_event_trigger WHERE evtname IN ('pgscore_alter_table', 'pgscore_drop')";
 

@@ -3,7 +3,7 @@ import type { Consumer } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
-import { COUNT_CONSUMED, fetchModelBytes, listParkedDeployments, RECHECK_DEPLOYMENT, RECORD_POISON } from '../db/statements.js';
+import { COUNT_CONSUMED, fetchModelBytes, INVALIDATE_UNWRITABLE, listParkedDeployments, RECHECK_DEPLOYMENT, RECORD_POISON } from '../db/statements.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
@@ -11,6 +11,7 @@ import { SessionCache } from '../models/sessions.js';
 import { Upkeep } from '../lifecycle/upkeep.js';
 import { inWritebackTransaction, reportDeadLetters, scoreBatch, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
+import { isRowFailure, isTableFailure, UnwritableTableError } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { requeueRows } from '../queue/requeue.js';
 import { parkingStatements } from '../queue/statements.js';
@@ -58,6 +59,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   #deployments = new Map<number, ActiveDeployment>();
   #parked = new Map<number, ReturnType<typeof parkingStatements>>();
   readonly #health = new DeploymentHealth();
+  /** Deployments whose table took no prediction in this chunk, with the reason (invalidated after it commits). */
+  readonly #unwritable = new Map<number, string>();
   readonly #failureLog: RateLimitedLog;
   #loadedAt = 0;
   #reloading: Promise<void> | undefined;
@@ -165,7 +168,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     return this.#deployments.get(id);
   }
 
-  async #handleChunk(slices: readonly Slice[]): Promise<void> {
+  async #handleChunk(slices: readonly Slice[], isolate = false): Promise<void> {
     if (this.#reloadBeforeNextChunk) {
       this.#reloadBeforeNextChunk = false;
       await this.#reload();
@@ -227,7 +230,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
           const { deployment, stale, consumed } = group;
           const rows = group.rows();
           const claimedAt = performance.now();
-          const result = await this.#scoreGroup(client, deployment, rows, claimedAt);
+          const result = await this.#scoreGroup(client, deployment, rows, claimedAt, isolate);
           await requeueRows(client, deployment, stale, 0);
           await client.query(COUNT_CONSUMED, [deployment.id, consumed + stale.length]);
           const done = performance.now();
@@ -247,11 +250,20 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
         }
       });
       // Reported once committed: a chunk that rolls back is redelivered and counted then.
+      for (const [id, reason] of this.#unwritable) {
+        await this.#pool.query(INVALIDATE_UNWRITABLE, [id, reason]);
+        this.#reloadBeforeNextChunk = true;
+      }
+      this.#unwritable.clear();
       for (const { deployment, result, batch } of handled) {
         this.emit('batch', batch);
         reportDeadLetters(this.#failureLog, deployment, result);
       }
     } catch (error) {
+      this.#unwritable.clear();
+      // A row's write failed the chunk: score it again at once, writing in savepoints, so that
+      // the failing rows become dead letters and the others are written (writePredictionsIsolated).
+      if (!isolate && (isRowFailure(error) || isTableFailure(error))) return this.#handleChunk(slices, true);
       // The failure policy: nothing of the chunk committed and its offsets stay uncommitted, so
       // Kafka redelivers it. A deployment whose write failed is re-checked first (a schema change
       // turns it invalid, and its rows are parked on the redelivery).
@@ -274,14 +286,20 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
    * Scores one deployment's rows, or (its model does not load: the failure policy's pause) puts
    * them back on the deployment's queue to wait, as the notify worker leaves them queued.
    */
-  async #scoreGroup(client: pg.ClientBase, deployment: ActiveDeployment, rows: ClaimedRow[], claimedAt: number) {
+  async #scoreGroup(client: pg.ClientBase, deployment: ActiveDeployment, rows: ClaimedRow[], claimedAt: number, isolate: boolean) {
     if (rows.length === 0) return { written: 0, dead: 0, requeued: 0, scoredAt: claimedAt };
     if (!this.#health.isResting(deployment.id)) {
       try {
-        const result = await scoreBatch(client, deployment, this.#models, rows, claimedAt, this.#drift);
+        const result = await scoreBatch(client, deployment, this.#models, rows, claimedAt, this.#drift, isolate);
         this.#health.succeeded(deployment.id);
         return result;
       } catch (error) {
+        if (error instanceof UnwritableTableError) {
+          // Its rows wait on its queue; the deployment turns invalid once the chunk committed.
+          this.#unwritable.set(deployment.id, error.message);
+          await requeueRows(client, deployment, rows, 0);
+          return { written: 0, dead: 0, requeued: rows.length, scoredAt: performance.now() };
+        }
         if (classifyFailure(error).kind !== 'pause') throw error;
         const restMs = this.#health.failed(deployment.id, describe(error));
         this.emit('failure', { deployment: deployment.name, kind: 'pause', reason: describe(error) });

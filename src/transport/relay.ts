@@ -7,6 +7,8 @@ import { COUNT_RELAYED, RECHECK_DEPLOYMENT } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { inWritebackTransaction, type BatchResult } from '../pipeline/batch.js';
 import { claimBatch, ClaimSizer } from '../queue/claim.js';
+import { claimIsolated } from '../queue/isolated-claim.js';
+import { isRowFailure } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { checkWorkerRole } from '../worker/identity.js';
 import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
@@ -78,7 +80,16 @@ export class Relay extends EventEmitter<LoopEvents> {
         }
         return deployments;
       },
-      handle: (deployment) => relayBatch(pool, produce, config, deployment, sizer, partitions.count),
+      async handle(deployment) {
+        try {
+          return await relayBatch(pool, produce, config, deployment, sizer, partitions.count, false);
+        } catch (error) {
+          // A row's input expression failed the claim: claim again one step at a time, so that
+          // the failing rows become dead letters and the others are relayed (claimIsolated).
+          if (!isRowFailure(error)) throw error;
+          return relayBatch(pool, produce, config, deployment, sizer, partitions.count, true);
+        }
+      },
       async recheck(deployment, reason) {
         const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a relay batch failed: ${reason}`]);
         return rows[0]?.status ?? 'undeployed';
@@ -138,12 +149,21 @@ async function relayBatch(
   deployment: ActiveDeployment,
   sizer: ClaimSizer,
   partitions: number,
+  isolate: boolean,
 ): Promise<BatchResult> {
   const started = performance.now();
   let claimedAt = started;
   let sentAt = started;
+  let dead = 0;
   const claimed = await inWritebackTransaction(pool, async (client) => {
-    const rows = await claimBatch(client, deployment, config.batchSize, sizer);
+    let rows: ClaimedRow[];
+    if (isolate) {
+      const result = await claimIsolated(client, deployment, config.batchSize, sizer);
+      rows = result.rows;
+      dead = result.dead.length;
+    } else {
+      rows = await claimBatch(client, deployment, config.batchSize, sizer);
+    }
     claimedAt = performance.now();
     if (rows.length === 0) return 0;
     for (const messages of relayMessages(deployment, rows, Date.now(), partitions)) await produce.send(messages);
@@ -157,9 +177,9 @@ async function relayBatch(
   const done = performance.now();
   return {
     deployment: deployment.name,
-    claimed,
+    claimed: claimed + dead,
     written: claimed,
-    dead: 0,
+    dead,
     requeued: 0,
     ms: done - started,
     phases: { claimMs: claimedAt - started, scoreMs: sentAt - claimedAt, writeMs: done - sentAt },
