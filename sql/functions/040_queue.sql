@@ -51,6 +51,7 @@ DECLARE
   d ml._deployments := ml._active_deployment(deployment);
   v_keys text;
 BEGIN
+  PERFORM ml._require_owner(d.source, format('retry "%s"', d.name));
   SELECT string_agg(format('(e.row_key->>%L)::%s AS %I', k->>'column', k->>'type', k->>'column'), ', ')
     INTO v_keys
     FROM jsonb_array_elements(d.plan->'keys') k;
