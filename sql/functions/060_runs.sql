@@ -245,7 +245,9 @@ AS $$
          LATERAL (SELECT greatest(r.rows - ml._run_remaining(r), 0) AS scored) s,
          LATERAL (SELECT s.scored,
                          s.scored / nullif(extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at), 0)::float8 AS rate) x
+   WHERE ml._may_read_deployment(ml._reader(), r.deployment_id)
    ORDER BY r.id DESC
 $$;
 
-CREATE VIEW ml.runs AS SELECT * FROM ml._runs();
+-- A run's counts and filter tell about the table's rows: shown to readers of the table (005).
+CREATE VIEW ml.runs AS SELECT * FROM ml._runs() r WHERE ml._may_read_deployment_named(current_user, r.deployment);

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connectionAs } from '../../src/db/roles.js';
-import { createTestDatabase, push, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, pending, push, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import { WORKER_ROLE } from '../helpers/global-postgres.js';
 
 // Issue 15, class 3: one tenant must not reach another through pgscore. Roles belong to the whole
 // server, which other test files share: the names carry a suffix.
@@ -167,5 +168,101 @@ describe('filters run with the rights of the table owner, never with pgscore\'s'
     } finally {
       await worker.end();
     }
+  });
+});
+
+describe('what a deployment logged is shown only to roles that may read its table', () => {
+  let db: TestDatabase;
+  let owner: pg.Client;
+  let admin: pg.Client;
+  let worker: pg.Client;
+  let queue: string;
+
+  /** Rows of each surface that concern the deployment "staff", as a session sees them. */
+  async function seen(session: pg.Client): Promise<Record<string, number>> {
+    const count = async (sql: string) => Number((await session.query(sql)).rows[0].n);
+    const page = (await session.query(`SELECT ml._status_page() AS page`)).rows[0].page as { deployments: { deployment: string }[] };
+    return {
+      predictions: await count(`SELECT count(*) AS n FROM ml._predictions p JOIN ml._deployments d ON d.id = p.deployment_id WHERE d.name = 'staff'`),
+      prediction_batches: await count(`SELECT count(*) AS n FROM ml._prediction_batches b JOIN ml._deployments d ON d.id = b.deployment_id WHERE d.name = 'staff'`),
+      baselines: await count(`SELECT count(*) AS n FROM ml._baselines WHERE model = 'iris'`),
+      drift_counts: await count(`SELECT count(*) AS n FROM ml._drift_counts c JOIN ml._deployments d ON d.id = c.deployment_id WHERE d.name = 'staff'`),
+      drift: await count(`SELECT count(*) AS n FROM ml.drift WHERE deployment = 'staff'`),
+      drift_function: await count(`SELECT count(*) AS n FROM ml._drift() WHERE deployment = 'staff'`),
+      performance: await count(`SELECT count(*) AS n FROM ml.performance WHERE deployment = 'staff'`),
+      compare: await count(`SELECT count(*) AS n FROM ml.compare WHERE deployment = 'staff'`),
+      compare_function: await count(`SELECT count(*) AS n FROM ml.compare('1 day') WHERE deployment = 'staff'`),
+      errors: await count(`SELECT count(*) AS n FROM ml.errors WHERE deployment = 'staff'`),
+      dead_letters: await count(`SELECT count(*) AS n FROM ml._dead_letters e JOIN ml._deployments d ON d.id = e.deployment_id WHERE d.name = 'staff'`),
+      runs: await count(`SELECT count(*) AS n FROM ml.runs WHERE deployment = 'staff'`),
+      runs_table: await count(`SELECT count(*) AS n FROM ml._runs WHERE deployment = 'staff'`),
+      status_page: page.deployments.filter((d) => d.deployment === 'staff').length,
+    };
+  }
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await push(db, 'iris', 'iris.onnx');
+    await db.sql(`SELECT ml.configure('baseline_rows', '10')`);
+    await db.sql(STAFF.replace('secret text', 'secret text, truth text'));
+    await db.sql(`INSERT INTO staff SELECT i, 5.1, 3.5, 1.4, 0.2, i * 1000, 'pw' || i FROM generate_series(1, 30) i`);
+    await db.sql(`INSERT INTO staff (id, salary) VALUES (31, 31000)`);  // no inputs: a dead letter
+    await db.sql(`ALTER TABLE staff OWNER TO ${OWNER}`);
+    owner = await login(db, OWNER);
+    admin = await login(db, ADMIN);
+    worker = new pg.Client({ connectionString: db.workerUrl });
+    await worker.connect();
+    await owner.query(`SELECT ml.deploy('staff', 'staff', 'iris', $1, '{"species": "label"}', '{"label": "truth"}')`, [IRIS_INPUTS]);
+    queue = `ml._queue_${(await db.sql<{ id: number }>(`SELECT id FROM ml._deployments WHERE name = 'staff'`))[0]!.id}`;
+    const scoring = await startWorker(db);
+    try {
+      await waitFor(async () => (await pending(db, 'staff')) === 0, 'the rows scored');
+      // Drift counts the rows scored after the baseline the first rows gave.
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ml._baselines WHERE model = 'iris'`)).length > 0, 'the baseline');
+      await db.sql(`INSERT INTO staff SELECT i, 6.7, 3.0, 5.2, 2.3, i * 1000, 'pw' || i FROM generate_series(32, 60) i`);
+      await waitFor(async () => (await pending(db, 'staff')) === 0, 'the later rows scored');
+      await db.sql(`UPDATE staff SET truth = 'setosa'`);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ml.drift WHERE deployment = 'staff'`)).length > 0, 'drift counted');
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ml.performance WHERE deployment = 'staff'`)).length > 0, 'performance measured');
+    } finally {
+      await scoring.stop();
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await owner?.end();
+    await admin?.end();
+    await worker?.end();
+    await db?.drop();
+  });
+
+  it('the owner sees its predictions, baselines, drift, performance, comparisons, dead letters, runs and status page', async () => {
+    const rows = await seen(owner);
+    expect(Object.entries(rows).filter(([, n]) => n === 0).map(([surface]) => surface)).toEqual([]);
+  });
+
+  it('an admin without SELECT on the table sees none of it', async () => {
+    expect((await admin.query(`SELECT has_table_privilege('staff', 'SELECT') AS may`)).rows).toEqual([{ may: false }]);
+    const rows = await seen(admin);
+    expect(rows).toEqual(Object.fromEntries(Object.keys(rows).map((surface) => [surface, 0])));
+    // Nor the keys waiting in its queue, nor a day of the log read directly.
+    expect(await failure(admin.query(`SELECT * FROM ${queue}`))).toMatchObject({ code: '42501' });
+    const [partition] = await db.sql<{ name: string }>(
+      `SELECT c.oid::regclass::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'ml._prediction_batches'::regclass LIMIT 1`);
+    expect(await failure(admin.query(`SELECT * FROM ${partition!.name}`))).toMatchObject({ code: '42501' });
+  });
+
+  it('once granted SELECT on the table, the admin sees it all; the worker role sees it all', async () => {
+    await db.sql(`GRANT SELECT ON staff TO ${ADMIN}`);
+    try {
+      const rows = await seen(admin);
+      expect(Object.entries(rows).filter(([, n]) => n === 0).map(([surface]) => surface)).toEqual([]);
+    } finally {
+      await db.sql(`REVOKE SELECT ON staff FROM ${ADMIN}`);
+    }
+    const page = (await worker.query(`SELECT ml._status_page() AS page`)).rows[0].page as { deployments: { deployment: string }[] };
+    expect(page.deployments.map((d) => d.deployment)).toEqual(['staff']);
+    expect(Number((await worker.query(`SELECT count(*) AS n FROM ml.drift WHERE deployment = 'staff'`)).rows[0].n)).toBeGreaterThan(0);
+    expect(WORKER_ROLE).toBeTruthy();
   });
 });

@@ -194,7 +194,9 @@ describe('who may do what in ml', () => {
       what: `SELECT ml.${view}`, object: () => `view ${view}`, sql: () => `SELECT * FROM ml.${view}`, worker: 'allowed', admin: 'allowed' })),
     ...['_models', '_deployments', '_queue_<id>', '_dead_letters'].map((table): Entry => {
       const name = () => table.replace('<id>', String(ctx.id));
-      return { what: `SELECT ml.${table}`, object: () => `table ${name()}`, sql: () => `SELECT * FROM ml.${name()}`, worker: 'allowed', admin: 'allowed' };
+      // A queue holds the table's keys: admins see its size in ml.status only.
+      return { what: `SELECT ml.${table}`, object: () => `table ${name()}`, sql: () => `SELECT * FROM ml.${name()}`, worker: 'allowed',
+               admin: table === '_queue_<id>' ? 'denied' : 'allowed' };
     }),
   ];
   const ROLES = { app: APP, other: OTHER, worker: WORKER_ROLE, admin: ADMIN } as const;
