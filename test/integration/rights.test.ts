@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connectionAs } from '../../src/db/roles.js';
-import { createTestDatabase, pending, push, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import { pino } from 'pino';
+import { Worker } from '../../src/worker/worker.js';
+import { createTestDatabase, pending, push, startWorker, waitFor, WORKER_DEFAULTS, type TestDatabase } from '../helpers/db.js';
 import { WORKER_ROLE } from '../helpers/global-postgres.js';
 
 // Issue 15, class 3: one tenant must not reach another through pgscore. Roles belong to the whole
@@ -159,7 +161,7 @@ describe('filters run with the rights of the table owner, never with pgscore\'s'
     const run = (await owner.query(`SELECT ml.run_now('nightly') AS run`)).rows[0].run as string;
     expect(await db.sql(`SELECT kind, rows FROM ml._runs WHERE id = $1`, [run])).toEqual([{ kind: 'manual', rows: '0' }]);
 
-    const [{ id }] = await db.sql<{ id: number }>(`SELECT id FROM ml._deployments WHERE name = 'nightly'`);
+    const id = (await db.sql<{ id: number }>(`SELECT id FROM ml._deployments WHERE name = 'nightly'`))[0]!.id;
     const worker = new pg.Client({ connectionString: db.workerUrl });
     await worker.connect();
     try {
@@ -264,5 +266,80 @@ describe('what a deployment logged is shown only to roles that may read its tabl
     expect(page.deployments.map((d) => d.deployment)).toEqual(['staff']);
     expect(Number((await worker.query(`SELECT count(*) AS n FROM ml.drift WHERE deployment = 'staff'`)).rows[0].n)).toBeGreaterThan(0);
     expect(WORKER_ROLE).toBeTruthy();
+  });
+});
+
+describe('ml.undeploy during a batch or a run', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await push(db, 'iris', 'iris.onnx');
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  async function waitingBackend(pid: number): Promise<boolean> {
+    const [row] = await db.sql<{ waiting: boolean }>(
+      `SELECT wait_event_type = 'Lock' OR wait_event = 'PgSleep' AS waiting FROM pg_stat_activity WHERE pid = $1`, [pid]);
+    return row?.waiting ?? false;
+  }
+
+  it('an undeploy that meets a batch holding its queue waits for it: neither deadlocks', async () => {
+    await db.sql(`CREATE TABLE busy (id int PRIMARY KEY, sepal_length real, sepal_width real, petal_length real, petal_width real)`);
+    await db.sql(`SELECT ml.deploy('busy', 'busy', 'iris', $1, '{"species": "label"}')`, [IRIS_INPUTS]);
+    await db.sql(`INSERT INTO busy SELECT i, 5.1, 3.5, 1.4, 0.2 FROM generate_series(1, 10) i`);
+    const id = (await db.sql<{ id: number }>(`SELECT id FROM ml._deployments WHERE name = 'busy'`))[0]!.id;
+
+    // A worker's batch, as the worker runs it: claim, read, then write back with its statistics.
+    const batch = new pg.Client({ connectionString: db.workerUrl });
+    const undeployer = new pg.Client({ connectionString: db.url });
+    await batch.connect();
+    await undeployer.connect();
+    try {
+      await batch.query(`BEGIN`);
+      await batch.query(`SET LOCAL pgscore.writeback = 'on'`);
+      const claimed = await batch.query(`SELECT pgscore_seq FROM ml._queue_${id} FOR UPDATE SKIP LOCKED`);
+      expect(claimed.rowCount).toBeGreaterThan(0);
+      await batch.query(`SELECT id, sepal_length FROM busy`);
+
+      const pid = (await undeployer.query(`SELECT pg_backend_pid() AS pid`)).rows[0].pid as number;
+      const undeploy = undeployer.query(`SELECT ml.undeploy('busy')`).then(() => undefined, (error: Error) => error.message);
+      await waitFor(() => waitingBackend(pid), 'the undeploy waiting for the batch');
+
+      const written = batch.query(`UPDATE busy SET species = 'setosa'`)
+        .then(() => batch.query(`INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist) VALUES ($1, 10, 0, '{10}')`, [id]))
+        .then(() => batch.query(`DELETE FROM ml._queue_${id}`))
+        .then(() => batch.query(`COMMIT`))
+        .then(() => undefined, (error: Error) => error.message);
+      expect({ batch: await written, undeploy: await undeploy }).toEqual({ batch: undefined, undeploy: undefined });
+    } finally {
+      await batch.end();
+      await undeployer.end();
+    }
+    expect(await db.sql(`SELECT count(*)::int AS n FROM busy WHERE species = 'setosa'`)).toEqual([{ n: 10 }]);
+    expect(await db.sql(`SELECT count(*)::int AS n FROM ml._deployments WHERE name = 'busy'`)).toEqual([{ n: 0 }]);
+  });
+
+  it('a worker whose deployment is undeployed under its batches lets it go without an error in its log', async () => {
+    await db.sql(`CREATE TABLE churning (id int PRIMARY KEY, sepal_length real, sepal_width real, petal_length real, petal_width real)`);
+    await db.sql(`SELECT ml.deploy('churning', 'churning', 'iris', $1, '{"species": "label"}')`, [IRIS_INPUTS]);
+    await db.sql(`INSERT INTO churning SELECT i, 5.1, 3.5, 1.4, 0.2 FROM generate_series(1, 200000) i`);
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const worker = new Worker(db.workerUrl, { ...WORKER_DEFAULTS, batchSize: 500 }, log);
+    const batches: unknown[] = [];
+    worker.on('batch', (batch) => batches.push(batch));
+    await worker.start();
+    try {
+      await waitFor(async () => batches.length >= 2, 'batches under way');
+      await db.sql(`SELECT ml.undeploy('churning')`);
+      await waitFor(async () => worker.deployments.length === 0, 'the worker letting the deployment go');
+    } finally {
+      await worker.stop();
+    }
+    expect(lines.filter((line) => line.level >= 50).map((line) => line.msg)).toEqual([]);
+    expect(await db.sql(`SELECT count(*)::int AS n FROM ml._deployments WHERE name = 'churning'`)).toEqual([{ n: 0 }]);
   });
 });
