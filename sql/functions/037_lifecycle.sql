@@ -5,7 +5,8 @@
 -- The caller must be able to act as the owner of the deployment's table (as for ml.deploy):
 -- these functions run as the schema owner, so membership of pgscore_admin alone is not enough
 -- to run, change or remove someone else's deployment. p_action completes "can ..." in the error.
--- A table that no longer exists (a dropped deployment) has no owner to check.
+-- The caller is the session's role (ml._reader: SET ROLE counts). A table that no longer exists
+-- (a dropped deployment) has no owner to check.
 DROP FUNCTION IF EXISTS ml._require_owner(regclass);
 CREATE OR REPLACE FUNCTION ml._require_owner(p_source regclass, p_action text DEFAULT 'deploy on it')
 RETURNS void
@@ -13,7 +14,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF NOT pg_has_role(session_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = p_source), 'USAGE') THEN
+  IF NOT pg_has_role(ml._reader(), (SELECT c.relowner FROM pg_class c WHERE c.oid = p_source), 'USAGE') THEN
     RAISE EXCEPTION 'only the owner of % (role %) can %', p_source,
       (SELECT quote_ident(r.rolname) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = p_source), p_action
       USING ERRCODE = 'insufficient_privilege',

@@ -107,7 +107,9 @@ CREATE POLICY readers ON ml._dead_letters FOR SELECT USING (ml._may_read_deploym
 DROP POLICY IF EXISTS workers ON ml._dead_letters;
 CREATE POLICY workers ON ml._dead_letters FOR ALL TO pgscore_worker USING (true) WITH CHECK (true);
 -- Row security of a partitioned table applies to queries of the table, not of its partitions;
--- a queue holds a table's keys. Admins read neither directly.
+-- a queue holds a table's keys, an undecodable Kafka message a row's key. Admins read none of
+-- them directly (ml.errors shows the messages to superusers and workers).
+REVOKE SELECT ON ml._poison_messages FROM pgscore_admin;
 DO $$
 DECLARE
   v_table regclass;

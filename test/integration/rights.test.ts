@@ -105,6 +105,17 @@ describe('only the owner runs, changes or removes a deployment', () => {
     expect(await db.sql(`SELECT status FROM ml._deployments WHERE name = 'staff'`)).toEqual([{ status: 'active' }]);
   });
 
+  it('the check follows SET ROLE: a superuser acting as the admin is refused too', async () => {
+    const session = new pg.Client({ connectionString: db.url });
+    await session.connect();
+    try {
+      await session.query(`SET ROLE ${ADMIN}`);
+      expect(await failure(session.query(`SELECT ml.undeploy('staff')`))).toEqual(notOwner('undeploy "staff"'));
+    } finally {
+      await session.end();
+    }
+  });
+
   it('the owner may backfill, run, retry, split and undeploy', async () => {
     expect((await owner.query(`SELECT ml.backfill('staff') AS n`)).rows).toEqual([{ n: '10' }]);
     expect((await owner.query(`SELECT ml.backfill('staff', 'salary > 5000') AS n`)).rows).toEqual([{ n: '5' }]);
