@@ -96,7 +96,7 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON ml.%I (pgscore_priority, pgscore_seq)', v_queue || '_claim', v_queue);
   END IF;
   EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ml.%I TO pgscore_worker', v_queue);
-  EXECUTE format('GRANT SELECT ON ml.%I TO pgscore_admin', v_queue);
+  -- Admins see a queue's size in ml.status, not the table's keys it holds (090_privileges.sql).
 END
 $$;
 

@@ -285,12 +285,18 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       this.#failureLog.error(`pause:${deployment.id}`, scope, `deployment paused, its rows stay queued: ${action.reason}`);
       return;
     }
-    this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checking the deployment: ${action.reason}`);
+    let status: string | undefined;
     try {
-      const status = await this.#handler.recheck(deployment, action.reason);
-      if (status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
+      status = await this.#handler.recheck(deployment, action.reason);
     } catch (recheckError) {
       this.#log.warn({ deployment: deployment.name, err: recheckError }, 'could not re-check the deployment');
+    }
+    if (status === 'undeployed') {
+      // ml.undeploy committed while the batch ran (its queue went, or its row): nothing failed.
+      this.#log.info({ deployment: deployment.name }, 'deployment was undeployed during a batch; the worker lets it go');
+    } else {
+      this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checked the deployment: ${action.reason}`);
+      if (status !== undefined && status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
     }
     this.#reloadDue = true;
   }
