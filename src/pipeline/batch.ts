@@ -12,7 +12,7 @@ import type { RateLimitedLog } from '../log-limit.js';
 import type { ActiveDeployment } from '../worker/deployments.js';
 import { writePredictionsIsolated } from '../writeback/isolated.js';
 import { writePredictions, type ShadowScores, type WriteResult } from '../writeback/writeback.js';
-import { isRowFailure, isTableFailure, UnwritableTableError } from './row-failure.js';
+import { isTableFailure, isWriteRowFailure, UnwritableTableError } from './row-failure.js';
 
 export interface BatchResult {
   readonly deployment: string;
@@ -148,7 +148,7 @@ export async function claimAndScore(
   try {
     return await claimAndScoreOnce(pool, deployment, models, batchSize, sizer, observer, false);
   } catch (error) {
-    if (!isRowFailure(error) && !isTableFailure(error)) throw error;
+    if (!isWriteRowFailure(error) && !isTableFailure(error)) throw error;
   }
   // A row's values or its write failed the batch (nothing of it committed): claim again, one
   // step at a time, so that the failing rows become dead letters and the others are scored.

@@ -19,6 +19,14 @@ export function isRowFailure(error: unknown): boolean {
 }
 
 /**
+ * In the write-back, also a permission an owner's trigger lacks for this row (42501): the row
+ * becomes a dead letter that says so (ml.retry once it is granted), never a stalled batch.
+ */
+export function isWriteRowFailure(error: unknown): boolean {
+  return isRowFailure(error) || (error as { code?: unknown } | null)?.code === '42501';
+}
+
+/**
  * Errors that no write to the table can avoid: it publishes updates without a replica identity
  * (55000, object not in prerequisite state), or the database refuses writes (25006). The
  * deployment turns invalid with the reason; its rows stay queued.

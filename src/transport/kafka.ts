@@ -11,7 +11,7 @@ import { SessionCache } from '../models/sessions.js';
 import { Upkeep } from '../lifecycle/upkeep.js';
 import { inWritebackTransaction, reportDeadLetters, scoreBatch, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
-import { isRowFailure, isTableFailure, UnwritableTableError } from '../pipeline/row-failure.js';
+import { isTableFailure, isWriteRowFailure, UnwritableTableError } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { requeueRows } from '../queue/requeue.js';
 import { parkingStatements } from '../queue/statements.js';
@@ -263,7 +263,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       this.#unwritable.clear();
       // A row's write failed the chunk: score it again at once, writing in savepoints, so that
       // the failing rows become dead letters and the others are written (writePredictionsIsolated).
-      if (!isolate && (isRowFailure(error) || isTableFailure(error))) return this.#handleChunk(slices, true);
+      if (!isolate && (isWriteRowFailure(error) || isTableFailure(error))) return this.#handleChunk(slices, true);
       // The failure policy: nothing of the chunk committed and its offsets stay uncommitted, so
       // Kafka redelivers it. A deployment whose write failed is re-checked first (a schema change
       // turns it invalid, and its rows are parked on the redelivery).

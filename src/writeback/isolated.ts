@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { isRowFailure, isTableFailure, UnwritableTableError } from '../pipeline/row-failure.js';
+import { isTableFailure, isWriteRowFailure, UnwritableTableError } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import type { Scored } from '../scoring/score.js';
 import { writePredictions, type ScoredBy, type ShadowScores, type WriteResult } from './writeback.js';
@@ -33,7 +33,7 @@ export async function writePredictionsIsolated(
       await client.query('ROLLBACK TO SAVEPOINT pgscore_write');
       await client.query('RELEASE SAVEPOINT pgscore_write');
       if (isTableFailure(error)) throw new UnwritableTableError(deployment.id, error);
-      if (!isRowFailure(error) || part.rows.length === 0) throw error;
+      if (!isWriteRowFailure(error) || part.rows.length === 0) throw error;
       if (part.rows.length === 1) {
         const reason = `the prediction cannot be written to the table: ${(error as Error).message}`;
         return writePredictions(client, deployment, rows,

@@ -119,6 +119,25 @@ describe('rows the table will not take', () => {
     expect(errors).toEqual([{ row_key: { id: 13 }, reason: 'the prediction cannot be written to the table: row 13 is frozen' }]);
   });
 
+  it('an owner\'s trigger that lacks a permission for one row: that row is a dead letter that says so', async () => {
+    const owner = `tenant_${Math.random().toString(36).slice(2, 8)}`;
+    await db.sql(`CREATE ROLE ${owner}`);
+    await db.sql(`CREATE TABLE audited (id int PRIMARY KEY, ${IRIS}, species text)`);
+    await db.sql(`CREATE TABLE audit_log (id int)`);  // the owner of audited may not write here
+    await db.sql(`CREATE FUNCTION audit_5() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+      BEGIN IF NEW.id = 5 THEN INSERT INTO public.audit_log VALUES (NEW.id); END IF; RETURN NEW; END $$`);
+    await db.sql(`ALTER FUNCTION audit_5() OWNER TO ${owner}`);
+    await db.sql(`ALTER TABLE audited OWNER TO ${owner}`);
+    await db.sql(`CREATE TRIGGER audit_5 AFTER UPDATE ON audited FOR EACH ROW EXECUTE FUNCTION audit_5()`);
+    await db.sql(`SELECT ml.deploy('audited', 'audited', 'iris', inputs => ${INPUTS}, outputs => '{"species": "label"}')`);
+    await db.sql(ROWS('audited', 10));
+    await waitFor(async () => (await pending(db, 'audited')) === 0, 'batch handled');
+    const scored = await db.sql<{ n: string }>(`SELECT count(*) AS n FROM audited WHERE species = 'setosa'`);
+    expect(scored[0]!.n).toBe('9');
+    const errors = await db.sql<{ row_key: unknown; reason: string }>(`SELECT row_key, reason FROM ml.errors WHERE deployment = 'audited'`);
+    expect(errors).toEqual([{ row_key: { id: 5 }, reason: 'the prediction cannot be written to the table: permission denied for table audit_log' }]);
+  });
+
   it('a table in a publication without a replica identity: the deployment turns invalid with the reason and raises the alert', async () => {
     await db.sql(`CREATE TABLE published (id int PRIMARY KEY, ${IRIS}, species text)`);
     await db.sql(`ALTER TABLE published REPLICA IDENTITY NOTHING`);
