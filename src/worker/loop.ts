@@ -285,14 +285,22 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       this.#failureLog.error(`pause:${deployment.id}`, scope, `deployment paused, its rows stay queued: ${action.reason}`);
       return;
     }
-    this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checking the deployment: ${action.reason}`);
+    this.#reloadDue = true;
+    // Re-checked before anything is logged: a batch that fails because ml.undeploy dropped its
+    // queue meanwhile (relation "ml._queue_N" does not exist, or a deadlock with the undeploy) is
+    // the deployment being gone, not a failure.
+    let status: string | undefined;
     try {
-      const status = await this.#handler.recheck(deployment, action.reason);
-      if (status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
+      status = await this.#handler.recheck(deployment, action.reason);
     } catch (recheckError) {
       this.#log.warn({ deployment: deployment.name, err: recheckError }, 'could not re-check the deployment');
     }
-    this.#reloadDue = true;
+    if (status === 'undeployed') {
+      this.#log.info({ deployment: deployment.name, err: error }, 'deployment undeployed while a batch ran; the batch is dropped with it');
+      return;
+    }
+    this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checked the deployment: ${action.reason}`);
+    if (status !== undefined && status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
   }
 
   async #backOff(error: unknown, message: string, deployment?: string): Promise<void> {
