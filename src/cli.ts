@@ -19,8 +19,11 @@ import { Worker } from './worker/worker.js';
 
 /** Commands only: parse, call, print. Exit codes: 0 done, 1 failed, 2 bad usage or configuration. */
 
-/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
-function untilSignal(): Promise<NodeJS.Signals> {
+/**
+ * Resolves on the first SIGINT, SIGTERM or SIGHUP, or when the parent that started pgscore with
+ * an IPC channel (Node's fork, a test runner) goes away; a second signal exits at once.
+ */
+function untilSignal(): Promise<NodeJS.Signals | 'disconnect'> {
   return new Promise((resolve) => {
     let received = false;
     const handler = (signal: NodeJS.Signals) => {
@@ -34,6 +37,12 @@ function untilSignal(): Promise<NodeJS.Signals> {
     // Listeners stay registered: with none left, tsx's loader would exit the process itself.
     process.on('SIGINT', handler);
     process.on('SIGTERM', handler);
+    process.on('SIGHUP', handler);
+    if (typeof process.send === 'function') {
+      // A killed parent cannot signal its children; the end of the channel is the one sign left.
+      if (!process.connected) resolve('disconnect');
+      else process.once('disconnect', () => resolve('disconnect'));
+    }
   });
 }
 
