@@ -64,6 +64,7 @@ export async function startEmbeddedPostgres(options: {
     }
     const flags = ['-c', 'listen_addresses=localhost', '-c', 'max_connections=200', ...(options.extraFlags ?? [])];
     server = await launch((await embeddedBinaries()).postgres, ['-D', dataDir, '-p', String(options.port), ...flags], {
+      dataDir,
       runAs: asRoot ? await postgresUser() : undefined,
       onLog: remember,
     });
@@ -108,8 +109,8 @@ const WATCHDOG = [
   '"$@" </dev/null 3<&- &',
   'server=$!',
   '( read -r _ <&3; kill -INT "$server" 2>/dev/null ) &',
-  'exec 3<&-',
   'watcher=$!',
+  'exec 3<&-',
   'wait "$server"',
   'status=$?',
   'kill "$watcher" 2>/dev/null',
@@ -130,13 +131,13 @@ function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
 async function launch(
   postgres: string,
   args: readonly string[],
-  options: { runAs: { uid: number; gid: number } | undefined; onLog: (line: string) => void },
+  options: { dataDir: string; runAs: { uid: number; gid: number } | undefined; onLog: (line: string) => void },
 ): Promise<RunningServer> {
   const child = spawn('/bin/sh', ['-c', WATCHDOG, 'pgscore-postgres', postgres, ...args], {
     detached: true,
     stdio: ['pipe', 'ignore', 'pipe'],
     // The postgres user may not be able to enter the caller's folder; the data folder is its own.
-    cwd: args[1],
+    cwd: options.dataDir,
     ...options.runAs,
   });
   // Written to only by stop(); an EPIPE there means the server is gone already.

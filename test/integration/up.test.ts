@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { access, chmod, mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -137,6 +137,21 @@ describe('pgscore up (npm start)', () => {
       await waitFor(async () => !alive(pid) && !(await postgresRuns(data)), 'pgscore up and its Postgres gone', 30_000);
     } finally {
       runner.kill('SIGKILL');
+    }
+  });
+
+  it('stops its Postgres when it fails after starting it', async () => {
+    const data = await sharedDataDir();
+    const taken = await holdPort(await freePort());
+    try {
+      const port = (taken!.address() as AddressInfo).port;
+      // An explicit metrics port is required, unlike the default: taken, `up` fails after Postgres is up.
+      const up = startPgscore(['up', '--data-dir', data, '--port', String(await freePort())], { PGSCORE_METRICS_PORT: String(port) });
+      expect(await exited(up), up.output()).toBe(2);
+      expect(up.output()).toContain(`pgscore: cannot serve metrics on 127.0.0.1:${port}: the port is in use`);
+      expect(await postgresRuns(data)).toBe(false);
+    } finally {
+      taken?.close();
     }
   });
 
