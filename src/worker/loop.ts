@@ -285,6 +285,10 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       this.#failureLog.error(`pause:${deployment.id}`, scope, `deployment paused, its rows stay queued: ${action.reason}`);
       return;
     }
+    this.#reloadDue = true;
+    // Re-checked before anything is logged: a batch that fails because ml.undeploy dropped its
+    // queue meanwhile (relation "ml._queue_N" does not exist, or a deadlock with the undeploy) is
+    // the deployment being gone, not a failure.
     let status: string | undefined;
     try {
       status = await this.#handler.recheck(deployment, action.reason);
@@ -292,13 +296,11 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       this.#log.warn({ deployment: deployment.name, err: recheckError }, 'could not re-check the deployment');
     }
     if (status === 'undeployed') {
-      // ml.undeploy committed while the batch ran (its queue went, or its row): nothing failed.
-      this.#log.info({ deployment: deployment.name }, 'deployment was undeployed during a batch; the worker lets it go');
-    } else {
-      this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checked the deployment: ${action.reason}`);
-      if (status !== undefined && status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
+      this.#log.info({ deployment: deployment.name, err: error }, 'deployment undeployed while a batch ran; the batch is dropped with it');
+      return;
     }
-    this.#reloadDue = true;
+    this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checked the deployment: ${action.reason}`);
+    if (status !== undefined && status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
   }
 
   async #backOff(error: unknown, message: string, deployment?: string): Promise<void> {
