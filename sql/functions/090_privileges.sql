@@ -34,6 +34,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ml._dead_letters TO pgscore_worker;
 GRANT SELECT, INSERT, DELETE ON ml._batches TO pgscore_worker;
 GRANT INSERT ON ml._poison_messages TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE ON ml._kafka_counts TO pgscore_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ml._kafka_messages, ml._kafka_committed TO pgscore_worker;
 
 -- The model lifecycle (sql/functions/025, 037, 055, 060).
 GRANT EXECUTE ON FUNCTION
