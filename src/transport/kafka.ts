@@ -33,14 +33,17 @@ const PAUSED_REQUEUE_DELAY_MS = 5_000;
 const PARTITIONS_AT_ONCE = 256;
 
 /**
- * The consumer's retries (kafkajs: 5, from 300 ms doubling, then a crash and a restart after the
- * last wait, 5.5–18 s in all). A crashed consumer rejoins its group as a new member, and the
- * coordinator hands out no partition until the old member's session (10 s) has run out: a broker
- * restart cost about 10 s of that, plus the crash's wait. Retrying for about 30 s, never more than
- * 1 s apart, rides out a broker restart as the same member (no rebalance once the broker is back)
- * and is at work again within a second; a crash that still happens restarts after 1 s at most.
- * kafkajs has no static membership (group.instance.id, tulios/kafkajs#884) that would keep a
- * restarted worker's partitions.
+ * After a broker restart kafkajs's consumers crash (its join gives up on a closed connection or a
+ * coordinator still loading) and rejoin as new members; the coordinator then hands out no
+ * partition until the old members' sessions have run out. kafkajs has no static membership
+ * (group.instance.id, tulios/kafkajs#884) that would let a restarted member take its place, so
+ * recovery takes about the session: the shortest the broker accepts by default.
+ */
+const SESSION_TIMEOUT_MS = 6_000;
+/**
+ * The consumer's retries: kafkajs's default (5, from 300 ms doubling) ends in a crash whose
+ * restart waits the last retry's delay, 5.5-18 s in all; retries at most 1 s apart bring a
+ * crashed consumer back within a second of the broker.
  */
 const CONSUMER_RETRY = { initialRetryTime: 100, maxRetryTime: 1_000, retries: 30 };
 
@@ -89,8 +92,11 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     this.#consumer = this.#kafka.consumer({
       groupId: config.kafkaGroup,
       allowAutoTopicCreation: false,
-      // A 10 s session (kafkajs defaults to 30 s) hands a dead member's partitions over sooner.
-      sessionTimeout: 10_000,
+      // The shortest session the broker accepts by default (group.min.session.timeout.ms; kafkajs
+      // defaults to 30 s): after a broker restart or a worker's death the group waits this long
+      // for the members that will not come back (see CONSUMER_RETRY). Heartbeats go every second,
+      // between chunks.
+      sessionTimeout: SESSION_TIMEOUT_MS,
       heartbeatInterval: 1_000,
       retry: CONSUMER_RETRY,
     });

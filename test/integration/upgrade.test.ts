@@ -248,8 +248,8 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate upgrades it and reports every deployment active', () => {
-    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql', '0006_monitoring.sql', '0007_prediction_batches.sql']);
-    expect(upgrade.schemaVersion).toBe(7);
+    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql', '0006_monitoring.sql', '0007_prediction_batches.sql', '0009_kafka_offsets.sql']);
+    expect(upgrade.schemaVersion).toBe(9);
     expect(upgrade.deployments).toEqual(NAMES.map((deployment) => ({ deployment, status: 'active', reason: null })));
   });
 
