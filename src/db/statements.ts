@@ -146,6 +146,7 @@ export const RECORD_RELAYED = `
   WITH produced AS (
     INSERT INTO ml._kafka_messages (topic, "partition", "offset", deployment_id, rows)
     SELECT $3, u.p, u.o, $1, u.n FROM unnest($4::int[], $5::bigint[], $6::int[]) AS u(p, o, n)
+     WHERE u.o >= 0
     ON CONFLICT DO NOTHING)
   INSERT INTO ml._kafka_counts AS k (deployment_id, relayed) VALUES ($1, $2)
   ON CONFLICT (deployment_id) DO UPDATE SET relayed = k.relayed + excluded.relayed`;
