@@ -26,8 +26,8 @@ const BULK_KEYS_PER_QUEUE_ROW = 100;
  * batch's rows belong to, message.ts), and deletes the queue rows only after every broker in sync
  * has acknowledged them (acks=all, idempotent producer, retired after a failed send:
  * relay-producer.ts), in the same transaction that claimed them, which also records where the
- * messages were appended (ml.status.in_kafka). A crash between the acknowledgement and the commit sends the rows again (duplicates);
- * nothing is ever deleted unsent. Lanes (PGSCORE_CONCURRENCY) overlap one batch's claim with
+ * messages were appended (ml.status.in_kafka). A crash between the acknowledgement and the
+ * commit sends the rows again (duplicates); nothing is ever deleted unsent. Lanes (PGSCORE_CONCURRENCY) overlap one batch's claim with
  * another's produce; lanes that produce at the same time share a request (produce-queue.ts).
  */
 export class Relay extends EventEmitter<LoopEvents> {
