@@ -146,7 +146,16 @@ BEGIN
     latency_p99_ms := ml._latency_quantile(v_hist, 0.99);
     SELECT count(*) INTO dead_letters FROM ml._dead_letters e WHERE e.deployment_id = d.id;
     SELECT max(b.finished_at) INTO last_scored_at FROM ml._batches b WHERE b.deployment_id = d.id;
-    SELECT greatest(k.relayed - k.consumed, 0) INTO in_kafka FROM ml._kafka_counts k WHERE k.deployment_id = d.id;
+    -- The real lag: rows of the messages at or past the group's committed offset of their partition
+    -- (a redelivered or duplicated message is counted once, where it is in the log). NULL for a
+    -- deployment the relay never served (the notify transport).
+    in_kafka := NULL;
+    IF EXISTS (SELECT 1 FROM ml._kafka_counts k WHERE k.deployment_id = d.id) THEN
+      SELECT coalesce(sum(m.rows), 0) INTO in_kafka
+        FROM ml._kafka_messages m
+        LEFT JOIN ml._kafka_committed c ON c.topic = m.topic AND c."partition" = m."partition"
+       WHERE m.deployment_id = d.id AND m."offset" >= coalesce(c."offset", 0);
+    END IF;
     -- The versions that wrote predictions in the last hour, most rows first, e.g. {churn@4,churn@3}.
     SELECT coalesce(array_agg(v.model ORDER BY v.rows DESC, v.model), '{}') INTO versions_in_use FROM (
       SELECT b.model, sum(b.scored) AS rows FROM ml._batches b

@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION ml._invalidate_unwritable(int, text) TO pgscore_worker
 GRANT SELECT, INSERT, DELETE ON ml._batches TO pgscore_worker;
 GRANT INSERT ON ml._poison_messages TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE ON ml._kafka_counts TO pgscore_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ml._kafka_messages, ml._kafka_committed TO pgscore_worker;
 
 -- The model lifecycle (sql/functions/025, 037, 055, 060).
 GRANT EXECUTE ON FUNCTION

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { HAS_EVENT_TRIGGERS } from '../db/statements.js';
-import { describe, isConnectionError } from '../errors.js';
+import { describe, isRetriable } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
 import { Upkeep } from '../lifecycle/upkeep.js';
@@ -305,7 +305,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
 
   async #backOff(error: unknown, message: string, deployment?: string): Promise<void> {
     this.#errorBackoffMs = Math.min(MAX_ERROR_BACKOFF_MS, Math.max(100, this.#errorBackoffMs * 2));
-    const level = isConnectionError(error) ? 'warn' : 'error';
+    const level = isRetriable(error) ? 'warn' : 'error';
     this.#log[level]({ deployment, err: error, retryInMs: this.#errorBackoffMs }, `${message}: ${describe(error)}`);
     await this.#waitForWake(this.#errorBackoffMs * (0.5 + Math.random() / 2));
   }
