@@ -344,6 +344,13 @@ describe("a table owner's code never runs with the worker's rights", () => {
       { who: OWNER, what: `DELETE FROM ${victimQueue}`, outcome: 'permission denied for schema ml' },
     ]);
     expect(await db.sql(`SELECT species FROM victim`)).toEqual([{ species: 'virginica' }]);
+
+    // Turning the function back into one that runs as its caller turns the deployment invalid.
+    await as(OWNER, (owner) => owner.query(`ALTER FUNCTION public.reach() SECURITY INVOKER`));
+    expect(await state('owned')).toEqual({
+      status: 'invalid',
+      reason: `after ALTER FUNCTION public.reach(): trigger reach on public.owned runs public.reach(), which is not SECURITY DEFINER${CODE_TAIL}`,
+    });
   });
 
   it('CREATE TRIGGER, or ENABLE TRIGGER, on a deployed table succeeds and turns the deployment invalid', async () => {
