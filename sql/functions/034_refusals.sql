@@ -276,6 +276,21 @@ BEGIN
       END LOOP;
       RETURN;
     EXCEPTION WHEN lock_not_available THEN
+      -- A holder that waits for this transaction (a re-check that holds the table and waits for
+      -- the deployment row this one holds) would never let go: that is a deadlock, and short
+      -- tries would hide it from Postgres until the bound. Wait then, and let the deadlock
+      -- detector pick the transaction to abort, as a plain LOCK would.
+      IF EXISTS (SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'relation' AND l.relation = ANY (p_tables::oid[]) AND l.granted
+                    AND l.pid <> pg_backend_pid() AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid))) THEN
+        PERFORM set_config('lock_timeout', '0', true);
+        FOREACH v_table IN ARRAY p_tables LOOP
+          IF v_table IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class WHERE oid = v_table) THEN
+            EXECUTE format('LOCK TABLE %s IN %s MODE', v_table, p_mode);
+          END IF;
+        END LOOP;
+        RETURN;
+      END IF;
       IF clock_timestamp() - v_started >= v_limit THEN
         RAISE EXCEPTION '% could not lock % within % (% tries): other transactions kept it busy', p_what,
                         array_to_string(p_tables::text[], ', '), v_limit, v_tries
