@@ -163,8 +163,11 @@ BEGIN
           SELECT 'pg_policy'::regclass, p.oid, format('policy %I', p.polname) FROM pg_policy p
            WHERE p.polrelid = v_table AND (SELECT c.relrowsecurity FROM pg_class c WHERE c.oid = v_table)
           UNION ALL
-          SELECT 'pg_rewrite'::regclass, r.oid, format('rule %I', r.rulename) FROM pg_rewrite r
-           WHERE r.ev_class = v_table AND r.ev_type IN ('2', '3')
+          -- A domain's CHECK runs wherever a value is cast to it (the write-back casts keys and
+          -- predictions, a side table's row is checked whole).
+          SELECT 'pg_constraint'::regclass, k.oid, format('the type %s of column %I', a.atttypid::regtype, a.attname)
+            FROM pg_attribute a JOIN pg_constraint k ON k.contypid = a.atttypid
+           WHERE a.attrelid = v_table AND a.attnum > 0 AND NOT a.attisdropped
         ) o
         CROSS JOIN LATERAL ml._functions_of(o.classid, o.objid) f(fn)
         JOIN pg_class c ON c.oid = v_table
@@ -172,6 +175,14 @@ BEGIN
          -- A trigger's own function was checked above; this is about its WHEN condition.
          AND NOT (o.classid = 'pg_trigger'::regclass AND f.fn = (SELECT t.tgfoid FROM pg_trigger t WHERE t.oid = o.objid))
        ORDER BY o.what LIMIT 1;
+    END IF;
+    -- A rule on the write-back's command would rewrite it into something else.
+    SELECT format('rule %I on %s', r.rulename, ml._relname(v_table)) INTO v_other FROM pg_rewrite r
+     WHERE r.ev_class = v_table AND r.ev_type = CASE WHEN v_is_target THEN '3' ELSE '2' END::"char" AND r.ev_enabled <> 'D'
+     ORDER BY r.rulename LIMIT 1;
+    IF v_other IS NOT NULL THEN
+      RAISE EXCEPTION '% rewrites the % pgscore writes predictions with', v_other, CASE WHEN v_is_target THEN 'INSERT' ELSE 'UPDATE' END
+        USING ERRCODE = 'feature_not_supported', HINT = 'Drop the rule (a trigger does the same job), or deploy with a side table (option "target").';
     END IF;
     IF v_problem IS NOT NULL THEN
       RAISE EXCEPTION '%: it would run during the write-back with the worker''s rights, which reach every deployed table', v_problem

@@ -316,6 +316,26 @@ describe("a table owner's code never runs with the worker's rights", () => {
     });
   });
 
+  it('a domain whose CHECK calls the owner\'s function, and a rule on UPDATE, are refused', async () => {
+    await as(OWNER, async (owner) => {
+      await owner.query(`CREATE DOMAIN public.sane_real AS real CHECK (public.sane(VALUE))`);
+      await owner.query(`CREATE TABLE public.domained (id int PRIMARY KEY, sl public.sane_real, sw real, pl real, pw real)`);
+      await owner.query(FLOWERS('public.ruled'));
+      await owner.query(`CREATE TABLE public.rule_log (id int)`);
+      await owner.query(`CREATE RULE log_update AS ON UPDATE TO public.ruled DO ALSO INSERT INTO public.rule_log VALUES (NEW.id)`);
+    });
+    expect(await failure(db.sql(`SELECT ml.deploy('domained', 'domained', 'iris', '{"X": ["sl::real", "sw", "pl", "pw"]}', '{"species": "label"}')`))).toEqual({
+      code: '42501',
+      message: `the type public.sane_real of column sl on public.domained calls public.sane(real), which is neither SECURITY DEFINER of the table's owner, nor of pg_catalog or a superuser${CODE_TAIL}`,
+      hint: CODE_HINT,
+    });
+    expect(await failure(deploy('ruled', 'ruled'))).toEqual({
+      code: '0A000',
+      message: 'rule log_update on public.ruled rewrites the UPDATE pgscore writes predictions with',
+      hint: 'Drop the rule (a trigger does the same job), or deploy with a side table (option "target").',
+    });
+  });
+
   it('a trigger on other columns (UPDATE OF note) does not fire on the write-back and is accepted', async () => {
     await as(OWNER, async (owner) => {
       await owner.query(FLOWERS('public.noted'));
