@@ -56,13 +56,16 @@ DECLARE
   d ml._deployments;
   v_changed int := 0;
   v_status text;
+  -- With event triggers, a change that makes a table unservable is caught as it happens
+  -- (ml._on_alter_table); without, every re-check looks (a catalog query per deployment).
+  v_watched boolean := (SELECT count(*) = 2 FROM pg_event_trigger WHERE evtname IN ('pgscore_alter_table', 'pgscore_drop') AND evtenabled <> 'D');
 BEGIN
   FOR d IN SELECT * FROM ml._deployments WHERE status IN ('active', 'pending') ORDER BY id LOOP
     IF ml._relname(d.source) IS NULL THEN
       PERFORM ml._mark_dropped(d.id);
       v_changed := v_changed + 1;
     ELSIF d.status = 'active' AND NOT (ml._plan_matches(d.source, d.plan) AND ml._triggers_complete(d.name, d.source)
-                                       AND ml._is_servable(d)) THEN
+                                       AND (v_watched OR ml._is_servable(d))) THEN
       v_status := ml._recheck(d.id, format('table %s changed', ml._relname(d.source)));
       v_changed := v_changed + 1;
     ELSIF d.status = 'pending' AND EXISTS (
