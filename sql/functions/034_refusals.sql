@@ -20,7 +20,7 @@ AS $$
    WHERE p.oid = p_fn
 $$;
 
--- The functions an object (trigger WHEN, CHECK, generated column, index, policy, rule) calls,
+-- The functions an object (trigger WHEN, CHECK, generated column, index, policy, domain) calls,
 -- directly or through an operator.
 CREATE OR REPLACE FUNCTION ml._functions_of(p_classid oid, p_objid oid)
 RETURNS SETOF oid
@@ -120,7 +120,7 @@ BEGIN
                               CASE WHEN v_is_target THEN 'insert' ELSE 'update' END, ml._relname(v_table));
       END IF;
       -- Policies for pgscore_worker (or PUBLIC) must let it read rows and write its part; or
-      -- every login role of pgscore_worker bypasses RLS (BYPASSRLS is not inherited).
+      -- every member of pgscore_worker bypasses RLS (BYPASSRLS is not inherited from the group).
       IF NOT (ml._worker_policy(v_table, 'r'::"char") AND ml._worker_policy(v_table, (CASE WHEN v_is_target THEN 'a' ELSE 'w' END)::"char"))
          AND NOT (EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = 'pgscore_worker'::regrole)
                   AND NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
@@ -135,7 +135,7 @@ BEGIN
     -- 4. Code the table's owner attached that would run in the worker's session, with the
     -- worker's rights over every deployed table: triggers that fire on the write-back (an UPDATE
     -- of the prediction columns; an INSERT into a side table), and the functions of trigger
-    -- conditions, CHECK constraints, generated columns, indexes, policies and rules.
+    -- conditions, CHECK constraints, generated columns, indexes, policies and column domains.
     SELECT format('trigger %I on %s runs %s%s', t.tgname, ml._relname(v_table), t.tgfoid::regprocedure,
                   CASE WHEN p.prosecdef THEN ' as ' || p.proowner::regrole || ', a role the table''s owner is not a member of'
                        ELSE ', which is not SECURITY DEFINER' END)
