@@ -24,6 +24,7 @@ $$;
 -- directly or through an operator.
 CREATE OR REPLACE FUNCTION ml._functions_of(p_classid oid, p_objid oid)
 RETURNS SETOF oid
+ROWS 4
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -52,6 +53,7 @@ $$;
 -- triggers of foreign keys, which run as the table's owner.
 CREATE OR REPLACE FUNCTION ml._write_back_triggers(p_table oid, p_is_target boolean, p_written text[])
 RETURNS SETOF oid
+ROWS 4
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -72,6 +74,9 @@ CREATE OR REPLACE FUNCTION ml._check_servable(p_source oid, p_target oid, p_writ
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- Catalog queries of a few rows, whose estimates can still cross jit_above_cost: compiling them
+-- took 160 ms on Debian's Postgres 15, on every re-check.
+SET jit = off
 AS $$
 DECLARE
   v_rel text := ml._relname(p_source);
@@ -225,6 +230,7 @@ $$;
 -- call it. pgscore's own objects (in ml) change nothing here.
 CREATE OR REPLACE FUNCTION ml._tables_touched(p_classid oid, p_objid oid)
 RETURNS SETOF oid
+ROWS 4
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
