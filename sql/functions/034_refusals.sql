@@ -3,21 +3,32 @@
 -- ml._check_servable; the event trigger and the worker's re-check re-run it). Each refusal
 -- names what to change. See README "Security" for why each one is refused.
 
--- Whether a function pgscore's worker would run on a table's behalf is safe to run in the
--- worker's session: a function of pg_catalog; one owned by a superuser (p_superuser_ok: the
--- same rule as input expressions; not for trigger functions, whose arguments the table owner
--- picks); or a SECURITY DEFINER function owned by a role the table's owner belongs to, which
--- runs with the owner's rights and never with the worker's.
-CREATE OR REPLACE FUNCTION ml._runs_safely(p_fn oid, p_table_owner oid, p_superuser_ok boolean)
+-- Whether a function pgscore's worker would run on a table's behalf may run in the worker's
+-- session: a function of pg_catalog, or one owned by a superuser (p_superuser_ok: the same rule as
+-- input expressions; not for trigger functions, whose arguments the table owner picks). Not a
+-- SECURITY DEFINER function of the owner: it would run with the owner's rights, but in the
+-- worker's session, whose settings (search_path) and prepared statements it can change for the
+-- worker's next statements.
+CREATE OR REPLACE FUNCTION ml._runs_safely(p_fn oid, p_superuser_ok boolean)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT p.pronamespace = 'pg_catalog'::regnamespace
-      OR (p_superuser_ok AND o.rolsuper)
-      OR (p.prosecdef AND pg_has_role(p_table_owner, p.proowner, 'MEMBER'))
+  SELECT p.pronamespace = 'pg_catalog'::regnamespace OR (p_superuser_ok AND o.rolsuper)
     FROM pg_proc p JOIN pg_roles o ON o.oid = p.proowner
    WHERE p.oid = p_fn
+$$;
+DROP FUNCTION IF EXISTS ml._runs_safely(oid, oid, boolean);
+
+-- The WHEN condition that keeps a trigger off pgscore's write-back (only a member of
+-- pgscore_worker's write-back runs with pgscore.writeback on and skips it), as Postgres shows it.
+CREATE OR REPLACE FUNCTION ml._skips_write_back(p_trigger oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT substring(pg_get_triggerdef(p_trigger) FROM ' WHEN \((.*)\) EXECUTE (?:FUNCTION|PROCEDURE) ')
+         = '(current_setting(''pgscore.writeback''::text, true) IS DISTINCT FROM ''on''::text)'
 $$;
 
 -- The functions an object (trigger WHEN, CHECK, generated column, index, policy, domain) calls,
@@ -60,6 +71,7 @@ AS $$
   SELECT t.oid FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
    WHERE t.tgrelid = p_table AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A')
      AND p.pronamespace <> 'ml'::regnamespace
+     AND NOT coalesce(ml._skips_write_back(t.oid), false)
      AND CASE WHEN p_is_target THEN t.tgtype & (4 | 16) <> 0
               ELSE t.tgtype & 16 <> 0
                    AND (cardinality(t.tgattr::int2[]) = 0 OR EXISTS (
@@ -141,16 +153,14 @@ BEGIN
     -- worker's rights over every deployed table: triggers that fire on the write-back (an UPDATE
     -- of the prediction columns; an INSERT into a side table), and the functions of trigger
     -- conditions, CHECK constraints, generated columns, indexes, policies and column domains.
-    SELECT format('trigger %I on %s runs %s%s', t.tgname, ml._relname(v_table), t.tgfoid::regprocedure,
-                  CASE WHEN p.prosecdef THEN ' as ' || p.proowner::regrole || ', a role the table''s owner is not a member of'
-                       ELSE ', which is not SECURITY DEFINER' END)
+    SELECT format('trigger %I on %s runs %s', t.tgname, ml._relname(v_table), t.tgfoid::regprocedure)
       INTO v_problem
       FROM ml._write_back_triggers(v_table, v_is_target, p_written) f
-      JOIN pg_trigger t ON t.oid = f JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
-     WHERE NOT ml._runs_safely(t.tgfoid, c.relowner, false)
+      JOIN pg_trigger t ON t.oid = f
+     WHERE NOT ml._runs_safely(t.tgfoid, false)
      ORDER BY t.tgname LIMIT 1;
     IF v_problem IS NULL THEN
-      SELECT format('%s on %s calls %s, which is neither SECURITY DEFINER of the table''s owner, nor of pg_catalog or a superuser',
+      SELECT format('%s on %s calls %s, which belongs to neither pg_catalog nor a superuser',
                     o.what, ml._relname(v_table), f.fn::regprocedure)
         INTO v_problem
         FROM (
@@ -176,7 +186,7 @@ BEGIN
         ) o
         CROSS JOIN LATERAL ml._functions_of(o.classid, o.objid) f(fn)
         JOIN pg_class c ON c.oid = v_table
-       WHERE NOT ml._runs_safely(f.fn, c.relowner, true)
+       WHERE NOT ml._runs_safely(f.fn, true)
          -- A trigger's own function was checked above; this is about its WHEN condition.
          AND NOT (o.classid = 'pg_trigger'::regclass AND f.fn = (SELECT t.tgfoid FROM pg_trigger t WHERE t.oid = o.objid))
        ORDER BY o.what LIMIT 1;
@@ -190,9 +200,9 @@ BEGIN
         USING ERRCODE = 'feature_not_supported', HINT = 'Drop the rule (a trigger does the same job), or deploy with a side table (option "target").';
     END IF;
     IF v_problem IS NOT NULL THEN
-      RAISE EXCEPTION '%: it would run during the write-back with the worker''s rights, which reach every deployed table', v_problem
+      RAISE EXCEPTION '%: it would run during the write-back in the worker''s session, whose rights reach every deployed table', v_problem
         USING ERRCODE = 'insufficient_privilege',
-              HINT = 'Make the function SECURITY DEFINER and owned by the table''s owner (it then runs with the owner''s rights only), limit the trigger to other columns (UPDATE OF ...), or disable it.';
+              HINT = 'Keep the trigger off the write-back: list your own columns (UPDATE OF ...), or add WHEN (current_setting(''pgscore.writeback'', true) IS DISTINCT FROM ''on''); or disable it. For a constraint, index or column, use functions of pg_catalog.';
     END IF;
   END LOOP;
 END
