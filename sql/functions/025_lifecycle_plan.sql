@@ -105,6 +105,17 @@ BEGIN
 END
 $$;
 
+-- Whether the worker can read schedules in a time zone of pg_timezone_names: it computes them with
+-- cron-parser, which takes the IANA zones of Node's Intl. Postgres also lists its own pseudo-zone
+-- 'Factory' and, with a system tzdata, the posix/ and right/ copies, which Intl refuses. A test
+-- checks every zone of pg_timezone_names against cron-parser, so both sides keep agreeing.
+CREATE OR REPLACE FUNCTION ml._worker_timezone(p_name text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT p_name !~ '^(Factory|posixrules|localtime)$' AND p_name !~ '^(posix|right|SystemV)/'
+$$;
+
 CREATE OR REPLACE FUNCTION ml._check_options(p_options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -122,14 +133,14 @@ BEGIN
   FOR v_key, v_value IN SELECT * FROM jsonb_each(p_options) LOOP
     v_kind := CASE
       WHEN v_key IN ('backfill', 'provenance', 'rescore_on_promote', 'drift') THEN 'boolean'
-      WHEN v_key IN ('shadow', 'schedule', 'timezone', 'filter', 'target', 'mode') THEN 'string'
+      WHEN v_key IN ('shadow', 'schedule', 'timezone', 'filter', 'target', 'mode', 'row_security') THEN 'string'
       WHEN v_key IN ('log_sample', 'drift_threshold', 'quality_margin') THEN 'number'
       WHEN v_key = 'label' THEN 'string'
       WHEN v_key = 'variants' THEN 'object' END;
     IF v_kind IS NULL THEN
       RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
         USING ERRCODE = 'feature_not_supported',
-              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift, drift_threshold, label, quality_margin.';
+              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift, drift_threshold, label, quality_margin, row_security.';
     END IF;
     IF jsonb_typeof(v_value) <> v_kind THEN
       RAISE EXCEPTION 'option "%" must be %, not %', v_key,
@@ -187,6 +198,16 @@ BEGIN
   IF p_options ? 'timezone' AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_options->>'timezone') THEN
     RAISE EXCEPTION 'option "timezone": % is not a time zone Postgres knows', p_options->'timezone'
       USING ERRCODE = 'invalid_parameter_value', HINT = 'Use a name from pg_timezone_names, like ''Europe/Paris''.';
+  END IF;
+  IF p_options ? 'timezone' AND NOT ml._worker_timezone(p_options->>'timezone') THEN
+    RAISE EXCEPTION 'option "timezone": % is not a time zone the worker can read', p_options->'timezone'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'The worker reads schedules with the IANA zones of Node''s Intl; Factory, posixrules, localtime and the posix/ and right/ copies are not among them. Use a zone like ''Europe/Paris''.';
+  END IF;
+  IF p_options ? 'row_security' AND p_options->>'row_security' <> 'worker_sees_all' THEN
+    RAISE EXCEPTION 'option "row_security" must be ''worker_sees_all'', not %', p_options->'row_security'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Set it only on a table with row-level security after adding a policy that lets pgscore_worker see every row.';
   END IF;
 END
 $$;

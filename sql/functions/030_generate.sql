@@ -264,6 +264,12 @@ AS $$
 DECLARE
   v_table regclass;
 BEGIN
+  -- DROP TRIGGER takes ACCESS EXCLUSIVE: in short tries, all tables at once (see ml._lock_tables).
+  PERFORM ml._lock_tables(ARRAY(
+    SELECT DISTINCT t.tgrelid::regclass FROM pg_trigger t
+     WHERE t.tgname IN (format('pgscore_%s_insert', p_name), format('pgscore_%s_update', p_name))
+       AND (t.tgrelid IN (SELECT ml._trigger_tables(p_source)) OR t.tgfoid = ml._enqueue_function(p_name))
+     ORDER BY 1), 'ACCESS EXCLUSIVE', 'pgscore (dropping its triggers)');
   -- Also from tables that left the tree (DETACH PARTITION) but still call this deployment's function.
   FOR v_table IN SELECT DISTINCT t.tgrelid::regclass FROM pg_trigger t
                   WHERE t.tgname IN (format('pgscore_%s_insert', p_name), format('pgscore_%s_update', p_name))
@@ -395,7 +401,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', ml._relname(p_source));
+  -- Re-installing drops the triggers first (ACCESS EXCLUSIVE): take that lock at once, in short
+  -- tries, rather than SHARE ROW EXCLUSIVE and an upgrade that writers would queue behind.
+  PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(p_source)), 'ACCESS EXCLUSIVE', 'pgscore (installing its triggers)');
   PERFORM ml._install_queue_table(p_id, p_plan);
   PERFORM ml._install_enqueue_function(p_id, p_plan);
   PERFORM ml._install_triggers(p_id, p_name, p_source, p_plan);

@@ -170,6 +170,7 @@ BEGIN
         RAISE EXCEPTION 'prediction column "%" of % does not exist', v_out->>'column', v_rel
           USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
       END IF;
+      PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(d.source)), 'ACCESS EXCLUSIVE', 'ml.deploy');
       EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
     END LOOP;
     -- Whether a column existed before matters only here; its attnum lets renames be followed.
@@ -186,6 +187,7 @@ BEGIN
         RAISE EXCEPTION 'provenance column "%" of % does not exist', v_out->>'column', v_rel
           USING ERRCODE = 'undefined_column', HINT = 'Deploy again (ml.deploy with the same name) to add it back.';
       END IF;
+      PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(d.source)), 'ACCESS EXCLUSIVE', 'ml.deploy');
       EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', v_rel, v_out->>'column', v_out->>'sql_type');
     END LOOP;
     v_plan := v_plan || jsonb_build_object('provenance', (
@@ -195,6 +197,9 @@ BEGIN
     v_plan := v_plan || jsonb_build_object('target', NULL);
   END IF;
   v_plan := v_plan || ml._plan_lifecycle(d, v_plan, v_mapping.inputs, v_mapping.outputs);
+  -- Tables pgscore cannot serve (temporary, inherited, hidden by RLS, with owner code that would
+  -- run as the worker) are refused here: at deploy, and on every re-check after a change.
+  PERFORM ml._check_servable(d.source, (v_plan->'target'->>'oid')::oid, ml._written_columns(v_plan), d.options);
 
   UPDATE ml._deployments SET inputs = v_mapping.inputs, outputs = v_mapping.outputs, source_name = v_rel WHERE id = p_id;
   -- A promotion to a version that maps the same way, new weights or a new shadow change nothing
@@ -423,6 +428,11 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'deployment "%" does not exist', deployment USING ERRCODE = 'no_data_found';
   END IF;
+  -- Every lock the drops below need, taken at once in short tries (writers never queue behind it).
+  PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(d.source) UNION
+                                SELECT t.tgrelid::regclass FROM pg_trigger t WHERE t.tgfoid = ml._enqueue_function(d.name))
+                          || to_regclass(format('ml.%I', format('_queue_%s', d.id))),
+                          'ACCESS EXCLUSIVE', 'ml.undeploy');
   PERFORM ml._drop_triggers(d.name, d.source);
   EXECUTE format('DROP FUNCTION IF EXISTS ml.%I()', format('_enqueue_%s', d.id));
   EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', d.id));

@@ -56,12 +56,16 @@ DECLARE
   d ml._deployments;
   v_changed int := 0;
   v_status text;
+  -- With event triggers, a change that makes a table unservable is caught as it happens
+  -- (ml._on_alter_table); without, every re-check looks (a catalog query per deployment).
+  v_watched boolean := (SELECT count(*) = 2 FROM pg_event_trigger WHERE evtname IN ('pgscore_alter_table', 'pgscore_drop') AND evtenabled <> 'D');
 BEGIN
   FOR d IN SELECT * FROM ml._deployments WHERE status IN ('active', 'pending') ORDER BY id LOOP
     IF ml._relname(d.source) IS NULL THEN
       PERFORM ml._mark_dropped(d.id);
       v_changed := v_changed + 1;
-    ELSIF d.status = 'active' AND NOT (ml._plan_matches(d.source, d.plan) AND ml._triggers_complete(d.name, d.source)) THEN
+    ELSIF d.status = 'active' AND NOT (ml._plan_matches(d.source, d.plan) AND ml._triggers_complete(d.name, d.source)
+                                       AND (v_watched OR ml._is_servable(d))) THEN
       v_status := ml._recheck(d.id, format('table %s changed', ml._relname(d.source)));
       v_changed := v_changed + 1;
     ELSIF d.status = 'pending' AND EXISTS (
@@ -93,13 +97,15 @@ BEGIN
     RETURN;  -- pgscore's own ALTER TABLE, inside ml._activate
   END IF;
   FOR r IN
-    -- A new partition (CREATE TABLE ... PARTITION OF) belongs to the deployments of its ancestors.
-    SELECT DISTINCT d.id, c.command_tag, c.object_identity
+    -- A new partition (CREATE TABLE ... PARTITION OF) belongs to the deployments of its ancestors;
+    -- a trigger, policy, rule, index or function to the tables it is attached to (or called by);
+    -- a new inheritance child (CREATE TABLE ... INHERITS, ALTER TABLE ... INHERIT) to its parent.
+    SELECT DISTINCT ON (d.id) d.id, c.command_tag, c.object_identity
       FROM pg_event_trigger_ddl_commands() c
+      CROSS JOIN LATERAL ml._tables_touched(c.classid, c.objid) t(relid)
       JOIN ml._deployments d ON d.status = 'active'
-       AND (d.source = c.objid OR d.source IN (SELECT a.relid FROM pg_partition_ancestors(c.objid) a)
-            OR (d.plan->'target'->>'oid')::oid = c.objid)
-     WHERE c.classid = 'pg_class'::regclass
+       AND (d.source = t.relid OR d.source IN (SELECT a.relid FROM pg_partition_ancestors(t.relid) a)
+            OR (d.plan->'target'->>'oid')::oid = t.relid)
      ORDER BY d.id
   LOOP
     PERFORM ml._recheck(r.id, format('after %s %s', r.command_tag, r.object_identity));
@@ -146,7 +152,9 @@ BEGIN
   IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     DROP EVENT TRIGGER IF EXISTS pgscore_alter_table;
     DROP EVENT TRIGGER IF EXISTS pgscore_drop;
-    CREATE EVENT TRIGGER pgscore_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
+    CREATE EVENT TRIGGER pgscore_alter_table ON ddl_command_end
+      WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE POLICY', 'ALTER POLICY',
+                   'CREATE RULE', 'CREATE INDEX', 'CREATE FUNCTION', 'ALTER FUNCTION')
       EXECUTE FUNCTION ml._on_alter_table();
     CREATE EVENT TRIGGER pgscore_drop ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
       EXECUTE FUNCTION ml._on_drop();

@@ -14,7 +14,8 @@ const q = pg.escapeIdentifier;
  * schema change re-planned the deployment, the claim takes nothing until the worker reloaded,
  * so no row queued after a promotion is scored by the version before it.
  * Columns: key texts..., age_ms, xmin, ctid, queue rows taken, attempts, input values (see
- * read-layout.ts: one column per source, or one packed array per float input)...
+ * read-layout.ts: one column per source, or one packed array per float input)...; xmin, ctid
+ * and values are NULL for a claimed key whose row the worker did not find.
  */
 export function claimSql(deploymentId: number, plan: Plan, table: string): string {
   const keys = plan.keys.map((k) => q(k.column));
@@ -30,8 +31,9 @@ export function claimSql(deploymentId: number, plan: Plan, table: string): strin
            ${values.map((_, i) => `s.pgscore_${i}`).join(', ')}
       FROM claimed_keys c
       -- LATERAL ... LIMIT 1 pins the plan to one primary-key lookup per claimed row, whatever the
-      -- statistics of a table that was just bulk-loaded say. A row deleted since drops out here.
-      JOIN LATERAL (${lookupSql(plan, table)}) s ON true`;
+      -- statistics of a table that was just bulk-loaded say. A row not found (ctid NULL) was
+      -- deleted since, or is hidden from the worker by row-level security (see claimBatch).
+      LEFT JOIN LATERAL (${lookupSql(plan, table)}) s ON true`;
 }
 
 /** One key's row and input values: the claim's lookup, over claimed keys aliased c. */
@@ -78,22 +80,41 @@ export function claimKeysCtes(deploymentId: number, plan: Plan): string {
 
 export interface Claimed {
   readonly rows: ClaimedRow[];
+  /** Key texts of claimed keys whose row the worker did not find (deleted, or hidden by RLS). */
+  readonly notFound: string[][];
   /** Queue rows the claim took (a queue row holds 1 to 100 keys). */
   readonly queueRows: number;
 }
 
 /** Decodes the claim's rows (array mode) into named rows, with values in plan source order. */
 export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: number, layout: readonly InputRead[]): Claimed {
-  const rows = raw.map((row) => ({
-    keys: row.slice(0, keyCount) as string[],
-    ageMs: row[keyCount] as number,
-    xmin: String(row[keyCount + 1]),
-    tid: String(row[keyCount + 2]),
-    attempts: row[keyCount + 4] as number,
-    values: unpackValues(layout, row.slice(keyCount + 5)),
-  }));
-  return { rows, queueRows: raw.length > 0 ? Number(raw[0]![keyCount + 3]) : 0 };
+  const rows: ClaimedRow[] = [];
+  const notFound: string[][] = [];
+  for (const row of raw) {
+    const keys = row.slice(0, keyCount) as string[];
+    if (row[keyCount + 2] === null) {
+      notFound.push(keys);
+      continue;
+    }
+    rows.push({
+      keys,
+      ageMs: row[keyCount] as number,
+      xmin: String(row[keyCount + 1]),
+      tid: String(row[keyCount + 2]),
+      attempts: row[keyCount + 4] as number,
+      values: unpackValues(layout, row.slice(keyCount + 5)),
+    });
+  }
+  return { rows, notFound, queueRows: raw.length > 0 ? Number(raw[0]![keyCount + 3]) : 0 };
 }
+
+/**
+ * A claimed key the worker did not find was deleted since, or its row is hidden from the worker
+ * by row-level security. The second must not vanish in silence: ml._dead_letter_unseen looks the
+ * keys up with the schema owner's rights and records a dead letter naming RLS for each row that
+ * exists. Runs only when keys are missing, in the claim's transaction.
+ */
+export const DEAD_LETTER_UNSEEN = 'SELECT ml._dead_letter_unseen($1, $2::jsonb) AS dead';
 
 /**
  * How many queue rows to lock for a batch of `batchSize` keys. A queue row holds one key (a
@@ -138,7 +159,8 @@ export async function claimBatch(
     ...deployment.sql.claim,
     values: [batchSize, sizer.limit(deployment.id), deployment.rowVersion],
   });
-  const { rows, queueRows } = decodeClaim(raw, deployment.keyCount, deployment.sql.claimLayout);
-  sizer.observe(deployment.id, rows.length, queueRows);
+  const { rows, notFound, queueRows } = decodeClaim(raw, deployment.keyCount, deployment.sql.claimLayout);
+  sizer.observe(deployment.id, rows.length + notFound.length, queueRows);
+  if (notFound.length > 0) await client.query(DEAD_LETTER_UNSEEN, [deployment.id, JSON.stringify(notFound)]);
   return rows;
 }

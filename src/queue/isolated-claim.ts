@@ -2,7 +2,7 @@ import pg from 'pg';
 import { isRowFailure } from '../pipeline/row-failure.js';
 import type { Plan } from '../scoring/plan.js';
 import type { ClaimSizer } from './claim.js';
-import { claimKeysCtes, lookupSql } from './claim.js';
+import { claimKeysCtes, DEAD_LETTER_UNSEEN, lookupSql } from './claim.js';
 import type { ClaimedRow } from './claimed-row.js';
 import { recordDeadLetters, type DeadRow } from './dead-letters.js';
 import { unpackValues, type InputRead } from './read-layout.js';
@@ -85,6 +85,10 @@ export async function claimIsolated(
   };
   await read(queued);
   await recordDeadLetters(client, deployment, dead);
+  // Keys whose row was not found: deleted since, or hidden by row-level security (claimBatch).
+  const seen = new Set([...rows, ...dead].map((row) => JSON.stringify(row.keys)));
+  const notFound = queued.filter((row) => !seen.has(JSON.stringify(row.keys))).map((row) => row.keys);
+  if (notFound.length > 0) await client.query(DEAD_LETTER_UNSEEN, [deployment.id, JSON.stringify(notFound)]);
   return { rows, dead };
 }
 

@@ -120,6 +120,23 @@ describe.each([
     await waitFor(async () => (await db.sql(`SELECT 1 FROM ${t} WHERE species = 'setosa'`)).length === 2, 're-activated and scored');
   });
 
+  it('a change that makes the table one pgscore refuses (inheritance, RLS, a trigger that would run as the worker) turns it invalid', async () => {
+    const inherited = await deployed();
+    await db.sql(`CREATE TABLE ${inherited}_child (PRIMARY KEY (id)) INHERITS (${inherited})`);
+    expect((await until(inherited, 'invalid')).reason).toContain(
+      `public.${inherited} has inheritance children (public.${inherited}_child): pgscore cannot tell their rows from the parent's`);
+    const secured = await deployed();
+    await db.sql(`ALTER TABLE ${secured} ENABLE ROW LEVEL SECURITY`);
+    expect((await until(secured, 'invalid')).reason).toContain(`public.${secured} has row-level security enabled`);
+    const triggered = await deployed();
+    await db.sql(`CREATE FUNCTION ${triggered}_touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'`);
+    await db.sql(`CREATE TRIGGER touch BEFORE UPDATE ON ${triggered} FOR EACH ROW EXECUTE FUNCTION ${triggered}_touch()`);
+    expect((await until(triggered, 'invalid')).reason).toContain(
+      `trigger touch on public.${triggered} runs public.${triggered}_touch(): it would run during the write-back`);
+    // Each statement succeeded, and the application writes on, unscored.
+    for (const t of [inherited, secured, triggered]) await db.sql(`INSERT INTO ${t} (id, sl, sw, pl, pw) VALUES (2, 1, 2, 3, 4)`);
+  });
+
   it('DROP TABLE marks the deployment dropped, keeps its name, removes its queue; ml.undeploy cleans up', async () => {
     const t = await deployed();
     const [{ id }] = (await db.sql<{ id: number }>('SELECT id FROM ml._deployments WHERE name = $1', [t])) as [{ id: number }];
