@@ -17,6 +17,7 @@ GRANT EXECUTE ON FUNCTION
   ml.retry(text),
   ml._record_signature(text, int, jsonb, text)
   TO pgscore_admin;
+GRANT EXECUTE ON FUNCTION ml.remove_model(text, int) TO pgscore_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA ml TO pgscore_admin;
 
 -- Functions the views call run with the reader's rights; ml._status is SECURITY DEFINER.
