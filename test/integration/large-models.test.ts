@@ -57,5 +57,5 @@ describe('large models', () => {
     } finally {
       worker.kill('SIGKILL');
     }
-  });
+  }, 600_000);
 });
