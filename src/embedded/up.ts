@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import { startMetrics } from '../metrics/metrics.js';
 import { Worker } from '../worker/worker.js';
 import { ensureExample } from './example.js';
+import { stopOnFatalError } from './fatal.js';
 import { startEmbeddedPostgres } from './postgres.js';
 
 export const EMBEDDED_DATABASE = 'pgscore';
@@ -34,6 +35,16 @@ export async function up(config: Config, log: Logger, options: { metricsOptional
     port: config.port,
     onLog: (line) => log.debug({ postgres: line }, 'postgres'),
   });
+  let worker: Worker | undefined;
+  let metrics: Awaited<ReturnType<typeof startMetrics>> | undefined;
+  const unguard = stopOnFatalError({
+    async stopWorker() {
+      await worker?.stop();
+      await metrics?.close();
+    },
+    stopServer: () => server.stop(),
+    signalServer: () => server.signalStop(),
+  }, log);
   try {
     await server.createDatabase(EMBEDDED_DATABASE);
     const url = server.url(EMBEDDED_DATABASE);
@@ -52,31 +63,34 @@ export async function up(config: Config, log: Logger, options: { metricsOptional
     }
     // The worker runs as a member of pgscore_worker, as in production; psql users get the superuser.
     const workerUrl = connectionAs(url, UP_WORKER_ROLE, UP_WORKER_PASSWORD);
-    const worker = new Worker(workerUrl, config, log);
-    const metrics = await startMetrics('worker', worker, workerUrl, config, log).catch((error: unknown) => {
+    const started = (worker = new Worker(workerUrl, config, log));
+    metrics = await startMetrics('worker', started, workerUrl, config, log).catch((error: unknown) => {
       // The default port may be taken (another pgscore up): go on without the page, and say so.
       if (!options.metricsOptional || !(error instanceof ConfigError)) throw error;
       log.warn({ err: error }, `no status page: ${describe(error)} (set PGSCORE_METRICS_PORT to another port)`);
       return undefined;
     });
     try {
-      await worker.start();
+      await started.start();
     } catch (error) {
       await metrics?.close();
       throw error;
     }
+    const page = metrics;
     return {
       url,
-      metricsUrl: metrics?.url,
-      statusUrl: metrics?.statusUrl,
+      metricsUrl: page?.url,
+      statusUrl: page?.statusUrl,
       async stop() {
-        await worker.stop();
-        await metrics?.close();
+        await started.stop();
+        await page?.close();
         await server.stop();
+        unguard();
       },
     };
   } catch (error) {
     await server.stop();
+    unguard();
     throw error;
   }
 }
