@@ -1,7 +1,15 @@
 import type pg from 'pg';
 import { recordSignature } from '../db/statements.js';
+import { UsageError } from '../errors.js';
 import { baselineFromCsv } from '../monitoring/baseline-file.js';
 import { loadModel } from './sessions.js';
+
+/**
+ * The largest model pgscore stores, 1023 MiB: a model is one bytea value, and Postgres keeps a
+ * value, and the protocol message that carries it with the model's name and metadata, under
+ * 1 GiB (its MaxAllocSize). A model of 1000 MiB was registered, loaded and scored in a test.
+ */
+export const MAX_MODEL_BYTES = 1023 * 1024 * 1024;
 
 export interface PushedModel {
   readonly name: string;
@@ -20,6 +28,12 @@ export async function pushModel(
   bytes: Uint8Array,
   options: { metadata?: Record<string, unknown>; promote?: boolean; baseline?: { file: string; text: string } } = {},
 ): Promise<PushedModel> {
+  if (bytes.byteLength > MAX_MODEL_BYTES) {
+    const size = (n: number) => n.toLocaleString('en-US');
+    throw new UsageError(`model ${name} is ${size(bytes.byteLength)} bytes; pgscore stores models of up to 1023 MiB (${size(MAX_MODEL_BYTES)} bytes)`, {
+      hint: 'Postgres keeps one value under 1 GiB. Make the model smaller: fewer or float16 / int8-quantized weights.',
+    });
+  }
   const model = await loadModel(name, bytes, { threads: 1 });
   await model.session.release();
   // A baseline file that does not fit the model is refused before anything is stored.

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exited, startPgscore } from '../helpers/cli.js';
 import { createTestDatabase, modelBytes, waitFor, type TestDatabase } from '../helpers/db.js';
 import { padModel } from '../helpers/large-model.js';
+import { describe as describeError, UsageError } from '../../src/errors.js';
+import { MAX_MODEL_BYTES, pushModel } from '../../src/models/registry.js';
 
 const MiB = 1024 * 1024;
 const INPUTS = '{"X": ["sl", "sw", "pl", "pw"]}';
@@ -27,6 +29,16 @@ describe('large models', () => {
   });
   afterAll(async () => {
     await db?.drop();
+  });
+
+  it('pgscore model push refuses a model above 1023 MiB, the most one Postgres value holds, before sending it', async () => {
+    // Not filled: the pages of the buffer are never touched.
+    const tooLarge = Buffer.allocUnsafe(MAX_MODEL_BYTES + 1);
+    const refusal = await pushModel(db.pool, 'huge', tooLarge).catch((error: unknown) => error);
+    expect(refusal).toBeInstanceOf(UsageError);
+    expect(describeError(refusal)).toBe('model huge is 1,072,693,249 bytes; pgscore stores models of up to 1023 MiB (1,072,693,248 bytes)\n' +
+      'hint: Postgres keeps one value under 1 GiB. Make the model smaller: fewer or float16 / int8-quantized weights.');
+    expect(await db.sql(`SELECT name FROM ml.models WHERE name = 'huge'`)).toEqual([]);
   });
 
   it('a 270 MiB model registered through SQL loads in a `pgscore worker` and scores (load time and peak RSS logged)', async () => {
