@@ -43,6 +43,34 @@ BEGIN
 END
 $$;
 
+-- `pgscore model push` of a model above what one value holds: appends the next part of a version
+-- registered in this same transaction (so that no worker sees a model with parts missing), and
+-- records the whole file's sha256, which the worker checks.
+CREATE OR REPLACE FUNCTION ml._append_model_part(p_name text, p_version int, p_bytes bytea, p_sha256 text)
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_part int;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = p_name AND m.version = p_version
+                    AND m.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text) THEN
+    RAISE EXCEPTION 'model %@% was not registered in this transaction', p_name, p_version
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Parts are appended in the transaction that registers the model (`pgscore model push` does so).';
+  END IF;
+  IF p_bytes IS NULL OR length(p_bytes) = 0 OR p_sha256 !~ '^[0-9a-f]{64}$' THEN
+    RAISE EXCEPTION 'a model part needs bytes and the hex sha256 of the whole file' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT coalesce(max(p.part), 0) + 1 INTO v_part FROM ml._model_parts p WHERE p.name = p_name AND p.version = p_version;
+  INSERT INTO ml._model_parts (name, version, part, bytes) VALUES (p_name, p_version, v_part, p_bytes);
+  UPDATE ml._models SET sha256 = p_sha256 WHERE name = p_name AND version = p_version;
+  RETURN v_part;
+END
+$$;
+
 -- Called by `pgscore model push` and by workers once they have loaded (or failed to load) a model.
 -- Activates deployments that were waiting for this signature.
 CREATE OR REPLACE FUNCTION ml._record_signature(p_name text, p_version int, p_signature jsonb, p_load_error text)
@@ -203,6 +231,17 @@ BEGIN
 END
 $$;
 
+-- A model's size in bytes: its first part and the others (ml._model_parts). At most 2 GiB - 1,
+-- the most onnxruntime reads from one file (protobuf), so an int.
+CREATE OR REPLACE FUNCTION ml._model_size(p_name text, p_version int, p_onnx bytea)
+RETURNS int
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT (length(p_onnx) + coalesce((SELECT sum(length(p.bytes)) FROM ml._model_parts p
+                                      WHERE p.name = p_name AND p.version = p_version), 0))::int
+$$;
+
 CREATE OR REPLACE VIEW ml.models AS
 SELECT m.name,
        m.version,
@@ -213,7 +252,7 @@ SELECT m.name,
        m.load_error,
        m.signature,
        m.metadata,
-       length(m.onnx) AS size_bytes,
+       ml._model_size(m.name, m.version, m.onnx) AS size_bytes,
        m.sha256,
        m.created_at
   FROM ml._models m
@@ -303,7 +342,8 @@ BEGIN
   END LOOP;
 
   INSERT INTO ml._removed_models (name, version, sha256, size_bytes)
-  SELECT m.name, m.version, m.sha256, length(m.onnx) FROM ml._models m WHERE m.name = name AND m.version = ANY (v_versions);
+  SELECT m.name, m.version, m.sha256, ml._model_size(m.name, m.version, m.onnx) FROM ml._models m
+   WHERE m.name = name AND m.version = ANY (v_versions);
   DELETE FROM ml._models m WHERE m.name = name AND m.version = ANY (v_versions);
   -- Workers let go of the sessions they held.
   PERFORM pg_notify('pgscore_config', 'model');

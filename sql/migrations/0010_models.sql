@@ -18,3 +18,17 @@ CREATE TABLE ml._removed_models (
   removed_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (name, version)
 );
+
+-- Models above what one value holds (1 GiB): ml._models.onnx holds the first part, and the rest
+-- follow here in order (`pgscore model push` writes them in the transaction that registers the
+-- model). ml._models.sha256 is then the whole file's, which the worker checks once it has read
+-- every part.
+CREATE TABLE ml._model_parts (
+  name    text   NOT NULL,
+  version int    NOT NULL,
+  part    int    NOT NULL CHECK (part > 0),
+  bytes   bytea  NOT NULL,
+  PRIMARY KEY (name, version, part),
+  FOREIGN KEY (name, version) REFERENCES ml._models (name, version) ON DELETE CASCADE
+);
+ALTER TABLE ml._model_parts ALTER COLUMN bytes SET STORAGE EXTERNAL;

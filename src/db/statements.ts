@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { z } from 'zod';
-import { ModelError, PgscoreError } from '../errors.js';
+import { PgscoreError } from '../errors.js';
 import { planSchema, type Plan } from '../scoring/plan.js';
 import { signatureSchema, type Signature } from '../models/signature.js';
 
@@ -97,56 +97,6 @@ export const WHO_AM_I = `
   SELECT current_user AS role, r.rolsuper AS superuser,
          EXISTS (SELECT 1 FROM pg_roles w WHERE w.rolname = 'pgscore_worker') AND pg_has_role('pgscore_worker', 'MEMBER') AS worker
     FROM pg_roles r WHERE r.rolname = current_user`;
-
-/**
- * How much of a model one statement reads. A bytea comes back as hex text, twice its size, and a
- * JavaScript string holds at most 2^29 - 24 characters (~512 MiB): a model of 270 MiB read in one
- * piece crashed the worker (ERR_STRING_TOO_LONG, thrown inside node-postgres' socket handler, out
- * of reach of any catch). 32 MiB slices keep each message and string small.
- */
-export const MODEL_SLICE_BYTES = 32 * 1024 * 1024;
-
-/**
- * The ONNX bytes of a model version, read in slices (substring() of a value stored uncompressed,
- * see sql/migrations/0010_models.sql, reads only the slice's TOAST chunks) into one buffer, in one
- * REPEATABLE READ transaction so that every slice comes from the same row. A model this process
- * cannot hold is a ModelError (the failure policy pauses its deployments), never a crash.
- */
-export async function fetchModelBytes(db: pg.Pool, name: string, version: number): Promise<Uint8Array> {
-  const ref = `${name}@${version}`;
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const { rows } = await client.query<{ size: string }>('SELECT length(onnx)::text AS size FROM ml._models WHERE name = $1 AND version = $2', [
-      name,
-      version,
-    ]);
-    if (!rows[0]) throw new PgscoreError(`model ${ref} does not exist (removed?)`);
-    const size = Number(rows[0].size);
-    let bytes: Buffer;
-    try {
-      bytes = Buffer.allocUnsafe(size);
-    } catch (error) {
-      throw new ModelError(`model ${ref} (${size} bytes) is too large for this worker: ${(error as Error).message}`, { cause: error });
-    }
-    for (let at = 0; at < size; at += MODEL_SLICE_BYTES) {
-      const slice = await client.query<{ part: Buffer }>(
-        'SELECT substring(onnx FROM $3 FOR $4) AS part FROM ml._models WHERE name = $1 AND version = $2',
-        [name, version, at + 1, MODEL_SLICE_BYTES],
-      );
-      const part = slice.rows[0]?.part;
-      if (!part) throw new PgscoreError(`model ${ref} was removed while it was read`);
-      part.copy(bytes, at);
-    }
-    await client.query('COMMIT');
-    return bytes;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
-}
 
 /** Models registered with plain SQL whose signature no worker has read yet. */
 export async function listUnvalidatedModels(db: pg.Pool): Promise<{ name: string; version: number }[]> {

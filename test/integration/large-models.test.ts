@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exited, startPgscore } from '../helpers/cli.js';
-import { createTestDatabase, modelBytes, waitFor, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, modelBytes, pending, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
+import type { BatchFailure } from '../../src/worker/loop.js';
 import { padModel } from '../helpers/large-model.js';
 import { describe as describeError, UsageError } from '../../src/errors.js';
 import { MAX_MODEL_BYTES, pushModel } from '../../src/models/registry.js';
@@ -31,14 +33,56 @@ describe('large models', () => {
     await db?.drop();
   });
 
-  it('pgscore model push refuses a model above 1023 MiB, the most one Postgres value holds, before sending it', async () => {
+  it('pgscore model push refuses a model above 2 GiB - 1, the most onnxruntime reads from one file, before sending it', async () => {
     // Not filled: the pages of the buffer are never touched.
     const tooLarge = Buffer.allocUnsafe(MAX_MODEL_BYTES + 1);
     const refusal = await pushModel(db.pool, 'huge', tooLarge).catch((error: unknown) => error);
     expect(refusal).toBeInstanceOf(UsageError);
-    expect(describeError(refusal)).toBe('model huge is 1,072,693,249 bytes; pgscore stores models of up to 1023 MiB (1,072,693,248 bytes)\n' +
-      'hint: Postgres keeps one value under 1 GiB. Make the model smaller: fewer or float16 / int8-quantized weights.');
+    expect(describeError(refusal)).toBe('model huge is 2,147,483,648 bytes; pgscore stores models of up to 2 GiB - 1 (2,147,483,647 bytes)\n' +
+      'hint: onnxruntime reads at most 2 GiB from one ONNX file. Make the model smaller: fewer or float16 / int8-quantized weights.');
     expect(await db.sql(`SELECT name FROM ml.models WHERE name = 'huge'`)).toEqual([]);
+  });
+
+  it('a model above what one Postgres value holds is stored in parts, read back whole, and checked against its sha256', async () => {
+    // 1 MiB parts stand for the 512 MiB ones of a model above 1 GiB.
+    const bytes = padModel(await modelBytes('iris.onnx'), 3.5 * MiB);
+    await db.sql(`CREATE TABLE parted (id int PRIMARY KEY, sl real, sw real, pl real, pw real)`);
+    for (let version = 1; version <= 2; version++) {
+      expect(await pushModel(db.pool, 'parted', bytes, { partBytes: MiB })).toMatchObject({ version });
+    }
+    expect(await db.sql(`SELECT version, count(*)::int AS parts FROM ml._model_parts WHERE name = 'parted' GROUP BY 1 ORDER BY 1`))
+      .toEqual([{ version: 1, parts: 3 }, { version: 2, parts: 3 }]);
+    expect(await db.sql(`SELECT version, size_bytes, sha256 FROM ml.models WHERE name = 'parted' ORDER BY version`)).toEqual([1, 2].map((version) => ({
+      version, size_bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
+    })));
+    // A part is appended only in the transaction that registered the model.
+    await expect(db.sql(`SELECT ml._append_model_part('parted', 1, '\\x00', repeat('a', 64))`)).rejects.toMatchObject({
+      code: '55000', message: 'model parted@1 was not registered in this transaction',
+    });
+    // Version 2 gets a damaged part (its third MiB): it pauses its own deployment, and version 1 scores on.
+    await db.sql(`UPDATE ml._model_parts SET bytes = overlay(bytes PLACING '\\xff'::bytea FROM 100) WHERE name = 'parted' AND version = 2 AND part = 2`);
+    await db.sql(`SELECT ml.deploy('whole', 'parted', 'parted@1', $1, '{"species": "label"}')`, [INPUTS]);
+    await db.sql(`SELECT ml.deploy('damaged', 'parted', 'parted@2', $1, '{"damaged_species": "label"}')`, [INPUTS]);
+    const worker = await startWorker(db);
+    const failures: BatchFailure[] = [];
+    worker.on('failure', (failure) => failures.push(failure));
+    try {
+      await db.sql(`INSERT INTO parted VALUES (1, 5.1, 3.5, 1.4, 0.2), (2, 6.7, 3.0, 5.2, 2.3)`);
+      await waitFor(async () => (await pending(db, 'whole')) === 0 && failures.some((f) => f.deployment === 'damaged'), 'scored and paused');
+    } finally {
+      await worker.stop();
+    }
+    expect(await db.sql('SELECT id, species, damaged_species FROM parted ORDER BY id')).toEqual([
+      { id: 1, species: 'setosa', damaged_species: null },
+      { id: 2, species: 'virginica', damaged_species: null },
+    ]);
+    expect(failures.find((f) => f.deployment === 'damaged')).toEqual({
+      deployment: 'damaged',
+      kind: 'pause',
+      reason: `model parted@2 is damaged: its 4 parts have sha256 ${createHash('sha256').update(Buffer.concat([
+        bytes.subarray(0, 2 * MiB + 99), Buffer.from([0xff]), bytes.subarray(2 * MiB + 100)])).digest('hex')}, not ${createHash('sha256').update(bytes).digest('hex')} as registered`,
+    });
+    expect(await pending(db, 'damaged')).toBe(2);
   });
 
   it('a 270 MiB model registered through SQL loads in a `pgscore worker` and scores (load time and peak RSS logged)', async () => {
