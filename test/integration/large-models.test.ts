@@ -83,6 +83,12 @@ describe('large models', () => {
         bytes.subarray(0, 2 * MiB + 99), Buffer.from([0xff]), bytes.subarray(2 * MiB + 100)])).digest('hex')}, not ${createHash('sha256').update(bytes).digest('hex')} as registered`,
     });
     expect(await pending(db, 'damaged')).toBe(2);
+
+    // Removing the version takes its parts with it.
+    await db.sql(`SELECT ml.undeploy('damaged')`);
+    await db.sql(`SELECT ml.remove_model('parted', 2)`);
+    expect(await db.sql(`SELECT DISTINCT version FROM ml._model_parts WHERE name = 'parted'`)).toEqual([{ version: 1 }]);
+    expect(await db.sql(`SELECT version, size_bytes::int FROM ml._removed_models WHERE name = 'parted'`)).toEqual([{ version: 2, size_bytes: bytes.length }]);
   });
 
   it('a 270 MiB model registered through SQL loads in a `pgscore worker` and scores (load time and peak RSS logged)', async () => {
