@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pgscore } from '../helpers/cli.js';
 import { createTestDatabase, push, type TestDatabase } from '../helpers/db.js';
 
 const INPUTS = '{"X": ["sl", "sw", "pl", "pw"]}';
@@ -136,6 +137,23 @@ describe('ml.remove_model', () => {
     ]);
     // A rollback has nowhere to go now, rather than to a removed version.
     expect((await refusal(admin, `SELECT ml.rollback('iris')`)).message).toBe('alias iris@production has no earlier version to roll back to');
+  });
+
+  it('pgscore model remove calls it: the refusal and its hint on stderr with exit code 1, notices and the result on stdout', async () => {
+    await as(admin, `SELECT ml.promote('petals', 2)`);
+    await as(admin, `SELECT ml.deploy('petal_pin', 'flowers', 'petals@4', '${INPUTS}', '{"pp_species": "label"}')`);
+    const refused = await pgscore(['model', 'remove', 'petals', '4'], { DATABASE_URL: db.url });
+    expect(refused).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'pgscore: model petals@4 is in use: deployment "petal_pin" scores with petals@4\n' +
+        "hint: Undeploy it (ml.undeploy('petal_pin')) or point it at another version first (ml.promote, or deploy it pinned to another version).\n",
+    });
+    await as(admin, `SELECT ml.undeploy('petal_pin')`);
+    expect(await pgscore(['model', 'remove', 'petals', '2'], { DATABASE_URL: db.url }))
+      .toEqual({ code: 0, stdout: 'alias petals@production points at version 1 again\nremoved petals@2\n', stderr: '' });
+    expect(await pgscore(['model', 'remove', 'petals'], { DATABASE_URL: db.url }))
+      .toEqual({ code: 0, stdout: 'alias petals@production is removed: it had no other version\nremoved petals (2 versions)\n', stderr: '' });
   });
 
   it('removes every version of a model once nothing uses it', async () => {
