@@ -2,12 +2,11 @@ import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { connectionAs, createWorkerRole } from '../db/roles.js';
-import { ConfigError, describe } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { startMetrics } from '../metrics/metrics.js';
 import { Worker } from '../worker/worker.js';
 import { ensureExample } from './example.js';
-import { stopOnFatalError } from './fatal.js';
 import { startEmbeddedPostgres } from './postgres.js';
 
 export const EMBEDDED_DATABASE = 'pgscore';
@@ -35,16 +34,6 @@ export async function up(config: Config, log: Logger, options: { metricsOptional
     port: config.port,
     onLog: (line) => log.debug({ postgres: line }, 'postgres'),
   });
-  let worker: Worker | undefined;
-  let metrics: Awaited<ReturnType<typeof startMetrics>> | undefined;
-  const unguard = stopOnFatalError({
-    async stopWorker() {
-      await worker?.stop();
-      await metrics?.close();
-    },
-    stopServer: () => server.stop(),
-    signalServer: () => server.signalStop(),
-  }, log);
   try {
     await server.createDatabase(EMBEDDED_DATABASE);
     const url = server.url(EMBEDDED_DATABASE);
@@ -63,34 +52,41 @@ export async function up(config: Config, log: Logger, options: { metricsOptional
     }
     // The worker runs as a member of pgscore_worker, as in production; psql users get the superuser.
     const workerUrl = connectionAs(url, UP_WORKER_ROLE, UP_WORKER_PASSWORD);
-    const started = (worker = new Worker(workerUrl, config, log));
-    metrics = await startMetrics('worker', started, workerUrl, config, log).catch((error: unknown) => {
+    const worker = new Worker(workerUrl, config, log);
+    const metrics = await startMetrics('worker', worker, workerUrl, config, log).catch((error: unknown) => {
       // The default port may be taken (another pgscore up): go on without the page, and say so.
       if (!options.metricsOptional || !(error instanceof ConfigError)) throw error;
-      log.warn({ err: error }, `no status page: ${describe(error)} (set PGSCORE_METRICS_PORT to another port)`);
+      log.warn(`no status page: ${error.message} (set PGSCORE_METRICS_PORT to another port)`);
       return undefined;
     });
     try {
-      await started.start();
+      await worker.start();
     } catch (error) {
-      await metrics?.close();
+      await stopQuietly(() => worker.stop(), () => metrics?.close());
       throw error;
     }
-    const page = metrics;
     return {
       url,
-      metricsUrl: page?.url,
-      statusUrl: page?.statusUrl,
+      metricsUrl: metrics?.url,
+      statusUrl: metrics?.statusUrl,
+      // In this order: the worker finishes its batches and closes its pools while Postgres is up
+      // (stopped first, Postgres killed its connections under it: hundreds of warnings on Ctrl-C).
       async stop() {
-        await started.stop();
-        await page?.close();
-        await server.stop();
-        unguard();
+        try {
+          await worker.stop();
+          await metrics?.close();
+        } finally {
+          await server.stop();
+        }
       },
     };
   } catch (error) {
     await server.stop();
-    unguard();
     throw error;
   }
+}
+
+/** Undoes a start that failed half-way; the start's own error is the one to report. */
+async function stopQuietly(...steps: (() => Promise<unknown> | undefined)[]): Promise<void> {
+  for (const step of steps) await Promise.resolve(step()).catch(() => undefined);
 }
