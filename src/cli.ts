@@ -249,6 +249,25 @@ model
     });
   });
 
+model
+  .command('remove <name> [version]')
+  .description('remove a version of a model, or all its versions (ml.remove_model); refused while a deployment uses it')
+  .action(async (name: string, version: string | undefined, _options, command: Command) => {
+    if (version !== undefined && !/^\d+$/.test(version)) throw new UsageError(`version must be a whole number, not ${JSON.stringify(version)}`);
+    await withPool(config(command), async (pool) => {
+      const client = await pool.connect();
+      try {
+        client.on('notice', (notice) => process.stdout.write(`${notice.message}\n`));
+        const { rows } = await client.query<{ removed: number }>('SELECT ml.remove_model($1, $2) AS removed', [name, version ?? null]);
+        const removed = rows[0]!.removed;
+        process.stdout.write(version ? `removed ${name}@${version}\n` : `removed ${name} (${removed} version${removed === 1 ? '' : 's'})\n`);
+      } finally {
+        client.removeAllListeners('notice');
+        client.release();
+      }
+    });
+  });
+
 program
   .command('status')
   .description('print ml.status as a table; --watch redraws it every 2 s until Ctrl-C')

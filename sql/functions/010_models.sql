@@ -25,7 +25,10 @@ BEGIN
 
   -- Serialise version numbering per model name.
   PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
-  SELECT coalesce(max(m.version), 0) + 1 INTO v_version FROM ml._models m WHERE m.name = name;
+  -- A removed version's number is never given again: logs and drift counts name versions.
+  SELECT greatest((SELECT max(m.version) FROM ml._models m WHERE m.name = name),
+                  (SELECT max(r.version) FROM ml._removed_models r WHERE r.name = name), 0) + 1
+    INTO v_version;
 
   INSERT INTO ml._models (name, version, onnx, sha256, metadata)
   VALUES (name, v_version, onnx, encode(sha256(onnx), 'hex'), metadata);
@@ -37,6 +40,34 @@ BEGIN
   -- Workers read the signature of models registered with plain SQL.
   PERFORM pg_notify('pgscore_config', 'model');
   RETURN v_version;
+END
+$$;
+
+-- `pgscore model push` of a model above what one value holds: appends the next part of a version
+-- registered in this same transaction (so that no worker sees a model with parts missing), and
+-- records the whole file's sha256, which the worker checks.
+CREATE OR REPLACE FUNCTION ml._append_model_part(p_name text, p_version int, p_bytes bytea, p_sha256 text)
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_part int;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = p_name AND m.version = p_version
+                    AND m.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text) THEN
+    RAISE EXCEPTION 'model %@% was not registered in this transaction', p_name, p_version
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Parts are appended in the transaction that registers the model (`pgscore model push` does so).';
+  END IF;
+  IF p_bytes IS NULL OR length(p_bytes) = 0 OR p_sha256 !~ '^[0-9a-f]{64}$' THEN
+    RAISE EXCEPTION 'a model part needs bytes and the hex sha256 of the whole file' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT coalesce(max(p.part), 0) + 1 INTO v_part FROM ml._model_parts p WHERE p.name = p_name AND p.version = p_version;
+  INSERT INTO ml._model_parts (name, version, part, bytes) VALUES (p_name, p_version, v_part, p_bytes);
+  UPDATE ml._models SET sha256 = p_sha256 WHERE name = p_name AND version = p_version;
+  RETURN v_part;
 END
 $$;
 
@@ -200,6 +231,17 @@ BEGIN
 END
 $$;
 
+-- A model's size in bytes: its first part and the others (ml._model_parts). At most 2 GiB - 1,
+-- the most onnxruntime reads from one file (protobuf), so an int.
+CREATE OR REPLACE FUNCTION ml._model_size(p_name text, p_version int, p_onnx bytea)
+RETURNS int
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT (length(p_onnx) + coalesce((SELECT sum(length(p.bytes)) FROM ml._model_parts p
+                                      WHERE p.name = p_name AND p.version = p_version), 0))::int
+$$;
+
 CREATE OR REPLACE VIEW ml.models AS
 SELECT m.name,
        m.version,
@@ -210,9 +252,101 @@ SELECT m.name,
        m.load_error,
        m.signature,
        m.metadata,
-       length(m.onnx) AS size_bytes,
+       ml._model_size(m.name, m.version, m.onnx) AS size_bytes,
        m.sha256,
        m.created_at
   FROM ml._models m
   LEFT JOIN ml._aliases a ON a.model = m.name AND a.version = m.version
  GROUP BY m.name, m.version;
+
+-- Whether a model reference as a deployment names it ('churn', 'churn@3', 'churn@staging')
+-- resolves to p_model, and to p_version when it is given.
+CREATE OR REPLACE FUNCTION ml._ref_uses(p_ref text, p_model text, p_version int)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT r[1] = p_model
+     AND (p_version IS NULL
+          OR CASE WHEN r[2] ~ '^\d+$' THEN r[2]::int = p_version
+                  ELSE ml._resolve_version(p_model, NULL, coalesce(r[2], 'production')) = p_version END)
+    FROM (SELECT regexp_match(coalesce(p_ref, ''), '^([^@]+)(?:@(.+))?$') AS r) x
+$$;
+
+-- Removes a model version, or every version of a model (version NULL). Refuses while a
+-- deployment scores with it: as its model (pinned, or through the alias it follows), as a
+-- variant of its split or as its shadow, whatever the deployment's status. An alias that pointed
+-- at a removed version and that no deployment follows goes back to the newest version left in
+-- its history (as ml.rollback would), or is dropped when none is left; removed versions leave
+-- every alias's history. Baselines go with their version; the prediction log and drift counts
+-- keep naming it. Version numbers are never given again. Returns how many versions it removed.
+CREATE OR REPLACE FUNCTION ml.remove_model(name text, version int DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+  v_versions int[];
+  v_user record;
+  v_alias record;
+  v_history int[];
+BEGIN
+  -- The lock ml.register_model, ml.promote and ml.rollback take: no alias moves meanwhile.
+  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  SELECT array_agg(m.version ORDER BY m.version) INTO v_versions
+    FROM ml._models m WHERE m.name = name AND (version IS NULL OR m.version = version);
+  IF v_versions IS NULL THEN
+    IF NOT EXISTS (SELECT 1 FROM ml._models m WHERE m.name = name) THEN
+      RAISE EXCEPTION 'model % is not registered', coalesce(quote_literal(name), 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    RAISE EXCEPTION 'model %@% does not exist (versions: %)', name, version,
+      (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM ml._models m WHERE m.name = name)
+      USING ERRCODE = 'no_data_found';
+  END IF;
+
+  SELECT d.name AS deployment, u.ref, u.what,
+         ml._resolve_version(name, CASE WHEN u.ref ~ '@\d+$' THEN split_part(u.ref, '@', 2)::int END,
+                             CASE WHEN u.ref !~ '@\d+$' THEN coalesce(nullif(split_part(u.ref, '@', 2), ''), 'production') END) AS resolved
+    INTO v_user
+    FROM ml._deployments d
+    CROSS JOIN LATERAL (
+      SELECT d.model || coalesce('@' || d.version, '@' || d.alias) AS ref, 'scores with' AS what
+      UNION ALL SELECT k, 'splits its rows to' FROM jsonb_object_keys(coalesce(d.options->'variants', '{}')) k
+      UNION ALL SELECT d.options->>'shadow', 'shadows with' WHERE d.options ? 'shadow') u
+   WHERE EXISTS (SELECT 1 FROM unnest(v_versions) v WHERE ml._ref_uses(u.ref, name, v))
+   ORDER BY d.name
+   LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'model %@% is in use: deployment "%" % %', name, v_user.resolved, v_user.deployment, v_user.what, v_user.ref
+      USING ERRCODE = 'object_in_use',
+            HINT = CASE v_user.what
+              WHEN 'scores with' THEN format('Undeploy it (ml.undeploy(%L)) or point it at another version first (ml.promote, or deploy it pinned to another version).', v_user.deployment)
+              WHEN 'splits its rows to' THEN format('End the split first: ml.split(%L, NULL), or a split without %s.', v_user.deployment, v_user.ref)
+              ELSE format('Promote the shadow (ml.promote_shadow(%L)), or undeploy and deploy again without it.', v_user.deployment) END;
+  END IF;
+
+  FOR v_alias IN SELECT a.* FROM ml._aliases a WHERE a.model = name ORDER BY a.alias LOOP
+    v_history := ARRAY(SELECT h FROM unnest(v_alias.history) WITH ORDINALITY x(h, n) WHERE h <> ALL (v_versions) ORDER BY n);
+    IF NOT v_alias.version = ANY (v_versions) THEN
+      UPDATE ml._aliases a SET history = v_history WHERE a.model = name AND a.alias = v_alias.alias AND a.history <> v_history;
+    ELSIF cardinality(v_history) > 0 THEN
+      UPDATE ml._aliases a SET version = v_history[cardinality(v_history)], history = v_history[1:cardinality(v_history) - 1], updated_at = now()
+       WHERE a.model = name AND a.alias = v_alias.alias;
+      RAISE NOTICE 'alias %@% points at version % again', name, v_alias.alias, v_history[cardinality(v_history)];
+    ELSE
+      DELETE FROM ml._aliases a WHERE a.model = name AND a.alias = v_alias.alias;
+      RAISE NOTICE 'alias %@% is removed: it had no other version', name, v_alias.alias;
+    END IF;
+  END LOOP;
+
+  INSERT INTO ml._removed_models (name, version, sha256, size_bytes)
+  SELECT m.name, m.version, m.sha256, ml._model_size(m.name, m.version, m.onnx) FROM ml._models m
+   WHERE m.name = name AND m.version = ANY (v_versions);
+  DELETE FROM ml._models m WHERE m.name = name AND m.version = ANY (v_versions);
+  -- Workers let go of the sessions they held.
+  PERFORM pg_notify('pgscore_config', 'model');
+  RETURN cardinality(v_versions);
+END
+$$;

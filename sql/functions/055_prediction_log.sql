@@ -7,7 +7,8 @@ RETURNS TABLE (name text, value text, description text)
 LANGUAGE sql IMMUTABLE
 AS $$
   VALUES ('prediction_log_retention', '30 days', 'how long the prediction log keeps a day''s partition (an interval of at least 1 day)'),
-         ('baseline_rows', '1000', 'how many first rows a worker summarises as the baseline of a model version that has none')
+         ('baseline_rows', '1000', 'how many first rows a worker summarises as the baseline of a model version that has none'),
+         ('drift_min_rows', '500', 'how many live rows a feature needs in a window before ml.drift may flag it drifted')
 $$;
 
 CREATE OR REPLACE FUNCTION ml._setting(p_name text)
@@ -58,6 +59,10 @@ BEGIN
   END IF;
   IF setting = 'baseline_rows' AND (value !~ '^\d{1,8}$' OR value::int < 10) THEN
     RAISE EXCEPTION 'baseline_rows must be a whole number of at least 10, not %', quote_literal(value)
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF setting = 'drift_min_rows' AND (value !~ '^\d{1,9}$' OR value::int < 1) THEN
+    RAISE EXCEPTION 'drift_min_rows must be a whole number of at least 1, not %', quote_literal(value)
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   INSERT INTO ml._settings AS s (name, value) VALUES (setting, value)

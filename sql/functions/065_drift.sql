@@ -161,7 +161,8 @@ $$;
 -- Per deployment, model version (each variant), input or output feature and window (the last
 -- hour, the last day): the live rows, their PSI against the version's baseline, the share of
 -- NULL or NaN values and of values outside the baseline's range, and whether the PSI is above
--- the deployment's "drift_threshold" (default 0.2).
+-- the deployment's "drift_threshold" (default 0.2) over at least the setting drift_min_rows rows
+-- (a PSI of a few rows is noise: one row flagged a feature drifted).
 -- Its arguments changed: drop and create (the view is created again below).
 DROP VIEW IF EXISTS ml.drift;
 DROP FUNCTION IF EXISTS ml._drift();
@@ -202,7 +203,9 @@ AS $$
          coalesce((d.options->>'drift_threshold')::float8, 0.2),
          ml._psi(l.counts, ARRAY(SELECT jsonb_array_elements_text(s.summary->'freqs')::float8))
            > coalesce((d.options->>'drift_threshold')::float8, 0.2)
+           AND t.rows >= m.min_rows
     FROM totals t
+    CROSS JOIN (SELECT ml._setting('drift_min_rows')::bigint AS min_rows) m
     JOIN live l USING (name, deployment_id, model, kind, feature)
     JOIN ml._deployments d ON d.id = t.deployment_id
     JOIN ml._baselines b ON b.model || '@' || b.version = t.model

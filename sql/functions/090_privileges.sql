@@ -17,6 +17,9 @@ GRANT EXECUTE ON FUNCTION
   ml.retry(text),
   ml._record_signature(text, int, jsonb, text)
   TO pgscore_admin;
+GRANT EXECUTE ON FUNCTION ml.remove_model(text, int), ml._append_model_part(text, int, bytea, text) TO pgscore_admin;
+GRANT SELECT ON ml._model_parts TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._model_size(text, int, bytea) TO pgscore_admin, pgscore_worker;
 GRANT SELECT ON ALL TABLES IN SCHEMA ml TO pgscore_admin;
 
 -- Functions the views call run with the reader's rights; ml._status is SECURITY DEFINER.

@@ -101,16 +101,6 @@ export const WHO_AM_I = `
          EXISTS (SELECT 1 FROM pg_roles w WHERE w.rolname = 'pgscore_worker') AND pg_has_role('pgscore_worker', 'MEMBER') AS worker
     FROM pg_roles r WHERE r.rolname = current_user`;
 
-export async function fetchModelBytes(db: pg.Pool, name: string, version: number): Promise<Uint8Array> {
-  const { rows } = await db.query<{ onnx: Buffer }>('SELECT onnx FROM ml._models WHERE name = $1 AND version = $2', [
-    name,
-    version,
-  ]);
-  const row = rows[0];
-  if (!row) throw new Error(`model ${name}@${version} does not exist`);
-  return row.onnx;
-}
-
 /** Models registered with plain SQL whose signature no worker has read yet. */
 export async function listUnvalidatedModels(db: pg.Pool): Promise<{ name: string; version: number }[]> {
   const { rows } = await db.query<{ name: string; version: number }>(

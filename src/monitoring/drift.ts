@@ -74,12 +74,18 @@ interface Collecting {
  * baseline of the version that scored them and added up per minute (flushed every few seconds
  * to ml._drift_counts, which ml.drift sums). A version without a baseline (or without output
  * summaries) gets one from its first `baseline_rows` rows. Cheap: a binary search per value.
+ *
+ * Every worker bins by the one baseline stored in ml._baselines, never by a summary of its own:
+ * with two workers, each summarised its own first rows, only the first summary stored was kept,
+ * and the other worker's counts, binned by different edges, gave a 0/1 output a PSI of 6.81 on
+ * unchanged traffic. A worker that completes a first-rows summary stores it, then reads back
+ * what is stored (its own, or another worker's that came first) and counts from then on.
  */
 export class DriftRecorder {
   #baselines = new Map<string, Baseline>();
   #baselineRows = 1000;
   readonly #collecting = new Map<string, Collecting>();
-  readonly #ready: { model: string; version: number; rows: number; inputs: Record<string, Summary> | null; outputs: Record<string, Summary> }[] = [];
+  readonly #ready: { ref: string; model: string; version: number; rows: number; inputs: Record<string, Summary> | null; outputs: Record<string, Summary> }[] = [];
   #pending = new Map<string, { deploymentId: number; model: string; kind: 'input' | 'output'; feature: string; minute: Date; counts: Counts }>();
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
@@ -103,6 +109,7 @@ export class DriftRecorder {
       else this.log.warn({ model: (row as { ref: string }).ref }, 'baseline not readable, ignored');
     }
     this.#baselines = baselines;
+    for (const [ref, baseline] of baselines) if (baseline.outputs) this.#collecting.delete(ref);
     // A version no deployment uses any more keeps nothing here: not its count, nor the values of
     // a first-rows baseline it did not finish (up to baseline_rows rows of every feature).
     const inUse = new Set(refs);
@@ -172,6 +179,7 @@ export class DriftRecorder {
     const at = ref.lastIndexOf('@');
     const summaries = (features: Map<string, unknown[]>) => Object.fromEntries([...features].map(([name, values]) => [name, summarize(values)]));
     const ready = {
+      ref,
       model: ref.slice(0, at),
       version: Number(ref.slice(at + 1)),
       rows: collecting.rows,
@@ -182,8 +190,8 @@ export class DriftRecorder {
     // The values are summarised: only the count stays, so the version is not collected again.
     collecting.inputs.clear();
     collecting.outputs.clear();
-    // Counting starts with the next batch, against what was just summarised.
-    this.#baselines.set(ref, { ref, inputs: ready.inputs ?? baseline!.inputs, outputs: ready.outputs });
+    // Counting starts once the stored baseline is read back (see #flush): soon, not in 5 s.
+    void this.flush();
   }
 
   /** Writes the minute counts and any baseline the first rows completed. */
@@ -194,11 +202,22 @@ export class DriftRecorder {
     return this.#flushing;
   }
 
+  /** Reads the baseline stored for a version, which the worker bins by from now on. */
+  async #readBack(ref: string): Promise<void> {
+    const { rows } = await this.pool.query(READ_BASELINES, [[ref]]);
+    const parsed = baselineRow.safeParse(rows[0]);
+    if (parsed.success) this.#baselines.set(ref, parsed.data);
+    else this.log.warn({ model: ref }, 'stored baseline not readable, ignored');
+  }
+
   async #flush(): Promise<void> {
-    for (const ready of this.#ready.splice(0)) {
-      await this.pool.query(STORE_BASELINE, [ready.model, ready.version, 'first_rows', ready.rows,
-        JSON.stringify(ready.inputs ?? {}), JSON.stringify(ready.outputs)]);
-      this.log.info({ model: `${ready.model}@${ready.version}`, rows: ready.rows }, 'baseline taken from the first rows scored');
+    // A summary leaves the list once stored: a failed flush stores it the next time.
+    for (let ready = this.#ready[0]; ready; ready = this.#ready[0]) {
+      const { rows } = await this.pool.query<{ stored: boolean }>(`${STORE_BASELINE} AS stored`, [ready.model, ready.version, 'first_rows',
+        ready.rows, JSON.stringify(ready.inputs ?? {}), JSON.stringify(ready.outputs)]);
+      this.#ready.shift();
+      if (rows[0]?.stored) this.log.info({ model: ready.ref, rows: ready.rows }, 'baseline taken from the first rows scored');
+      await this.#readBack(ready.ref);
     }
     if (this.#pending.size === 0) return;
     const entries = [...this.#pending.values()];

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ModelError } from '../errors.js';
+import { describe, isConnectionError, ModelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   listActiveDeployments,
@@ -32,21 +32,36 @@ export function versionsInUse(deployment: ActiveDeployment): string[] {
  * releases sessions no deployment uses.
  */
 export async function loadDeployments(pool: pg.Pool, models: SessionCache, log: Logger): Promise<ActiveDeployment[]> {
-  for (const model of await listUnvalidatedModels(pool)) {
-    const ref = `${model.name}@${model.version}`;
-    try {
-      const loaded = await models.get(model.name, model.version);
-      await recordSignature(pool, model, { signature: loaded.signature });
-      log.info({ model: ref }, 'model signature recorded');
-    } catch (error) {
-      if (!(error instanceof ModelError)) throw error;
-      await recordSignature(pool, model, { error: error.message });
-      log.error({ model: ref, err: error }, 'model cannot be loaded');
-    }
-  }
+  for (const model of await listUnvalidatedModels(pool)) await readSignature(pool, models, model, log);
   const deployments = await listDeployments(pool, log);
   models.retain(new Set(deployments.flatMap(versionsInUse)));
   return deployments;
+}
+
+/**
+ * Loads one model registered with plain SQL and records its signature, or why it cannot load.
+ * One model never stops the worker: a model that does not load is recorded as such (its
+ * deployments turn invalid), and any other failure to read it, short of a lost connection, is
+ * logged and tried again at the next reload.
+ */
+async function readSignature(pool: pg.Pool, models: SessionCache, model: { name: string; version: number }, log: Logger): Promise<void> {
+  const ref = `${model.name}@${model.version}`;
+  try {
+    const loaded = await models.get(model.name, model.version);
+    await recordSignature(pool, model, { signature: loaded.signature });
+    log.info({ model: ref }, 'model signature recorded');
+  } catch (error) {
+    if (isConnectionError(error)) throw error;
+    if (error instanceof ModelError) {
+      log.error({ model: ref, err: error }, `model cannot be loaded: ${describe(error)}`);
+      await recordSignature(pool, model, { error: error.message }).catch((recordError: unknown) => {
+        if (isConnectionError(recordError)) throw recordError;
+        log.warn({ model: ref, err: recordError }, `could not record why the model does not load: ${describe(recordError)}`);
+      });
+      return;
+    }
+    log.warn({ model: ref, err: error }, `model not read, trying again at the next reload: ${describe(error)}`);
+  }
 }
 
 /** The active deployments with their statements (what the relay needs; it loads no models). */

@@ -206,6 +206,7 @@ describe('model lifecycle', () => {
     expect(await partitions()).toContain(`_prediction_batches_${today}`);
     expect(await db.sql(`SELECT name, value, "default" FROM ml.settings ORDER BY name`)).toEqual([
       { name: 'baseline_rows', value: '1000', default: '1000' },
+      { name: 'drift_min_rows', value: '500', default: '500' },
       { name: 'prediction_log_retention', value: '2 days', default: '30 days' },
     ]);
   });
