@@ -367,35 +367,8 @@ BEGIN
 END
 $$;
 
--- Takes the locks of p_locks ({{"table", "mode"}, ...}) all at once, or none: each attempt waits
--- at most 50 ms per lock in a subtransaction, whose locks go when it fails, then pauses and tries
--- again. A writer holds its table and then takes the queue (the trigger); a worker's batch holds
--- the queue and then writes the table: taking them one after the other, in either order, would
--- deadlock with one of them, and waiting without a limit would make writers queue behind us.
-CREATE OR REPLACE FUNCTION ml._lock_tables(p_locks text[])
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_attempt int := 0;
-  i int;
-BEGIN
-  LOOP
-    BEGIN
-      PERFORM set_config('lock_timeout', '50ms', true);
-      FOR i IN 1 .. coalesce(array_length(p_locks, 1), 0) LOOP
-        EXECUTE format('LOCK TABLE %s IN %s MODE', p_locks[i][1]::regclass, p_locks[i][2]);
-      END LOOP;
-      PERFORM set_config('lock_timeout', '0', true);
-      RETURN;
-    EXCEPTION WHEN lock_not_available THEN
-      v_attempt := v_attempt + 1;  -- the subtransaction's locks and lock_timeout are undone
-    END;
-    PERFORM pg_sleep(least(0.005 * 2 ^ least(v_attempt, 7), 0.5) * (0.5 + random() / 2));
-  END LOOP;
-END
-$$;
+-- An unreleased first form of the lock helper; ml._lock_tables(regclass[], text, text) (034_refusals.sql) replaces it.
+DROP FUNCTION IF EXISTS ml._lock_tables(text[]);
 
 -- Only the table's owner may remove a deployment. Its tables are locked first (queue, table and
 -- partitions, side table), then its row: an in-flight batch holds the queue and then references
@@ -409,30 +382,24 @@ AS $$
 #variable_conflict use_variable
 DECLARE
   d ml._deployments;
-  v_locks text[];
 BEGIN
   SELECT * INTO d FROM ml._deployments x WHERE x.name = deployment;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'deployment "%" does not exist', deployment USING ERRCODE = 'no_data_found';
   END IF;
   PERFORM ml._require_owner(d.source, format('undeploy "%s"', d.name));
-  SELECT array_agg(ARRAY[t.rel::text, t.mode] ORDER BY t.n) INTO v_locks FROM (
-    SELECT 1 AS n, format('ml.%I', format('_queue_%s', d.id)) AS rel, 'ACCESS EXCLUSIVE' AS mode
-     WHERE to_regclass(format('ml.%I', format('_queue_%s', d.id))) IS NOT NULL
-    UNION ALL
-    SELECT 2, t::text, 'SHARE ROW EXCLUSIVE' FROM ml._trigger_tables(d.source) t
-    UNION ALL
-    SELECT 3, c.oid::regclass::text, 'SHARE ROW EXCLUSIVE' FROM pg_class c WHERE c.oid = (d.plan->'target'->>'oid')::oid) t;
-  PERFORM ml._lock_tables(v_locks);
+  -- Every lock the drops below need (DROP TRIGGER takes ACCESS EXCLUSIVE), taken at once in short
+  -- tries so that writers never queue behind it, and before the deployment row: an in-flight
+  -- batch holds the queue and then references the row (its statistics' foreign key).
+  PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(d.source) UNION
+                                SELECT t.tgrelid::regclass FROM pg_trigger t WHERE t.tgfoid = ml._enqueue_function(d.name)
+                                UNION SELECT c.oid::regclass FROM pg_class c WHERE c.oid = (d.plan->'target'->>'oid')::oid)
+                          || to_regclass(format('ml.%I', format('_queue_%s', d.id))),
+                          'ACCESS EXCLUSIVE', 'ml.undeploy');
   SELECT * INTO d FROM ml._deployments x WHERE x.id = d.id FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'deployment "%" does not exist', deployment USING ERRCODE = 'no_data_found';
   END IF;
-  -- Every lock the drops below need, taken at once in short tries (writers never queue behind it).
-  PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(d.source) UNION
-                                SELECT t.tgrelid::regclass FROM pg_trigger t WHERE t.tgfoid = ml._enqueue_function(d.name))
-                          || to_regclass(format('ml.%I', format('_queue_%s', d.id))),
-                          'ACCESS EXCLUSIVE', 'ml.undeploy');
   PERFORM ml._drop_triggers(d.name, d.source);
   EXECUTE format('DROP FUNCTION IF EXISTS ml.%I()', format('_enqueue_%s', d.id));
   EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', d.id));
