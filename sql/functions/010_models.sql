@@ -24,7 +24,7 @@ BEGIN
   END IF;
 
   -- Serialise version numbering per model name.
-  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  PERFORM ml._lock_task('model:' || name);
   SELECT coalesce(max(m.version), 0) + 1 INTO v_version FROM ml._models m WHERE m.name = name;
 
   INSERT INTO ml._models (name, version, onnx, sha256, metadata)
@@ -165,7 +165,7 @@ BEGIN
     RAISE EXCEPTION 'alias % is not valid', coalesce(quote_literal(alias), 'NULL')
       USING ERRCODE = 'invalid_parameter_value', HINT = 'An alias starts with a letter or "_" (it cannot be a number).';
   END IF;
-  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  PERFORM ml._lock_task('model:' || name);
   SELECT a.version, a.history INTO v_current, v_history FROM ml._aliases a WHERE a.model = name AND a.alias = alias;
   IF v_current = version THEN
     RETURN;
@@ -186,7 +186,7 @@ DECLARE
   v_history int[];
   v_previous int;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  PERFORM ml._lock_task('model:' || name);
   SELECT a.history INTO v_history FROM ml._aliases a WHERE a.model = name AND a.alias = alias;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'model % has no alias %', name, alias USING ERRCODE = 'no_data_found';
