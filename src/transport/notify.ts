@@ -37,6 +37,8 @@ export class NotifyWakeup {
   readonly #subscriber: Subscriber;
   #lockClient: pg.Client | undefined;
   #holding = false;
+  /** The lock's connection runs one thing at a time: the lock, its release, a look at the heads. */
+  #turn: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly connectionString: string,
@@ -79,7 +81,25 @@ export class NotifyWakeup {
   }
 
   /** Tries to become a worker that writers wake. False while writers that saw it busy are in flight. */
-  async tryHoldIdleLock(): Promise<boolean> {
+  tryHoldIdleLock(): Promise<boolean> {
+    return this.#inTurn(() => this.#tryHoldIdleLock());
+  }
+
+  releaseIdleLock(): Promise<void> {
+    return this.#inTurn(() => this.#releaseIdleLock());
+  }
+
+  queueHeads(): Promise<QueueHeads | undefined> {
+    return this.#inTurn(() => this.#queueHeads());
+  }
+
+  #inTurn<T>(body: () => Promise<T>): Promise<T> {
+    const result = this.#turn.then(body);
+    this.#turn = result.catch(() => undefined);
+    return result;
+  }
+
+  async #tryHoldIdleLock(): Promise<boolean> {
     if (this.#holding) return true;
     let client: pg.Client;
     try {
@@ -100,7 +120,7 @@ export class NotifyWakeup {
     }
   }
 
-  async releaseIdleLock(): Promise<void> {
+  async #releaseIdleLock(): Promise<void> {
     if (!this.#holding) return;
     this.#holding = false;
     try {
@@ -115,7 +135,7 @@ export class NotifyWakeup {
    * Every queue's head, on the lock's connection (inside the lock's transaction while it is
    * held, so a sleeping worker commits nothing more). Undefined when the connection failed.
    */
-  async queueHeads(): Promise<QueueHeads | undefined> {
+  async #queueHeads(): Promise<QueueHeads | undefined> {
     try {
       const client = await this.#client();
       const { rows } = await client.query<{ deployment_id: number; head: string | null }>(QUEUE_HEADS);
@@ -128,6 +148,7 @@ export class NotifyWakeup {
 
   async stop(): Promise<void> {
     await this.releaseIdleLock();
+    await this.#turn;
     await this.#lockClient?.end().catch(() => undefined);
     this.#lockClient = undefined;
     await this.#subscriber.close().catch(() => undefined);

@@ -248,8 +248,8 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate upgrades it and reports every deployment active', () => {
-    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql', '0006_monitoring.sql', '0007_prediction_batches.sql']);
-    expect(upgrade.schemaVersion).toBe(7);
+    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql', '0006_monitoring.sql', '0007_prediction_batches.sql', '0011_locks.sql']);
+    expect(upgrade.schemaVersion).toBe(11);
     expect(upgrade.deployments).toEqual(NAMES.map((deployment) => ({ deployment, status: 'active', reason: null })));
   });
 
@@ -377,10 +377,10 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate refuses a schema newer than it knows, and leaves it as it is', async () => {
-    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (8, '0008_future.sql')`);
+    await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (12, '0012_future.sql')`);
     const before = await dumpAll(fresh);
     await expect(fresh.migrate()).rejects.toMatchObject({
-      message: 'the ml schema is at version 8, newer than this pgscore knows (7)',
+      message: 'the ml schema is at version 12, newer than this pgscore knows (11)',
       hint: 'Upgrade pgscore; an older version must not rewrite the functions of a newer schema.',
     });
     expect(await dumpAll(fresh)).toBe(before);
