@@ -76,8 +76,8 @@ const GATHER_MS = 2;
 const LINGER_MS = 25;
 /**
  * While busy (writers send no NOTIFY then), the worker reads the queue heads (one statement for
- * every deployment, ml._queue_heads) at most this often, and never spends more than a tenth of
- * the time doing it, to find the deployments that got rows meanwhile.
+ * every deployment, ml._queue_heads) at most this often, and at most a third of the time, to
+ * find the deployments that got rows meanwhile.
  */
 const BUSY_LOOK_EVERY_MS = 5;
 /** The slow safety poll: every deployment's queue looked at for due rows, whatever the heads said. */
@@ -133,6 +133,14 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   readonly #inFlight = new Map<number, number>();
   /** Deployments whose last batch was mostly dead letters (see FAILING_BATCH_SIZE). */
   readonly #failing = new Set<number>();
+  /** Deployments that have had a batch with rows since the worker started. */
+  readonly #seen = new Set<number>();
+  /** Deployments whose last batch scored every row it claimed: they may take a second lane. */
+  readonly #proven = new Set<number>();
+  /** Marked (NOTIFY, a look) since their last claim started. */
+  readonly #markedSince = new Set<number>();
+  /** Until when a deployment that had rows stays marked (see LINGER_MS). */
+  readonly #activeUntil = new Map<number, number>();
   /** Deployments resting after failures (src/pipeline/policy.ts). */
   readonly #health = new DeploymentHealth();
   readonly #failureLog: RateLimitedLog;
@@ -260,10 +268,13 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       const ids = new Set(this.#byId.keys());
       this.#health.retain(ids);
       for (const id of this.#dirty) if (!ids.has(id)) this.#dirty.delete(id);
-      for (const id of [...this.#failing, ...this.#requeuedAt.keys()]) {
+      for (const id of [...this.#seen, ...this.#requeuedAt.keys(), ...this.#activeUntil.keys()]) {
         if (!ids.has(id)) {
           this.#failing.delete(id);
+          this.#proven.delete(id);
+          this.#seen.delete(id);
           this.#requeuedAt.delete(id);
+          this.#activeUntil.delete(id);
         }
       }
       // New (or re-activated, or re-planned) deployments are looked at once; at start, all are.
@@ -276,7 +287,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   }
 
   #markDirty(id: number): void {
-    if (this.#dirty.has(id)) return;
+    this.#markedSince.add(id);
     this.#dirty.add(id);
     this.#dirtyChanged.resolve();
     this.#dirtyChanged = deferred();
@@ -302,7 +313,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         this.#markDirty(id);
       }
     }
-    if (this.#looking || now - this.#busyLookAt < Math.max(BUSY_LOOK_EVERY_MS, 10 * this.#busyLookCostMs)) return;
+    if (this.#looking || now - this.#busyLookAt < Math.max(BUSY_LOOK_EVERY_MS, 2 * this.#busyLookCostMs)) return;
     this.#busyLookAt = now;
     this.#looking = (async () => {
       const heads = await this.#wakeup.queueHeads();
@@ -330,43 +341,48 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     if (unseen.length > 0 && this.#dirtyIsStale()) this.#reloadDue = true;
   }
 
-  /** Deployments with work that are not resting. */
-  #pickable(): number[] {
-    return [...this.#dirty].filter((id) => this.#byId.has(id) && !this.#health.isResting(id));
+  /** Deployments with work that are not resting, less those a drain found empty (`empty`). */
+  #pickable(empty: ReadonlySet<number> = new Set()): number[] {
+    return [...this.#dirty].filter((id) => this.#byId.has(id) && !this.#health.isResting(id) && !empty.has(id));
   }
 
   /**
    * The next deployment for a lane, round robin over those with work: first those with no
    * batch in flight (a neighbour's live rows before another batch of a backlog), healthy ones
-   * before failing ones; a second lane on one deployment only when no other has work, and
-   * never on a failing one.
+   * before failing ones. A second lane on one deployment only when no other has work, and only
+   * when its last batch scored every row (not a failing one, nor one not seen yet).
    */
-  #pick(): ActiveDeployment | undefined {
-    const ids = this.#pickable();
+  #pick(empty: ReadonlySet<number>): ActiveDeployment | undefined {
+    const ids = this.#pickable(empty);
     if (ids.length === 0) return undefined;
     const idle = ids.filter((id) => (this.#inFlight.get(id) ?? 0) === 0);
     const healthy = idle.filter((id) => !this.#failing.has(id));
-    const choice = healthy.length > 0 ? healthy : idle.length > 0 ? idle : ids.filter((id) => !this.#failing.has(id));
+    const choice = healthy.length > 0 ? healthy : idle.length > 0 ? idle : ids.filter((id) => this.#proven.has(id));
     if (choice.length === 0) return undefined;
     this.#cursor = (this.#cursor + 1) % choice.length;
     return this.#byId.get(choice[this.#cursor]!);
   }
 
   /**
-   * Runs lanes until no deployment with work is left; true if any row was claimed. A lane with
-   * nothing to pick while another lane's batch is in flight waits for it (that batch may hold
-   * queue rows locked that are not its own) or for a deployment to get work.
+   * Runs lanes until every deployment with work came back empty once; true if any row was
+   * claimed. A lane with nothing to pick while another lane's batch is in flight waits for it
+   * (that batch may hold queue rows locked that are not its own) or for a deployment to get work.
+   * A deployment that had rows in the last LINGER_MS stays marked for the next drain: writers
+   * send no NOTIFY while the worker is busy, and live traffic comes back within a few ms.
    */
   async #drain(): Promise<boolean> {
     let found = false;
     const inFlight = new Set<Promise<number>>();
+    const empty = new Set<number>();
     const lane = async () => {
       while (!this.#stopping && !this.#reloadDue) {
         this.#lookWhileBusy();
         if (this.#safetyDue) await this.#safetyPoll();
-        const deployment = this.#pick();
+        // Marked again since it came back empty: look again in this drain.
+        for (const id of empty) if (this.#markedSince.has(id)) empty.delete(id);
+        const deployment = this.#pick(empty);
         if (!deployment) {
-          if (inFlight.size === 0 && this.#pickable().length === 0) return;
+          if (inFlight.size === 0 && this.#pickable(empty).length === 0) return;
           const timeout = new AbortController();
           await Promise.race([...inFlight, this.#dirtyChanged.promise,
             sleep(BUSY_LOOK_EVERY_MS, undefined, { signal: timeout.signal }).catch(() => undefined)]);
@@ -374,6 +390,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
           continue;
         }
         const id = deployment.id;
+        this.#markedSince.delete(id);
         this.#inFlight.set(id, (this.#inFlight.get(id) ?? 0) + 1);
         const batch = this.#handleOne(deployment);
         inFlight.add(batch);
@@ -386,10 +403,11 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         this.#claimedSince += claimed;
         if (claimed > 0) {
           found = true;
-          this.#dirty.add(id);
-        } else if (!this.#health.isResting(id)) {
+          this.#activeUntil.set(id, performance.now() + LINGER_MS);
+          empty.delete(id);
+        } else if (!this.#health.isResting(id) && !this.#markedSince.has(id)) {
           // Empty (or rows another lane or worker holds: that batch keeps it marked).
-          this.#dirty.delete(id);
+          empty.add(id);
           if (this.#markedByLook.has(id)) this.#lookAgain.add(id);
         }
         this.#markedByLook.delete(id);
@@ -397,20 +415,36 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     };
     await Promise.all(Array.from({ length: this.#settings.concurrency }, lane));
     await this.#looking;
+    this.#forgetQuiet(empty);
     return found || this.#reloadDue;
+  }
+
+  /** Unmarks the deployments found empty whose live traffic stopped LINGER_MS ago. */
+  #forgetQuiet(empty: Iterable<number>): void {
+    const now = performance.now();
+    for (const id of empty) {
+      if (this.#markedSince.has(id)) continue;
+      if ((this.#activeUntil.get(id) ?? 0) > now) continue;
+      this.#activeUntil.delete(id);
+      this.#dirty.delete(id);
+    }
   }
 
   async #handleOne(deployment: ActiveDeployment): Promise<number> {
     try {
-      const failing = this.#failing.has(deployment.id);
-      const result = await this.#handler.handle(deployment, failing ? Math.min(FAILING_BATCH_SIZE, this.#settings.batchSize) : undefined);
+      // A deployment not seen yet starts small too: it may be failing.
+      const careful = this.#failing.has(deployment.id) || !this.#seen.has(deployment.id);
+      const result = await this.#handler.handle(deployment, careful ? Math.min(FAILING_BATCH_SIZE, this.#settings.batchSize) : undefined);
       this.#errorBackoffMs = 0;
       this.#health.succeeded(deployment.id);
       if (result.claimed > 0) {
+        this.#seen.add(deployment.id);
         this.#log.debug(result, 'batch done');
         this.emit('batch', result);
         if (result.dead * 2 > result.claimed) this.#failing.add(deployment.id);
         else this.#failing.delete(deployment.id);
+        if (result.dead === 0 && result.requeued === 0) this.#proven.add(deployment.id);
+        else this.#proven.delete(deployment.id);
       }
       if (result.requeued > 0) this.#requeuedAt.set(deployment.id, performance.now() + REQUEUED_LOOK_AFTER_MS);
       reportDeadLetters(this.#failureLog, deployment, result);
