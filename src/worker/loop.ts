@@ -133,8 +133,6 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   readonly #inFlight = new Map<number, number>();
   /** Deployments whose last batch was mostly dead letters (see FAILING_BATCH_SIZE). */
   readonly #failing = new Set<number>();
-  /** Deployments that have had a batch with rows since the worker started. */
-  readonly #seen = new Set<number>();
   /** Deployments whose last batch scored every row it claimed: they may take a second lane. */
   readonly #proven = new Set<number>();
   /** Marked (NOTIFY, a look) since their last claim started. */
@@ -299,11 +297,10 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       const ids = new Set(this.#byId.keys());
       this.#health.retain(ids);
       for (const id of this.#dirty) if (!ids.has(id)) this.#dirty.delete(id);
-      for (const id of [...this.#seen, ...this.#requeuedAt.keys(), ...this.#activeUntil.keys()]) {
+      for (const id of [...this.#failing, ...this.#proven, ...this.#requeuedAt.keys(), ...this.#activeUntil.keys()]) {
         if (!ids.has(id)) {
           this.#failing.delete(id);
           this.#proven.delete(id);
-          this.#seen.delete(id);
           this.#requeuedAt.delete(id);
           this.#activeUntil.delete(id);
         }
@@ -464,13 +461,11 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
 
   async #handleOne(deployment: ActiveDeployment): Promise<number> {
     try {
-      // A deployment not seen yet starts small too: it may be failing.
-      const careful = this.#failing.has(deployment.id) || !this.#seen.has(deployment.id);
-      const result = await this.#handler.handle(deployment, careful ? Math.min(FAILING_BATCH_SIZE, this.#settings.batchSize) : undefined);
+      const failing = this.#failing.has(deployment.id);
+      const result = await this.#handler.handle(deployment, failing ? Math.min(FAILING_BATCH_SIZE, this.#settings.batchSize) : undefined);
       this.#errorBackoffMs = 0;
       this.#health.succeeded(deployment.id);
       if (result.claimed > 0) {
-        this.#seen.add(deployment.id);
         this.#log.debug(result, 'batch done');
         this.emit('batch', result);
         if (result.dead * 2 > result.claimed) this.#failing.add(deployment.id);

@@ -67,6 +67,7 @@ describe('a healthy deployment beside one whose model fails on every row of a ba
       `failing: ${dead[0]!.n} dead letters, ${left} rows still pending`);
     // Every healthy row was scored while the failing deployment still had its backlog.
     expect(left).toBeGreaterThan(0);
-    expect(quantile(beside, 0.9)).toBeLessThan(Math.max(3 * quantile(alone, 0.9), quantile(alone, 0.9) + 20));
+    // Before: p90 8.5 s beside the backlog (18 ms p50 alone). Loose: other test files share the machine.
+    expect(quantile(beside, 0.9)).toBeLessThan(Math.max(4 * quantile(alone, 0.9), quantile(alone, 0.9) + 100));
   }, 300_000);
 });

@@ -78,8 +78,9 @@ describe(`a healthy deployment beside ${IDLE_DEPLOYMENTS} idle ones`, () => {
 
     await latencies(10);
     const beside = median(await latencies(40));
-    // Before: 6.0 → 30.1 ms with 200 idle deployments (5×).
-    expect(beside).toBeLessThan(Math.max(2.5 * alone, alone + 10));
+    // Before: 6.0 → 30.1 ms with 200 idle deployments (5×); here 15 → 1,061 ms with 300. Loose:
+    // other test files share the machine.
+    expect(beside).toBeLessThan(Math.max(3 * alone, alone + 50));
 
     const before = await commits();
     await new Promise((resolve) => setTimeout(resolve, 5000));
