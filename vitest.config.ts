@@ -15,6 +15,7 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           globalSetup: ['test/helpers/global-postgres.ts'],
+          setupFiles: ['test/helpers/setup-processes.ts'],
           testTimeout: 120_000,
           hookTimeout: 180_000,
           // Files share one Postgres server (each gets its own database); two at a time fit two cores.
@@ -27,6 +28,7 @@ export default defineConfig({
         test: {
           name: 'chaos',
           include: ['test/chaos/**/*.test.ts'],
+          setupFiles: ['test/helpers/setup-processes.ts'],
           // Its own Postgres (test/helpers/server.ts), restarted mid-run; ~95 s (CHAOS_SECONDS=90 of chaos).
           testTimeout: 600_000,
           hookTimeout: 180_000,

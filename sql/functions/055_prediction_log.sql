@@ -90,8 +90,8 @@ BEGIN
       EXECUTE format('CREATE TABLE ml.%I PARTITION OF ml._prediction_batches FOR VALUES FROM (%L) TO (%L)',
                      '_prediction_batches_' || to_char(v_day, 'YYYYMMDD'),
                      v_day::timestamp AT TIME ZONE 'UTC', (v_day + 1)::timestamp AT TIME ZONE 'UTC');
-      -- As every ml table (090_privileges.sql): admins read it.
-      EXECUTE format('GRANT SELECT ON ml.%I TO pgscore_admin', '_prediction_batches_' || to_char(v_day, 'YYYYMMDD'));
+      -- Admins read the log through ml._prediction_batches, whose row security shows them only
+      -- the tables they may read (090_privileges.sql): a partition grants them nothing.
     END IF;
   END LOOP;
   FOR v_part IN
@@ -169,9 +169,18 @@ BEGIN
     JOIN ml._deployments d ON d.id = x.deployment_id
     LEFT JOIN LATERAL ml._agreement(d.plan->'outputs', x.outputs, x.live_outputs) a
            ON x.live_outputs IS NOT NULL AND x.error IS NULL
+   WHERE ml._may_read(ml._reader(), d.source)
    GROUP BY d.name, x.model, x.role
    ORDER BY d.name, CASE x.role WHEN 'live' THEN 0 WHEN 'variant' THEN 1 ELSE 2 END, x.model;
 END
 $$;
 
-CREATE VIEW ml.compare AS SELECT * FROM ml.compare();
+CREATE VIEW ml.compare AS SELECT * FROM ml.compare() c WHERE ml._may_read_deployment_named(current_user, c.deployment);
+
+-- The log a row per prediction (0007_prediction_batches.sql), of the tables the reader may read:
+-- the view runs as its owner, whom row security does not restrict.
+CREATE OR REPLACE VIEW ml._predictions AS
+SELECT b.deployment_id, p.row_key, b.model, b.role, p.outputs, p.error, b.score_us, b.scored_at
+  FROM ml._prediction_batches b
+ CROSS JOIN LATERAL unnest(b.row_keys, b.outputs, b.errors) AS p(row_key, outputs, error)
+ WHERE ml._may_read_deployment(current_user, b.deployment_id);

@@ -14,9 +14,45 @@ AS $$
     format('%s@%s', d.model, ml._resolve_version(d.model, d.version, d.alias)))
 $$;
 
+-- The query p_query (its result described by p_columns, "id int, site text") run with the rights
+-- of role p_owner, as the source of a FROM: a filter is code of the table's owner, and pgscore's
+-- functions run as the schema owner, a superuser. A function owned by p_owner and SECURITY
+-- DEFINER does that; it lives in this session's pg_temp and this transaction only, so no one
+-- else can see or change it before it is dropped again (ml._drop_as_owner).
+CREATE OR REPLACE FUNCTION ml._as_owner(p_owner oid, p_query text, p_columns text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  CREATE OR REPLACE FUNCTION pg_temp.pgscore_as_owner(p_query text)
+  RETURNS SETOF record
+  LANGUAGE plpgsql
+  SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  AS $f$
+  BEGIN
+    RETURN QUERY EXECUTE p_query;
+  END
+  $f$;
+  EXECUTE format('ALTER FUNCTION pg_temp.pgscore_as_owner(text) OWNER TO %I', (SELECT r.rolname FROM pg_roles r WHERE r.oid = p_owner));
+  RETURN format('SELECT * FROM pg_temp.pgscore_as_owner(%L) AS o(%s)', p_query, p_columns);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml._drop_as_owner()
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  DROP FUNCTION IF EXISTS pg_temp.pgscore_as_owner(text);
+$$;
+
 -- Starts a run of an active deployment: queues its rows (those matching p_filter, else the
 -- deployment's filter option, else all) at backfill priority and records the run. Returns the
--- run's id, or NULL when the scheduled run p_scheduled_for exists already.
+-- run's id, or NULL when the scheduled run p_scheduled_for exists already. Whoever starts the run
+-- (an admin, the scheduler in a worker, a promotion), the filter runs with the rights of the
+-- table's owner, never with pgscore's.
 CREATE OR REPLACE FUNCTION ml._start_run(p_id int, p_kind text, p_filter text DEFAULT NULL, p_scheduled_for timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -27,6 +63,7 @@ DECLARE
   v_filter text;
   v_checked jsonb;
   v_keys text;
+  v_from text;
   v_run bigint;
   v_queued record;
 BEGIN
@@ -34,7 +71,7 @@ BEGIN
   d := ml._active_deployment(d.name);
   -- A backfill without a filter queues every row; other runs default to the deployment's filter.
   v_filter := coalesce(p_filter, CASE WHEN p_kind <> 'backfill' THEN d.plan->>'filter' END);
-  -- The filter runs with the schema owner's rights: it passes the same checks as input expressions.
+  -- The filter passes the same checks as input expressions (checked, never run, here).
   IF p_filter IS NOT NULL THEN
     v_checked := ml._check_expression(d.source, 'backfill filter', p_filter);
     IF (v_checked->>'type')::oid <> 'boolean'::regtype THEN
@@ -52,11 +89,18 @@ BEGIN
   END IF;
 
   SELECT string_agg(format('%I', k->>'column'), ', ') INTO v_keys FROM jsonb_array_elements(d.plan->'keys') k;
+  v_from := format('SELECT %s FROM %s', v_keys, ml._relname(d.source));
+  IF v_filter IS NOT NULL THEN
+    v_from := ml._as_owner((SELECT c.relowner FROM pg_class c WHERE c.oid = d.source), format('%s WHERE %s', v_from, v_filter),
+                           (SELECT string_agg(format('%I %s', k->>'column', k->>'type'), ', ') FROM jsonb_array_elements(d.plan->'keys') k));
+  END IF;
   EXECUTE format('WITH queued AS (%s RETURNING pgscore_n, pgscore_seq)
                   SELECT coalesce(sum(pgscore_n), 0) AS n, min(pgscore_seq) AS first, max(pgscore_seq) AS last FROM queued',
-                 ml._enqueue_sql(d.id, d.plan,
-                   format('SELECT %s FROM %s WHERE %s', v_keys, ml._relname(d.source), coalesce(v_filter, 'true')), 1))
+                 ml._enqueue_sql(d.id, d.plan, v_from, 1))
     INTO v_queued;
+  IF v_filter IS NOT NULL THEN
+    PERFORM ml._drop_as_owner();
+  END IF;
   UPDATE ml._runs
      SET rows = v_queued.n, first_seq = v_queued.first, last_seq = v_queued.last,
          state = CASE WHEN v_queued.n = 0 THEN 'finished' ELSE 'running' END,
@@ -80,8 +124,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   d ml._deployments := ml._active_deployment(deployment);
-  v_run bigint := ml._start_run(d.id, 'backfill', filter);
+  v_run bigint;
 BEGIN
+  PERFORM ml._require_owner(d.source, format('backfill "%s"', d.name));
+  v_run := ml._start_run(d.id, 'backfill', filter);
   RETURN (SELECT r.rows FROM ml._runs r WHERE r.id = v_run);
 END
 $$;
@@ -97,6 +143,7 @@ AS $$
 DECLARE
   d ml._deployments := ml._active_deployment(deployment);
 BEGIN
+  PERFORM ml._require_owner(d.source, format('run "%s"', d.name));
   RETURN ml._start_run(d.id, 'manual');
 END
 $$;
@@ -197,7 +244,9 @@ AS $$
          LATERAL (SELECT greatest(r.rows - ml._run_remaining(r), 0) AS scored) s,
          LATERAL (SELECT s.scored,
                          s.scored / nullif(extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at), 0)::float8 AS rate) x
+   WHERE ml._may_read_deployment(ml._reader(), r.deployment_id)
    ORDER BY r.id DESC
 $$;
 
-CREATE VIEW ml.runs AS SELECT * FROM ml._runs();
+-- A run's counts and filter tell about the table's rows: shown to readers of the table (005).
+CREATE VIEW ml.runs AS SELECT * FROM ml._runs() r WHERE ml._may_read_deployment_named(current_user, r.deployment);

@@ -207,8 +207,8 @@ AS $$
     JOIN ml._deployments d ON d.id = t.deployment_id
     JOIN ml._baselines b ON b.model || '@' || b.version = t.model
     CROSS JOIN LATERAL (SELECT CASE t.kind WHEN 'input' THEN b.inputs ELSE b.outputs END -> t.feature AS summary) s
-   WHERE s.summary IS NOT NULL
+   WHERE s.summary IS NOT NULL AND ml._may_read(ml._reader(), d.source)
    ORDER BY d.name, t.model, t.kind DESC, t.feature, t.name
 $$;
 
-CREATE VIEW ml.drift AS SELECT * FROM ml._drift();
+CREATE VIEW ml.drift AS SELECT * FROM ml._drift() x WHERE ml._may_read_deployment_named(current_user, x.deployment);

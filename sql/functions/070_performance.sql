@@ -48,7 +48,8 @@ DECLARE
   v_meta jsonb;
 BEGIN
   FOR d IN SELECT * FROM ml._deployments x
-            WHERE x.status = 'active' AND jsonb_typeof(x.plan->'label') = 'object' ORDER BY x.name LOOP
+            WHERE x.status = 'active' AND jsonb_typeof(x.plan->'label') = 'object' AND ml._may_read(ml._reader(), x.source)
+            ORDER BY x.name LOOP
     v_label := d.plan->'label';
     -- The label column must still be where the plan found it.
     CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = d.source AND a.attnum = (v_label->>'attnum')::int2
@@ -116,4 +117,4 @@ BEGIN
 END
 $$;
 
-CREATE VIEW ml.performance AS SELECT * FROM ml._performance();
+CREATE VIEW ml.performance AS SELECT * FROM ml._performance() x WHERE ml._may_read_deployment_named(current_user, x.deployment);

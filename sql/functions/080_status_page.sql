@@ -97,6 +97,8 @@ AS $$
     LEFT JOIN series se ON se.deployment_id = d.id
     LEFT JOIN drift dr ON dr.deployment = d.name
     LEFT JOIN alerts a ON a.deployment_id = d.id
+   -- The workers serve every deployment; an admin who asks sees the tables it may read (005).
+   WHERE ml._may_read(ml._reader(), d.source)
 $$;
 
 -- 090_privileges.sql runs after this file and revokes only PUBLIC's EXECUTE: these stay.

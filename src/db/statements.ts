@@ -97,6 +97,9 @@ export const RECHECK_DEPLOYMENTS = 'SELECT ml._recheck_deployments() AS changed'
 /** $1 deployment id: re-plan one deployment after a batch failed; returns its status. */
 export const RECHECK_DEPLOYMENT = 'SELECT ml._recheck($1, $2) AS status';
 
+/** $1 deployment id, $2 reason: no prediction can be written to its table; it turns invalid. */
+export const INVALIDATE_UNWRITABLE = 'SELECT ml._invalidate_unwritable($1, $2)';
+
 /** Whether migrate could install the event triggers that re-plan deployments on ALTER TABLE. */
 export const HAS_EVENT_TRIGGERS = "SELECT count(*) = 2 AS present FROM pg_event_trigger WHERE evtname IN ('pgscore_alter_table', 'pgscore_drop')";
 
@@ -145,10 +148,45 @@ export const COUNT_RELAYED = `
   INSERT INTO ml._kafka_counts AS k (deployment_id, relayed) VALUES ($1, $2)
   ON CONFLICT (deployment_id) DO UPDATE SET relayed = k.relayed + excluded.relayed`;
 
-/** $1 deployment id, $2 rows consumed by a Kafka worker. */
+/**
+ * A relay batch's messages, where the broker appended them (ml.status.in_kafka counts those past
+ * the group's committed offset), and its rows in the deployment's counter: $1 deployment id,
+ * $2 rows, $3 topic, $4..$6 each message's partition, offset and rows.
+ */
+export const RECORD_RELAYED = `
+  WITH produced AS (
+    INSERT INTO ml._kafka_messages (topic, "partition", "offset", deployment_id, rows)
+    SELECT $3, u.p, u.o, $1, u.n FROM unnest($4::int[], $5::bigint[], $6::int[]) AS u(p, o, n)
+     WHERE u.o >= 0
+    ON CONFLICT DO NOTHING)
+  INSERT INTO ml._kafka_counts AS k (deployment_id, relayed) VALUES ($1, $2)
+  ON CONFLICT (deployment_id) DO UPDATE SET relayed = k.relayed + excluded.relayed`;
+
+/**
+ * Rows a Kafka worker's chunk consumed, per deployment: $1 deployment ids, $2 rows. One statement
+ * at the end of the chunk's transaction, taking the counters' row locks in deployment order: two
+ * chunks holding rows of the same deployments (two workers, or two lanes) wait for one another
+ * instead of deadlocking, and hold the locks only until their commit.
+ */
 export const COUNT_CONSUMED = `
-  INSERT INTO ml._kafka_counts AS k (deployment_id, consumed) VALUES ($1, $2)
+  INSERT INTO ml._kafka_counts AS k (deployment_id, consumed)
+  SELECT u.id, u.n FROM unnest($1::int[], $2::bigint[]) AS u(id, n) ORDER BY u.id
   ON CONFLICT (deployment_id) DO UPDATE SET consumed = k.consumed + excluded.consumed`;
+
+/**
+ * Offsets the workers' group committed: $1 topic, $2 partitions, $3 offsets (the next message to
+ * read), after a commit or as the group's coordinator has them after a join. They only move
+ * forward: a late record of an older commit never moves one back. The messages before them are
+ * handled: their records go.
+ */
+export const RECORD_COMMITTED = `
+  WITH committed AS (
+    INSERT INTO ml._kafka_committed AS c (topic, "partition", "offset")
+    SELECT $1, u.p, u.o FROM unnest($2::int[], $3::bigint[]) AS u(p, o) ORDER BY u.p
+    ON CONFLICT (topic, "partition") DO UPDATE SET "offset" = greatest(c."offset", excluded."offset")
+    RETURNING c.topic, c."partition", c."offset")
+  DELETE FROM ml._kafka_messages m USING committed c
+   WHERE m.topic = c.topic AND m."partition" = c."partition" AND m."offset" < c."offset"`;
 
 /** Invalid and pending deployments that keep a queue: where a Kafka worker parks their rows. */
 export async function listParkedDeployments(db: pg.Pool): Promise<{ id: number; plan: Plan }[]> {

@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { connectionAs, createWorkerRole } from '../db/roles.js';
-import { ConfigError, describe } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { startMetrics } from '../metrics/metrics.js';
 import { Worker } from '../worker/worker.js';
@@ -56,27 +56,37 @@ export async function up(config: Config, log: Logger, options: { metricsOptional
     const metrics = await startMetrics('worker', worker, workerUrl, config, log).catch((error: unknown) => {
       // The default port may be taken (another pgscore up): go on without the page, and say so.
       if (!options.metricsOptional || !(error instanceof ConfigError)) throw error;
-      log.warn({ err: error }, `no status page: ${describe(error)} (set PGSCORE_METRICS_PORT to another port)`);
+      log.warn(`no status page: ${error.message} (set PGSCORE_METRICS_PORT to another port)`);
       return undefined;
     });
     try {
       await worker.start();
     } catch (error) {
-      await metrics?.close();
+      await stopQuietly(() => worker.stop(), () => metrics?.close());
       throw error;
     }
     return {
       url,
       metricsUrl: metrics?.url,
       statusUrl: metrics?.statusUrl,
+      // In this order: the worker finishes its batches and closes its pools while Postgres is up
+      // (stopped first, Postgres killed its connections under it: hundreds of warnings on Ctrl-C).
       async stop() {
-        await worker.stop();
-        await metrics?.close();
-        await server.stop();
+        try {
+          await worker.stop();
+          await metrics?.close();
+        } finally {
+          await server.stop();
+        }
       },
     };
   } catch (error) {
     await server.stop();
     throw error;
   }
+}
+
+/** Undoes a start that failed half-way; the start's own error is the one to report. */
+async function stopQuietly(...steps: (() => Promise<unknown> | undefined)[]): Promise<void> {
+  for (const step of steps) await Promise.resolve(step()).catch(() => undefined);
 }

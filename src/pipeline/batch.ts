@@ -1,15 +1,18 @@
 import type pg from 'pg';
-import { BEGIN_WRITEBACK, BEGIN_WRITEBACK_REDOABLE } from '../db/statements.js';
+import { BEGIN_WRITEBACK, BEGIN_WRITEBACK_REDOABLE, INVALIDATE_UNWRITABLE } from '../db/statements.js';
 import { isConnectionError, ModelError } from '../errors.js';
 import { groupByVariant } from '../lifecycle/variants.js';
 import type { LoadedModel } from '../models/sessions.js';
 import { claimBatch, type ClaimSizer } from '../queue/claim.js';
+import { claimIsolated } from '../queue/isolated-claim.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import type { ModelVersion, Plan } from '../scoring/plan.js';
 import { scoreRows, type Scored } from '../scoring/score.js';
 import type { RateLimitedLog } from '../log-limit.js';
 import type { ActiveDeployment } from '../worker/deployments.js';
+import { writePredictionsIsolated } from '../writeback/isolated.js';
 import { writePredictions, type ShadowScores, type WriteResult } from '../writeback/writeback.js';
+import { isTableFailure, isWriteRowFailure, UnwritableTableError } from './row-failure.js';
 
 export interface BatchResult {
   readonly deployment: string;
@@ -76,6 +79,8 @@ export async function scoreBatch(
   rows: readonly ClaimedRow[],
   readAt: number,
   observer?: BatchObserver,
+  /** Write in savepoints, splitting on a row the table refuses (after a batch failed on one). */
+  isolate = false,
 ): Promise<WriteResult & { scoredAt: number }> {
   const { plan } = deployment;
   const groups = groupByVariant(plan, deployment.own, rows);
@@ -92,7 +97,8 @@ export async function scoreBatch(
     observer?.observe(deployment.id, plan, group.version.ref, group.rows, scored);
     const shadowScores = shadow ? await scoreShadow(shadow, plan, values) : undefined;
     scoredAt = performance.now();
-    const result = await writePredictions(client, deployment, group.rows, scored, scoredAt - readAt,
+    const write = isolate ? writePredictionsIsolated : writePredictions;
+    const result = await write(client, deployment, group.rows, scored, scoredAt - readAt,
       { ref: group.version.ref, scoreUs }, shadowScores);
     total = {
       written: total.written + result.written,
@@ -139,15 +145,49 @@ export async function claimAndScore(
   sizer: ClaimSizer,
   observer?: BatchObserver,
 ): Promise<BatchResult> {
+  try {
+    return await claimAndScoreOnce(pool, deployment, models, batchSize, sizer, observer, false);
+  } catch (error) {
+    if (!isWriteRowFailure(error) && !isTableFailure(error)) throw error;
+  }
+  // A row's values or its write failed the batch (nothing of it committed): claim again, one
+  // step at a time, so that the failing rows become dead letters and the others are scored.
+  try {
+    return await claimAndScoreOnce(pool, deployment, models, batchSize, sizer, observer, true);
+  } catch (error) {
+    if (!(error instanceof UnwritableTableError)) throw error;
+    await pool.query(INVALIDATE_UNWRITABLE, [deployment.id, error.message]);
+    return { deployment: deployment.name, claimed: 0, written: 0, dead: 0, requeued: 0, ms: 0 };
+  }
+}
+
+async function claimAndScoreOnce(
+  pool: pg.Pool,
+  deployment: ActiveDeployment,
+  models: ModelSource,
+  batchSize: number,
+  sizer: ClaimSizer,
+  observer: BatchObserver | undefined,
+  isolate: boolean,
+): Promise<BatchResult> {
   const started = performance.now();
   let timing = { claimedAt: started, scoredAt: started };
   const result = await inWritebackTransaction(pool, async (client) => {
-    const rows = await claimBatch(client, deployment, batchSize, sizer);
+    let unreadable: { dead: number; deadReason?: string } = { dead: 0 };
+    let rows: ClaimedRow[];
+    if (isolate) {
+      const claimed = await claimIsolated(client, deployment, batchSize, sizer);
+      rows = claimed.rows;
+      unreadable = { dead: claimed.dead.length, ...(claimed.dead[0] ? { deadReason: claimed.dead[0].reason } : {}) };
+    } else {
+      rows = await claimBatch(client, deployment, batchSize, sizer);
+    }
     const claimedAt = performance.now();
-    if (rows.length === 0) return { claimed: 0, written: 0, dead: 0, requeued: 0 };
-    const { scoredAt, ...written } = await scoreBatch(client, deployment, models, rows, claimedAt, observer);
+    if (rows.length === 0) return { claimed: unreadable.dead, written: 0, requeued: 0, ...unreadable };
+    const { scoredAt, ...written } = await scoreBatch(client, deployment, models, rows, claimedAt, observer, isolate);
     timing = { claimedAt, scoredAt };
-    return { claimed: rows.length, ...written };
+    const deadReason = unreadable.deadReason ?? written.deadReason;
+    return { claimed: rows.length + unreadable.dead, ...written, dead: written.dead + unreadable.dead, ...(deadReason ? { deadReason } : {}) };
   }, 'redoable');
   const done = performance.now();
   return {

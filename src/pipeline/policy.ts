@@ -1,9 +1,10 @@
-import { describe, isConnectionError, ModelError } from '../errors.js';
+import { describe, isRetriable, ModelError } from '../errors.js';
 
 /**
  * One failure policy for both transports (README "Operations"). What a failed batch means:
  *
- *  - reconnect: the database (or its connection) went away. Nothing of the batch committed; the
+ *  - reconnect: the database (or its connection) or the Kafka broker went away, or any error
+ *    whose PgscoreError.retriable says that trying again later can help. Nothing of the batch committed; the
  *    rows stay queued (notify) or their offsets uncommitted (Kafka). Everything waits with a
  *    jittered backoff, since no deployment can progress.
  *  - pause: the deployment's model does not load. Its rows stay queued (the Kafka worker puts
@@ -24,7 +25,7 @@ export type FailureAction =
 
 export function classifyFailure(error: unknown): FailureAction {
   const reason = describe(error);
-  if (isConnectionError(error)) return { kind: 'reconnect', reason };
+  if (isRetriable(error)) return { kind: 'reconnect', reason };
   if (error instanceof ModelError) return { kind: 'pause', reason };
   return { kind: 'recheck', reason };
 }

@@ -17,10 +17,43 @@ const q = pg.escapeIdentifier;
  * read-layout.ts: one column per source, or one packed array per float input)...
  */
 export function claimSql(deploymentId: number, plan: Plan, table: string): string {
+  const keys = plan.keys.map((k) => q(k.column));
+  const values = valueColumnsSql(plan);
+  return `
+    ${claimKeysCtes(deploymentId, plan)}
+    SELECT ${keys.map((k) => `c.${k}::text`).join(', ')},
+           (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
+           s.pgscore_xmin,
+           s.pgscore_tid,
+           (SELECT count(*) FROM claimed)::int,
+           c.pgscore_attempts::int,
+           ${values.map((_, i) => `s.pgscore_${i}`).join(', ')}
+      FROM claimed_keys c
+      -- LATERAL ... LIMIT 1 pins the plan to one primary-key lookup per claimed row, whatever the
+      -- statistics of a table that was just bulk-loaded say. A row deleted since drops out here.
+      JOIN LATERAL (${lookupSql(plan, table)}) s ON true`;
+}
+
+/** One key's row and input values: the claim's lookup, over claimed keys aliased c. */
+export function lookupSql(plan: Plan, table: string): string {
+  const keys = plan.keys.map((k) => q(k.column));
+  const values = valueColumnsSql(plan);
+  return `
+        SELECT t.xmin AS pgscore_xmin, t.ctid AS pgscore_tid, ${values.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
+          FROM ${table} t
+         WHERE ${keys.map((k) => `t.${k} = c.${k}`).join(' AND ')}
+         LIMIT 1`;
+}
+
+/**
+ * The claim's first half: lock due queue rows, delete those of the batch and return their keys
+ * (claimed_keys: the key columns, pgscore_queued_at, pgscore_attempts). $1 batch size in keys,
+ * $2 most queue rows to lock, $3 the deployment row's version the worker loaded.
+ */
+export function claimKeysCtes(deploymentId: number, plan: Plan): string {
   const queue = queueTable(deploymentId);
   const keys = plan.keys.map((k) => q(k.column));
   const queueKeys = plan.keys.map((_, i) => `pgscore_k${i + 1}`);
-  const values = valueColumnsSql(plan);
   return `
     WITH locked AS MATERIALIZED (
       SELECT ctid AS tid, pgscore_n, pgscore_priority, pgscore_seq FROM ${queue}
@@ -40,22 +73,7 @@ export function claimSql(deploymentId: number, plan: Plan, table: string): strin
              max(c.pgscore_attempts) AS pgscore_attempts
         FROM claimed c, unnest(${queueKeys.map((k) => `c.${k}`).join(', ')}) AS u(${keys.join(', ')})
        GROUP BY ${keys.map((k) => `u.${k}`).join(', ')}
-    )
-    SELECT ${keys.map((k) => `c.${k}::text`).join(', ')},
-           (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
-           s.pgscore_xmin,
-           s.pgscore_tid,
-           (SELECT count(*) FROM claimed)::int,
-           c.pgscore_attempts::int,
-           ${values.map((_, i) => `s.pgscore_${i}`).join(', ')}
-      FROM claimed_keys c
-      -- LATERAL ... LIMIT 1 pins the plan to one primary-key lookup per claimed row, whatever the
-      -- statistics of a table that was just bulk-loaded say. A row deleted since drops out here.
-      JOIN LATERAL (
-        SELECT t.xmin AS pgscore_xmin, t.ctid AS pgscore_tid, ${values.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
-          FROM ${table} t
-         WHERE ${keys.map((k) => `t.${k} = c.${k}`).join(' AND ')}
-         LIMIT 1) s ON true`;
+    )`;
 }
 
 export interface Claimed {

@@ -23,6 +23,13 @@ export interface ChunkSettings {
   rowsIn(message: KafkaMessage): number;
   /** An offset commit failed (its messages are redelivered after a restart or a rebalance). */
   onCommitFailure(error: unknown): void;
+  /** The group committed these offsets (the next message to read of each partition). */
+  onCommitted(topics: readonly CommittedOffsets[]): void;
+}
+
+export interface CommittedOffsets {
+  readonly topic: string;
+  readonly partitions: readonly { readonly partition: number; readonly offset: string }[];
 }
 
 interface Entry {
@@ -164,6 +171,7 @@ export class ChunkScheduler {
     this.#committedAt = performance.now();
     this.#committing = this.#committer
       .commitOffsetsIfNecessary({ topics })
+      .then(() => this.#settings.onCommitted(topics))
       .catch((error: unknown) => this.#settings.onCommitFailure(error))
       .finally(() => {
         this.#committing = undefined;

@@ -3,7 +3,7 @@ import type { Consumer } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
-import { COUNT_CONSUMED, fetchModelBytes, listParkedDeployments, RECHECK_DEPLOYMENT, RECORD_POISON } from '../db/statements.js';
+import { COUNT_CONSUMED, fetchModelBytes, INVALIDATE_UNWRITABLE, listParkedDeployments, RECHECK_DEPLOYMENT, RECORD_COMMITTED, RECORD_POISON } from '../db/statements.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
@@ -11,6 +11,7 @@ import { SessionCache } from '../models/sessions.js';
 import { Upkeep } from '../lifecycle/upkeep.js';
 import { inWritebackTransaction, reportDeadLetters, scoreBatch, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth } from '../pipeline/policy.js';
+import { isTableFailure, isWriteRowFailure, UnwritableTableError } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { requeueRows } from '../queue/requeue.js';
 import { parkingStatements } from '../queue/statements.js';
@@ -19,7 +20,7 @@ import { loadDeployments, versionsInUse, type ActiveDeployment } from '../worker
 import { checkWorkerRole } from '../worker/identity.js';
 import type { LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
-import { ChunkScheduler, type Slice } from './kafka-batches.js';
+import { ChunkScheduler, type CommittedOffsets, type Slice } from './kafka-batches.js';
 import { decodeMessage, rowsIn, toClaimedRow } from './message.js';
 
 const RELOAD_EVERY_MS = 5_000;
@@ -31,6 +32,21 @@ const PAUSED_REQUEUE_DELAY_MS = 5_000;
  * work, in more chunks).
  */
 const PARTITIONS_AT_ONCE = 256;
+
+/**
+ * After a broker restart kafkajs's consumers crash (its join gives up on a closed connection or a
+ * coordinator still loading) and rejoin as new members; the coordinator then hands out no
+ * partition until the old members' sessions have run out. kafkajs has no static membership
+ * (group.instance.id, tulios/kafkajs#884) that would let a restarted member take its place, so
+ * recovery takes about the session: the shortest the broker accepts by default.
+ */
+const SESSION_TIMEOUT_MS = 6_000;
+/**
+ * The consumer's retries: kafkajs's default (5, from 300 ms doubling) ends in a crash whose
+ * restart waits the last retry's delay, 5.5-18 s in all; retries at most 1 s apart bring a
+ * crashed consumer back within a second of the broker.
+ */
+const CONSUMER_RETRY = { initialRetryTime: 100, maxRetryTime: 1_000, retries: 30 };
 
 interface Poison {
   readonly topic: string;
@@ -58,6 +74,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   #deployments = new Map<number, ActiveDeployment>();
   #parked = new Map<number, ReturnType<typeof parkingStatements>>();
   readonly #health = new DeploymentHealth();
+  /** Deployments whose table took no prediction in this chunk, with the reason (invalidated after it commits). */
+  readonly #unwritable = new Map<number, string>();
   readonly #failureLog: RateLimitedLog;
   #loadedAt = 0;
   #reloading: Promise<void> | undefined;
@@ -65,6 +83,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #upkeep: Upkeep;
   readonly #drift: DriftRecorder;
   readonly #chunks: ChunkScheduler;
+  /** Records of committed offsets, one at a time, in order (#recordCommitted). */
+  #recording: Promise<void> = Promise.resolve();
 
   constructor(connectionString: string, config: Config, log: Logger) {
     super();
@@ -72,12 +92,16 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     this.#log = log;
     this.#failureLog = new RateLimitedLog(log);
     this.#kafka = createKafka(config, log);
-    // A 10 s session (kafkajs defaults to 30 s) hands a dead member's partitions over sooner.
     this.#consumer = this.#kafka.consumer({
       groupId: config.kafkaGroup,
       allowAutoTopicCreation: false,
-      sessionTimeout: 10_000,
+      // The shortest session the broker accepts by default (group.min.session.timeout.ms; kafkajs
+      // defaults to 30 s): after a broker restart or a worker's death the group waits this long
+      // for the members that will not come back (see CONSUMER_RETRY). Heartbeats go every second,
+      // between chunks.
+      sessionTimeout: SESSION_TIMEOUT_MS,
       heartbeatInterval: 1_000,
+      retry: CONSUMER_RETRY,
     });
     this.#chunks = new ChunkScheduler(
       {
@@ -85,6 +109,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
         lanes: config.concurrency,
         rowsIn: (message) => rowsIn(message.value),
         onCommitFailure: (error) => this.#failureLog.warn('commit', { err: error }, `offset commit failed; messages handled since the last one will be redelivered: ${describe(error)}`),
+        onCommitted: (topics) => this.#recordCommitted(topics),
       },
       (slices) => this.#handleChunk(slices),
     );
@@ -116,6 +141,9 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
         resolve();
       });
     });
+    // Each join: the group's offsets as its coordinator has them (a worker may have died between
+    // a commit and its record).
+    this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => void this.#syncCommitted());
     await this.#consumer.run({
       eachBatchAutoResolve: false,
       // The chunk scheduler commits each chunk's offsets once its transaction has committed.
@@ -134,8 +162,41 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     await this.#drift.stop();
     await this.#chunks.stop();
     await this.#consumer.disconnect();
+    await this.#recording;
     await this.#models.close();
     await this.#pool.end();
+  }
+
+  /**
+   * Records offsets the group committed: ml.status.in_kafka counts the rows of the messages past
+   * them. A failure costs only that count's accuracy until the next commit: logged, not retried.
+   */
+  #recordCommitted(topics: readonly CommittedOffsets[]): void {
+    this.#recording = this.#recording
+      .then(async () => {
+        for (const { topic, partitions } of topics) {
+          if (partitions.length === 0) continue;
+          await this.#pool.query(RECORD_COMMITTED, [topic, partitions.map((p) => p.partition), partitions.map((p) => p.offset)]);
+        }
+      })
+      .catch((error: unknown) => {
+        this.#failureLog.warn('record-commit', { reason: describe(error) }, `could not record the committed offsets (ml.status.in_kafka): ${describe(error)}`);
+      });
+  }
+
+  async #syncCommitted(): Promise<void> {
+    const admin = this.#kafka.admin();
+    try {
+      await admin.connect();
+      const [fetched] = await admin.fetchOffsets({ groupId: this.#config.kafkaGroup, topics: [this.#config.kafkaTopic] });
+      // -1: nothing committed yet.
+      const partitions = (fetched?.partitions ?? []).filter((p) => !p.offset.startsWith('-'));
+      this.#recordCommitted([{ topic: this.#config.kafkaTopic, partitions }]);
+    } catch (error) {
+      this.#log.debug({ reason: describe(error) }, 'could not read the group\'s committed offsets');
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
   }
 
   async #reload(): Promise<void> {
@@ -165,7 +226,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     return this.#deployments.get(id);
   }
 
-  async #handleChunk(slices: readonly Slice[]): Promise<void> {
+  async #handleChunk(slices: readonly Slice[], isolate = false): Promise<void> {
     if (this.#reloadBeforeNextChunk) {
       this.#reloadBeforeNextChunk = false;
       await this.#reload();
@@ -227,9 +288,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
           const { deployment, stale, consumed } = group;
           const rows = group.rows();
           const claimedAt = performance.now();
-          const result = await this.#scoreGroup(client, deployment, rows, claimedAt);
+          const result = await this.#scoreGroup(client, deployment, rows, claimedAt, isolate);
           await requeueRows(client, deployment, stale, 0);
-          await client.query(COUNT_CONSUMED, [deployment.id, consumed + stale.length]);
           const done = performance.now();
           handled.push({
             deployment,
@@ -245,13 +305,27 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
             },
           });
         }
+        // Last, in deployment order (see COUNT_CONSUMED): no deadlock between chunks.
+        if (groups.size > 0) {
+          const counted = [...groups.values()].sort((a, b) => a.deployment.id - b.deployment.id);
+          await client.query(COUNT_CONSUMED, [counted.map((g) => g.deployment.id), counted.map((g) => g.consumed + g.stale.length)]);
+        }
       });
       // Reported once committed: a chunk that rolls back is redelivered and counted then.
+      for (const [id, reason] of this.#unwritable) {
+        await this.#pool.query(INVALIDATE_UNWRITABLE, [id, reason]);
+        this.#reloadBeforeNextChunk = true;
+      }
+      this.#unwritable.clear();
       for (const { deployment, result, batch } of handled) {
         this.emit('batch', batch);
         reportDeadLetters(this.#failureLog, deployment, result);
       }
     } catch (error) {
+      this.#unwritable.clear();
+      // A row's write failed the chunk: score it again at once, writing in savepoints, so that
+      // the failing rows become dead letters and the others are written (writePredictionsIsolated).
+      if (!isolate && (isWriteRowFailure(error) || isTableFailure(error))) return this.#handleChunk(slices, true);
       // The failure policy: nothing of the chunk committed and its offsets stay uncommitted, so
       // Kafka redelivers it. A deployment whose write failed is re-checked first (a schema change
       // turns it invalid, and its rows are parked on the redelivery).
@@ -274,14 +348,20 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
    * Scores one deployment's rows, or (its model does not load: the failure policy's pause) puts
    * them back on the deployment's queue to wait, as the notify worker leaves them queued.
    */
-  async #scoreGroup(client: pg.ClientBase, deployment: ActiveDeployment, rows: ClaimedRow[], claimedAt: number) {
+  async #scoreGroup(client: pg.ClientBase, deployment: ActiveDeployment, rows: ClaimedRow[], claimedAt: number, isolate: boolean) {
     if (rows.length === 0) return { written: 0, dead: 0, requeued: 0, scoredAt: claimedAt };
     if (!this.#health.isResting(deployment.id)) {
       try {
-        const result = await scoreBatch(client, deployment, this.#models, rows, claimedAt, this.#drift);
+        const result = await scoreBatch(client, deployment, this.#models, rows, claimedAt, this.#drift, isolate);
         this.#health.succeeded(deployment.id);
         return result;
       } catch (error) {
+        if (error instanceof UnwritableTableError) {
+          // Its rows wait on its queue; the deployment turns invalid once the chunk committed.
+          this.#unwritable.set(deployment.id, error.message);
+          await requeueRows(client, deployment, rows, 0);
+          return { written: 0, dead: 0, requeued: rows.length, scoredAt: performance.now() };
+        }
         if (classifyFailure(error).kind !== 'pause') throw error;
         const restMs = this.#health.failed(deployment.id, describe(error));
         this.emit('failure', { deployment: deployment.name, kind: 'pause', reason: describe(error) });

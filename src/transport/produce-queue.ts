@@ -1,8 +1,15 @@
-import type { Message } from 'kafkajs';
+import type { Message, RecordMetadata } from 'kafkajs';
+
+/** Where the broker appended a message. */
+export interface Produced {
+  readonly partition: number;
+  /** Its offset (int64 as text). */
+  readonly offset: string;
+}
 
 interface Waiting {
   readonly messages: Message[];
-  settle(error?: unknown): void;
+  settle(error: unknown, produced?: Produced[]): void;
 }
 
 /**
@@ -10,26 +17,26 @@ interface Waiting {
  * relay lane handed over while the previous one was in flight: a lane that would wait behind
  * another's request joins the next one instead, so lanes add rows to requests rather than
  * requests to the broker. Each lane's promise settles with the request that carried its
- * messages; a request that fails fails every lane in it (their rows stay queued and are sent
- * again). A request takes a lane's messages whole and stays within maxPartitionBytes of message
- * values per partition (the broker limits a partition's share of a request), taking at least one
- * lane's.
+ * messages, with the offset of each of them; a request that fails fails every lane in it (their
+ * rows stay queued and are sent again). A request takes a lane's messages whole and stays within
+ * maxPartitionBytes of message values per partition (the broker limits a partition's share of a
+ * request), taking at least one lane's. Every message must name its partition.
  */
 export class ProduceQueue {
-  readonly #send: (messages: Message[]) => Promise<unknown>;
+  readonly #send: (messages: Message[]) => Promise<RecordMetadata[]>;
   readonly #maxPartitionBytes: number;
   readonly #waiting: Waiting[] = [];
   #busy = false;
 
-  constructor(send: (messages: Message[]) => Promise<unknown>, maxPartitionBytes: number) {
+  constructor(send: (messages: Message[]) => Promise<RecordMetadata[]>, maxPartitionBytes: number) {
     this.#send = send;
     this.#maxPartitionBytes = maxPartitionBytes;
   }
 
   /** Resolves once the broker acknowledged these messages (acks as the send function asks). */
-  send(messages: Message[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.#waiting.push({ messages, settle: (error) => (error === undefined ? resolve() : reject(error)) });
+  send(messages: Message[]): Promise<Produced[]> {
+    return new Promise<Produced[]>((resolve, reject) => {
+      this.#waiting.push({ messages, settle: (error, produced) => (error === undefined ? resolve(produced ?? []) : reject(error)) });
       if (!this.#busy) void this.#drain();
     });
   }
@@ -38,13 +45,26 @@ export class ProduceQueue {
     this.#busy = true;
     while (this.#waiting.length > 0) {
       const taken = this.#take();
+      let metadata: RecordMetadata[];
       try {
-        await this.#send(taken.flatMap((t) => t.messages));
+        metadata = await this.#send(taken.flatMap((t) => t.messages));
       } catch (error) {
         for (const t of taken) t.settle(error ?? new Error('produce failed'));
         continue;
       }
-      for (const t of taken) t.settle();
+      // A partition's messages of one request are one record batch, appended in request order
+      // from its base offset.
+      const next = new Map<number, bigint>();
+      for (const { partition, baseOffset } of metadata) if (baseOffset !== undefined) next.set(partition, BigInt(baseOffset));
+      for (const t of taken) {
+        const produced: Produced[] = [];
+        for (const { partition = 0 } of t.messages) {
+          const offset = next.get(partition) ?? -1n;
+          if (offset >= 0n) next.set(partition, offset + 1n);
+          produced.push({ partition, offset: offset.toString() });
+        }
+        t.settle(undefined, produced);
+      }
     }
     this.#busy = false;
   }

@@ -1,19 +1,22 @@
 import { EventEmitter } from 'node:events';
-import { CompressionTypes, type Message, type Producer } from 'kafkajs';
+import type { Message } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
-import { COUNT_RELAYED, RECHECK_DEPLOYMENT } from '../db/statements.js';
+import { RECHECK_DEPLOYMENT, RECORD_RELAYED } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { inWritebackTransaction, type BatchResult } from '../pipeline/batch.js';
 import { claimBatch, ClaimSizer } from '../queue/claim.js';
+import { claimIsolated } from '../queue/isolated-claim.js';
+import { isRowFailure } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { checkWorkerRole } from '../worker/identity.js';
 import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
 import { QueueLoop, type LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
-import { encodeRows, MAX_MESSAGE_BYTES } from './message.js';
-import { ProduceQueue } from './produce-queue.js';
+import { encodeRows, MAX_MESSAGE_BYTES, rowsIn } from './message.js';
+import { ProduceQueue, type Produced } from './produce-queue.js';
+import { RelayProducer } from './relay-producer.js';
 import { partitionOf, rowKey } from './partition.js';
 
 /** Keys per queue row of a bulk statement (sql/functions/030_generate.sql). */
@@ -23,15 +26,16 @@ const BULK_KEYS_PER_QUEUE_ROW = 100;
  * `pgscore relay`: drains the queues like a notify worker, but instead of scoring it produces
  * the claimed rows, with their input values, to the Kafka topic (one message per partition a
  * batch's rows belong to, message.ts), and deletes the queue rows only after every broker in sync
- * has acknowledged them (acks=all, idempotent producer), in the same transaction that claimed
- * them. A crash between the acknowledgement and the commit sends the rows again (duplicates);
- * nothing is ever deleted unsent. Lanes (PGSCORE_CONCURRENCY) overlap one batch's claim with
+ * has acknowledged them (acks=all, idempotent producer, retired after a failed send:
+ * relay-producer.ts), in the same transaction that claimed them, which also records where the
+ * messages were appended (ml.status.in_kafka). A crash between the acknowledgement and the
+ * commit sends the rows again (duplicates); nothing is ever deleted unsent. Lanes (PGSCORE_CONCURRENCY) overlap one batch's claim with
  * another's produce; lanes that produce at the same time share a request (produce-queue.ts).
  */
 export class Relay extends EventEmitter<LoopEvents> {
   readonly #config: Config;
   readonly #loop: QueueLoop;
-  readonly #producer: Producer;
+  readonly #producer: RelayProducer;
   readonly #kafka;
   readonly #pool: pg.Pool;
   readonly #log: Logger;
@@ -44,9 +48,7 @@ export class Relay extends EventEmitter<LoopEvents> {
     this.#log = log;
     this.#kafka = createKafka(config, log);
     const partitions = this.#partitions;
-    this.#producer = this.#kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
+    this.#producer = new RelayProducer(this.#kafka, config.kafkaTopic, {
       allowAutoTopicCreation: false,
       // Every message names its partition (relayMessages); the metadata the producer passes
       // keeps the count current when partitions are added.
@@ -54,14 +56,11 @@ export class Relay extends EventEmitter<LoopEvents> {
         if (partitionMetadata.length > 0) partitions.count = partitionMetadata.length;
         return message.partition ?? 0;
       },
-    });
+    }, log);
     const pool = createPool(connectionString, { max: config.concurrency + 1, name: 'relay' });
     pool.on('error', (error) => log.warn({ err: error }, 'idle pooled connection lost'));
     const producer = this.#producer;
-    const produce = new ProduceQueue(
-      (messages) => producer.send({ topic: config.kafkaTopic, acks: -1, compression: CompressionTypes.None, messages }),
-      MAX_MESSAGE_BYTES,
-    );
+    const produce = new ProduceQueue((messages) => producer.send(messages), MAX_MESSAGE_BYTES);
     const sizer = new ClaimSizer(config.batchSize);
     const primed = new Set<number>();
     this.#pool = pool;
@@ -78,7 +77,16 @@ export class Relay extends EventEmitter<LoopEvents> {
         }
         return deployments;
       },
-      handle: (deployment) => relayBatch(pool, produce, config, deployment, sizer, partitions.count),
+      async handle(deployment) {
+        try {
+          return await relayBatch(pool, produce, config, deployment, sizer, partitions.count, false);
+        } catch (error) {
+          // A row's input expression failed the claim: claim again one step at a time, so that
+          // the failing rows become dead letters and the others are relayed (claimIsolated).
+          if (!isRowFailure(error)) throw error;
+          return relayBatch(pool, produce, config, deployment, sizer, partitions.count, true);
+        }
+      },
       async recheck(deployment, reason) {
         const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a relay batch failed: ${reason}`]);
         return rows[0]?.status ?? 'undeployed';
@@ -138,28 +146,49 @@ async function relayBatch(
   deployment: ActiveDeployment,
   sizer: ClaimSizer,
   partitions: number,
+  isolate: boolean,
 ): Promise<BatchResult> {
   const started = performance.now();
   let claimedAt = started;
   let sentAt = started;
+  let dead = 0;
   const claimed = await inWritebackTransaction(pool, async (client) => {
-    const rows = await claimBatch(client, deployment, config.batchSize, sizer);
+    let rows: ClaimedRow[];
+    if (isolate) {
+      const result = await claimIsolated(client, deployment, config.batchSize, sizer);
+      rows = result.rows;
+      dead = result.dead.length;
+    } else {
+      rows = await claimBatch(client, deployment, config.batchSize, sizer);
+    }
     claimedAt = performance.now();
     if (rows.length === 0) return 0;
-    for (const messages of relayMessages(deployment, rows, Date.now(), partitions)) await produce.send(messages);
+    const messages: Message[] = [];
+    const produced: Produced[] = [];
+    for (const request of relayMessages(deployment, rows, Date.now(), partitions)) {
+      messages.push(...request);
+      produced.push(...(await produce.send(request)));
+    }
     sentAt = performance.now();
-    await client.query(COUNT_RELAYED, [deployment.id, rows.length]);
+    await client.query(RECORD_RELAYED, [
+      deployment.id,
+      rows.length,
+      config.kafkaTopic,
+      produced.map((p) => p.partition),
+      produced.map((p) => p.offset),
+      messages.map((m) => rowsIn(m.value as Buffer)),
+    ]);
     return rows.length;
     // Redoable: a commit a crash loses leaves the rows queued, and they are relayed again
     // (duplicates, which workers handle). Not waiting for the WAL flush also shortens the time
-    // this holds the deployment's ml._kafka_counts row, which every relay lane and worker updates.
+    // this holds the deployment's ml._kafka_counts row, which every relay lane updates.
   }, 'redoable');
   const done = performance.now();
   return {
     deployment: deployment.name,
-    claimed,
+    claimed: claimed + dead,
     written: claimed,
-    dead: 0,
+    dead,
     requeued: 0,
     ms: done - started,
     phases: { claimMs: claimedAt - started, scoreMs: sentAt - claimedAt, writeMs: done - sentAt },

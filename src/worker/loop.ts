@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { HAS_EVENT_TRIGGERS } from '../db/statements.js';
-import { describe, isConnectionError } from '../errors.js';
+import { describe, isRetriable } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
 import { Upkeep } from '../lifecycle/upkeep.js';
@@ -278,7 +278,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     if (this.#reloading) return;
     this.#reloading = this.#reload().catch(async (error: unknown) => {
       this.#errorBackoffMs = Math.min(MAX_ERROR_BACKOFF_MS, Math.max(100, this.#errorBackoffMs * 2));
-      const level = isConnectionError(error) ? 'warn' : 'error';
+      const level = isRetriable(error) ? 'warn' : 'error';
       this.#log[level]({ err: error, retryInMs: this.#errorBackoffMs }, `reloading the deployments failed: ${describe(error)}`);
       await sleep(this.#errorBackoffMs * (0.5 + Math.random() / 2));
     }).finally(() => {
@@ -496,19 +496,27 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       this.#failureLog.error(`pause:${deployment.id}`, scope, `deployment paused, its rows stay queued: ${action.reason}`);
       return;
     }
-    this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checking the deployment: ${action.reason}`);
+    this.#reloadDue = true;
+    // Re-checked before anything is logged: a batch that fails because ml.undeploy dropped its
+    // queue meanwhile (relation "ml._queue_N" does not exist, or a deadlock with the undeploy) is
+    // the deployment being gone, not a failure.
+    let status: string | undefined;
     try {
-      const status = await this.#handler.recheck(deployment, action.reason);
-      if (status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
+      status = await this.#handler.recheck(deployment, action.reason);
     } catch (recheckError) {
       this.#log.warn({ deployment: deployment.name, err: recheckError }, 'could not re-check the deployment');
     }
-    this.#reloadDue = true;
+    if (status === 'undeployed') {
+      this.#log.info({ deployment: deployment.name, err: error }, 'deployment undeployed while a batch ran; the batch is dropped with it');
+      return;
+    }
+    this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checked the deployment: ${action.reason}`);
+    if (status !== undefined && status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
   }
 
   async #backOff(error: unknown, message: string, deployment?: string): Promise<void> {
     this.#errorBackoffMs = Math.min(MAX_ERROR_BACKOFF_MS, Math.max(100, this.#errorBackoffMs * 2));
-    const level = isConnectionError(error) ? 'warn' : 'error';
+    const level = isRetriable(error) ? 'warn' : 'error';
     this.#log[level]({ deployment, err: error, retryInMs: this.#errorBackoffMs }, `${message}: ${describe(error)}`);
     await this.#waitForWake(this.#errorBackoffMs * (0.5 + Math.random() / 2));
   }

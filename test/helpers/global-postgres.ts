@@ -6,6 +6,7 @@ import type { TestProject } from 'vitest/node';
 import { migrate } from '../../src/db/migrate.js';
 import { connectionAs, createWorkerRole } from '../../src/db/roles.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/embedded/postgres.js';
+import { onFreePort } from './ports.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -33,8 +34,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     // The server may run as the `postgres` user (when tests run as root): it needs to reach this folder.
     dataRoot = await mkdtemp(path.join(tmpdir(), 'pgscore-test-'));
     await chmod(dataRoot, 0o755);
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    server = await startEmbeddedPostgres({ dataDir: path.join(dataRoot, 'data'), port });
+    const dataDir = path.join(dataRoot, 'data');
+    server = await onFreePort((port) => startEmbeddedPostgres({ dataDir, port }));
     adminUrl = server.url('postgres');
   }
 

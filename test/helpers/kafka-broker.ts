@@ -53,6 +53,13 @@ export type KafkaAvailability = { ok: true } | { ok: false; reason: string };
 export interface KafkaBrokerOptions {
   /** Where server.log goes; by default the broker's temp dir, which close() deletes. */
   logDir?: string;
+  /** The port clients connect to (default: a free one). */
+  port?: number;
+  /**
+   * The port the broker tells clients to use (its advertised listener), e.g. a proxy's in front of
+   * it (kafka-proxy.ts); by default its own. `brokers` then names this port too.
+   */
+  advertisedPort?: number;
 }
 
 /** Java 17+ on PATH, and mvn too unless the jars are already in the cache. */
@@ -174,7 +181,7 @@ function hookProcessExit(): void {
 }
 
 /** Ports that are free now: all held at once so that they differ, then released for the broker. */
-async function freePorts(count: number): Promise<number[]> {
+export async function freePorts(count: number): Promise<number[]> {
   const servers: Server[] = [];
   try {
     for (let i = 0; i < count; i++) {
@@ -215,7 +222,9 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const logDir = options.logDir ?? tempDir;
   await mkdir(logDir, { recursive: true });
   const logFile = path.join(logDir, 'server.log');
-  const [port, controllerPort] = (await freePorts(2)) as [number, number];
+  const [freePort, controllerPort] = (await freePorts(2)) as [number, number];
+  const port = options.port ?? freePort;
+  const advertisedPort = options.advertisedPort ?? port;
 
   const propertiesFile = path.join(tempDir, 'server.properties');
   await writeFile(
@@ -226,7 +235,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
       // Kafka 4's dynamic quorum: the voter set is written by `format --standalone`.
       `controller.quorum.bootstrap.servers=127.0.0.1:${controllerPort}`,
       `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-      `advertised.listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${advertisedPort},CONTROLLER://127.0.0.1:${controllerPort}`,
       'controller.listener.names=CONTROLLER',
       'inter.broker.listener.name=PLAINTEXT',
       'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
@@ -303,7 +312,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     throw new Error(message);
   }
 
-  const brokers = [`127.0.0.1:${port}`];
+  const brokers = [`127.0.0.1:${advertisedPort}`];
   /** The current JVM, from spawn until its exit (or spawn failure) has been seen. */
   let current: { child: ChildProcess; exited: Promise<void>; ended?: string } | undefined;
 

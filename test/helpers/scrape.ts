@@ -1,18 +1,11 @@
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { getMetricsFromIterator, type PromData, type PromLabels } from 'prom2javascript';
 import type { Worker } from '../../src/worker/worker.js';
 import { startMetrics } from '../../src/metrics/metrics.js';
 import { quietLog, type TestDatabase } from './db.js';
+import { freePort } from './ports.js';
+import { parseMetrics, type PromLabels, type PromSample } from './prometheus-text.js';
 
-/** A port nothing listens on now (the OS picks it). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+export * from './prometheus-text.js';
+
 
 /** Serves an in-process worker's metrics on a free port; `value` scrapes one sample. */
 export async function serveWorkerMetrics(db: TestDatabase, worker: Worker) {
@@ -21,10 +14,8 @@ export async function serveWorkerMetrics(db: TestDatabase, worker: Worker) {
   return {
     close: () => server.close(),
     async value(name: string, labels: PromLabels): Promise<number | undefined> {
-      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      // prom2javascript refuses NaN, which prom-client writes for a just-started event-loop gauge.
-      const metrics = await getMetricsFromIterator(text.split('\n').filter((line) => !/ nan$/i.test(line))[Symbol.iterator]());
-      const data = (metrics[name]?.data ?? []) as PromData[];
+      const metrics = parseMetrics(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+      const data = (metrics[name]?.data ?? []) as PromSample[];
       return data.find((d) => Object.entries(labels).every(([k, v]) => d.labels[k] === v))?.value;
     },
   };

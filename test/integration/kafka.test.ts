@@ -331,6 +331,39 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
     }
   });
 
+  it('a failing input expression and a row the table refuses are dead letters; the rest of the batch is scored', async () => {
+    round += 1;
+    const table = `refusing_${round}`;
+    await db.sql(`CREATE TABLE ${table} (id int PRIMARY KEY, a text, b real, c float8, d int, e bigint, ok bool, tag text,
+                                         total float8 CONSTRAINT total_not_6 CHECK (total IS NULL OR total <> 6))`);
+    await db.sql(`SELECT ml.deploy($1, $2, 'typed', $3, '{"total": "total"}')`,
+      [table, table, INPUTS.replace('["a", "b"]', '["a::real", "b"]')]);
+    const config = loadConfig({
+      DATABASE_URL: db.workerUrl, KAFKA_BROKERS: broker.brokers.join(','), PGSCORE_KAFKA_TOPIC: `pgscore.test.${round}`,
+      PGSCORE_KAFKA_GROUP: `pgscore-test-${round}`, PGSCORE_KAFKA_PARTITIONS: '4', PGSCORE_POLL_INTERVAL_MS: '200',
+    });
+    const relay = new Relay(db.workerUrl, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    try {
+      await Promise.all([relay.start(), worker.start()]);
+      // Row 2's a is not a number; row 3 sums to 6, which the CHECK refuses; the other 48 are fine.
+      await db.sql(`INSERT INTO ${table} SELECT g, CASE g WHEN 2 THEN 'abc' ELSE '1' END, 1, CASE g WHEN 3 THEN 1 ELSE 2 END, 1, 1, true, 't'
+                      FROM generate_series(1, 50) g`);
+      const errors = () => db.sql<{ row_key: { id: number }; reason: string }>(
+        `SELECT row_key, reason FROM ml.errors WHERE deployment = $1 ORDER BY row_key->>'id'`, [table]);
+      await waitFor(async () => (await errors()).length === 2 &&
+        (await db.sql<{ n: string }>(`SELECT count(*) AS n FROM ${table} WHERE total = 7`))[0]!.n === '48', 'rows handled');
+      expect(await errors()).toEqual([
+        { row_key: { id: 2 }, reason: 'model input f32: expression (a::real) failed: invalid input syntax for type real: "abc"' },
+        { row_key: { id: 3 }, reason: `the prediction cannot be written to the table: new row for relation "${table}" violates check constraint "total_not_6"` },
+      ]);
+      expect(await pending(db, table)).toBe(0);
+    } finally {
+      await worker.stop();
+      await relay.stop();
+    }
+  });
+
   it('splits, shadows and promotions work through Kafka: every row is scored by the version its provenance names', async () => {
     await registerSums(db);
     const { table, config } = await newTable();

@@ -52,3 +52,47 @@ describe("the worker's stderr is JSON lines, also when onnxruntime fails", () =>
     expect(lines.length).toBeLessThan(20);
   });
 });
+
+/**
+ * ml.undeploy while the worker drains the deployment's queue: the queue table and the enqueue
+ * function go while a batch may be about to use them. That is the deployment being gone, not a
+ * failure: no error-level line, no stack, no pg client object.
+ */
+describe('undeploying while the worker runs', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await push(db, 'iris', 'iris.onnx');
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('logs no error-level line and no stack trace', async () => {
+    const iris = (table: string) =>
+      db.sql(`SELECT ml.deploy($1::text, $1::regclass, 'iris', '{"X": ["sl", "sw", "pl", "pw"]}', '{"species": "label"}')`, [table]);
+    for (const table of ['busy', 'calm']) await db.sql(`CREATE TABLE ${table} (id int PRIMARY KEY, sl real, sw real, pl real, pw real, species text)`);
+    await iris('busy');
+    await iris('calm');
+    const worker = startPgscore(['worker', '--batch-size', '20', '--concurrency', '2'], { DATABASE_URL: db.workerUrl, PGSCORE_LOG_LEVEL: 'info' });
+    try {
+      await waitFor(async () => worker.output().includes('worker ready') || worker.exitCode !== null, 'worker ready');
+      await db.sql(`INSERT INTO busy SELECT g, g % 7 + 1, 3.5, 1.4, 0.2 FROM generate_series(1, 20000) g`);
+      await waitFor(async () => Number((await db.sql<{ n: string }>(`SELECT count(species) AS n FROM busy`))[0]!.n) >= 200, 'the worker busy on busy');
+      // ml.undeploy takes its tables before the deployment row: it never deadlocks with a batch.
+      await db.sql(`SELECT ml.undeploy('busy')`);
+      const [left] = await db.sql<{ n: string }>(`SELECT count(*) - count(species) AS n FROM busy`);
+      expect(Number(left!.n)).toBeGreaterThan(0);
+      // The worker goes on with the other deployment: it has seen the undeploy and survived it.
+      await db.sql(`INSERT INTO calm VALUES (1, 5.1, 3.5, 1.4, 0.2)`);
+      await waitFor(async () => (await db.sql<{ species: string | null }>(`SELECT species FROM calm`))[0]?.species, 'calm scored');
+    } finally {
+      worker.kill('SIGTERM');
+    }
+    expect(await exited(worker)).toBe(0);
+    const lines = worker.output().trim().split('\n').map((line) => JSON.parse(line) as { level: number; msg: string });
+    expect(lines.filter((line) => line.level >= 50), worker.output()).toEqual([]);
+    expect(worker.output()).not.toMatch(/"stack"|_prepared|"client"/);
+  });
+});

@@ -3,11 +3,11 @@
  * Prometheus text-format parser, against what the database says: rows with predictions, dead
  * letters, queued rows, rows in Kafka. And `pgscore status --watch`.
  */
-import { getMetricsFromIterator, type PromData, type PromHistogramData, type PromLabels } from 'prom2javascript';
 import { afterAll, beforeAll, describe, expect, it, test } from 'vitest';
 import { exited, pgscore, startPgscore } from '../helpers/cli.js';
 import { createTestDatabase, pending, push, waitFor, type TestDatabase } from '../helpers/db.js';
-import { freePort } from '../helpers/scrape.js';
+import { freePort } from '../helpers/ports.js';
+import { parseMetrics, type PromHistogram, type PromLabels, type PromSample } from '../helpers/scrape.js';
 import { ensureKafkaJars, kafkaAvailable, startKafkaBroker, type KafkaBroker } from '../helpers/kafka-broker.js';
 
 /** The metrics pgscore defines itself (the rest are prom-client's process metrics). */
@@ -15,33 +15,19 @@ const OWN = /^pgscore_(rows_|dead_letters_total|batch_|queue_|kafka_|deployment_
 
 const matches = (labels: PromLabels, wanted: PromLabels) => Object.entries(wanted).every(([k, v]) => labels[k] === v);
 
-/**
- * prom-client reports the event loop's lag as NaN when it is scraped again within its 10 ms
- * sampling period, and prom2javascript rejects NaN (a valid value); Prometheus scrapes every
- * 15 s, these tests back to back.
- */
-const MIN_SCRAPE_INTERVAL_MS = 30;
-const lastScrape = new Map<number, number>();
-
-/**
- * GET /metrics, parsed by prom2javascript: parse-prometheus-text-format, the better-known parser,
- * merges the series of a labelled histogram into one and drops their labels, _sum and _count.
- */
+/** GET /metrics, parsed as Prometheus parses it (test/helpers/scrape.ts). */
 async function scrape(port: number) {
-  const wait = (lastScrape.get(port) ?? 0) + MIN_SCRAPE_INTERVAL_MS - Date.now();
-  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-  lastScrape.set(port, Date.now());
   const response = await fetch(`http://127.0.0.1:${port}/metrics`);
   expect(response.status).toBe(200);
   expect(response.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
-  const metrics = await getMetricsFromIterator((await response.text()).split('\n')[Symbol.iterator]());
-  const sample = (name: string, labels: PromLabels = {}) => (metrics[name]?.data as PromData[] | undefined)?.find((d) => matches(d.labels, labels));
+  const metrics = parseMetrics(await response.text());
+  const sample = (name: string, labels: PromLabels = {}) => (metrics[name]?.data as PromSample[] | undefined)?.find((d) => matches(d.labels, labels));
   return {
     metrics,
     sample,
     value: (name: string, labels: PromLabels = {}) => sample(name, labels)?.value,
     histogram: (name: string, labels: PromLabels) =>
-      (metrics[name]?.data as PromHistogramData[] | undefined)?.find((d) => matches(d.labels, labels)),
+      (metrics[name]?.data as PromHistogram[] | undefined)?.find((d) => matches(d.labels, labels)),
     /** Every series of pgscore's own metrics, as name{labels}: what must not grow with rows. */
     series: () =>
       Object.entries(metrics)

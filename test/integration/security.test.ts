@@ -121,8 +121,11 @@ describe('who may do what in ml', () => {
     await db?.drop();
   });
 
-  /** allowed-to-call: EXECUTE is granted; the call then fails for its own reason (no such deployment). */
-  type Access = 'allowed' | 'allowed-to-call' | 'denied';
+  /**
+   * allowed-to-call: EXECUTE is granted; the call then fails for its own reason (no such deployment).
+   * owner-only: EXECUTE is granted; the call is refused to an admin who does not own the table.
+   */
+  type Access = 'allowed' | 'allowed-to-call' | 'owner-only' | 'denied';
   interface Entry {
     readonly what: string;
     /** How a refusal names the object, e.g. "function _activate". */
@@ -141,9 +144,9 @@ describe('who may do what in ml', () => {
     // Deploying also needs the table's ownership: the admin owns admin_flowers.
     { what: 'ml.deploy', object: fn('deploy'), sql: () => `SELECT ml.deploy('matrix', 'admin_flowers', 'iris', $1, '{"matrix_species": "label"}')`,
       values: () => [IRIS_INPUTS], worker: 'denied', admin: 'allowed' },
-    { what: 'ml.undeploy', object: fn('undeploy'), sql: () => `SELECT ml.undeploy('flowers')`, worker: 'denied', admin: 'allowed' },
-    { what: 'ml.backfill', object: fn('backfill'), sql: () => `SELECT ml.backfill('flowers')`, worker: 'denied', admin: 'allowed' },
-    { what: 'ml.retry', object: fn('retry'), sql: () => `SELECT ml.retry('flowers')`, worker: 'denied', admin: 'allowed' },
+    { what: 'ml.undeploy', object: fn('undeploy'), sql: () => `SELECT ml.undeploy('flowers')`, worker: 'denied', admin: 'owner-only' },
+    { what: 'ml.backfill', object: fn('backfill'), sql: () => `SELECT ml.backfill('flowers')`, worker: 'denied', admin: 'owner-only' },
+    { what: 'ml.retry', object: fn('retry'), sql: () => `SELECT ml.retry('flowers')`, worker: 'denied', admin: 'owner-only' },
     { what: 'ml._enqueue_<id>()', object: () => `function _enqueue_${ctx.id}`, sql: () => `SELECT ml._enqueue_${ctx.id}()`,
       worker: 'denied', admin: 'denied' },
     { what: 'ml._activate', object: fn('_activate'), sql: () => `SELECT ml._activate(${ctx.id}, false)`, worker: 'denied', admin: 'denied' },
@@ -158,7 +161,7 @@ describe('who may do what in ml', () => {
     { what: 'ml._plan', object: fn('_plan'), sql: () => `SELECT ml._plan('flowers'::regclass, 'iris@1', $1, $2, '{"p": "label"}')`,
       values: () => [ctx.signature, IRIS_INPUTS], worker: 'denied', admin: 'denied' },
     // The lifecycle. ml.split and ml.promote_shadow also need the table's ownership (tested below).
-    { what: 'ml.run_now', object: fn('run_now'), sql: () => `SELECT ml.run_now('flowers')`, worker: 'denied', admin: 'allowed' },
+    { what: 'ml.run_now', object: fn('run_now'), sql: () => `SELECT ml.run_now('flowers')`, worker: 'denied', admin: 'owner-only' },
     { what: 'ml.configure', object: fn('configure'), sql: () => `SELECT ml.configure('prediction_log_retention', '10 days')`,
       worker: 'denied', admin: 'allowed' },
     { what: 'ml.split', object: fn('split'), sql: () => `SELECT ml.split('nope', NULL)`, worker: 'denied', admin: 'allowed-to-call' },
@@ -191,7 +194,9 @@ describe('who may do what in ml', () => {
       what: `SELECT ml.${view}`, object: () => `view ${view}`, sql: () => `SELECT * FROM ml.${view}`, worker: 'allowed', admin: 'allowed' })),
     ...['_models', '_deployments', '_queue_<id>', '_dead_letters'].map((table): Entry => {
       const name = () => table.replace('<id>', String(ctx.id));
-      return { what: `SELECT ml.${table}`, object: () => `table ${name()}`, sql: () => `SELECT * FROM ml.${name()}`, worker: 'allowed', admin: 'allowed' };
+      // A queue holds the table's keys: admins see its size in ml.status only.
+      return { what: `SELECT ml.${table}`, object: () => `table ${name()}`, sql: () => `SELECT * FROM ml.${name()}`, worker: 'allowed',
+               admin: table === '_queue_<id>' ? 'denied' : 'allowed' };
     }),
   ];
   const ROLES = { app: APP, other: OTHER, worker: WORKER_ROLE, admin: ADMIN } as const;
@@ -212,6 +217,8 @@ describe('who may do what in ml', () => {
         await attempt;
       } else if (access === 'allowed-to-call') {
         expect(await failure(attempt)).toMatchObject({ code: 'P0002' });
+      } else if (access === 'owner-only') {
+        expect(await failure(attempt)).toMatchObject({ code: '42501', message: expect.stringMatching(/^only the owner of public\.flowers /) });
       } else {
         // Applications and other roles do not even see into ml; members of a pgscore group are refused the object.
         expect(await failure(attempt)).toEqual(denied(role === 'app' || role === 'other' ? 'schema ml' : entry.object()));
@@ -455,6 +462,8 @@ describe('attacks on a deployment', () => {
         await mallory.query(`CREATE FUNCTION public.payload_check(real) RETURNS boolean LANGUAGE sql AS 'SELECT public.payload()'`);
         await mallory.query(`CREATE VIEW public.payload_view AS SELECT public.payload() AS x`);
         await mallory.query(`CREATE DOMAIN public.payload_real AS real CHECK (public.payload_check(VALUE))`);
+        // Its own deployment, to backfill: only a table's owner may.
+        await mallory.query(`SELECT ml.deploy('mallory_own', 'mallory_flowers', 'iris', $1, '{"own_species": "label"}')`, [IRIS_INPUTS]);
       });
     });
 
@@ -464,7 +473,7 @@ describe('attacks on a deployment', () => {
       ['a query, through query_to_xml', `query_to_xml('SELECT public.payload()', true, true, '') IS NOT NULL`],
       ["a domain's check", `sepal_length::public.payload_real > 0`],
     ])('ml.backfill refuses a filter that calls it through %s', async (_how, filter) => {
-      const refusal = await as(db, MALLORY, (mallory) => errorOf(mallory.query(`SELECT ml.backfill('flowers', $1)`, [filter])));
+      const refusal = await as(db, MALLORY, (mallory) => errorOf(mallory.query(`SELECT ml.backfill('mallory_own', $1)`, [filter])));
       const calls = await db.sql(`SELECT who FROM payload_calls`);
       const superuser = await isSuperuser(db, MALLORY);
       // Reset before asserting, so that one failure does not decide the next case.

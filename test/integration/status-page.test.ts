@@ -14,7 +14,7 @@ import type { MetricsServer } from '../../src/metrics/server.js';
 import { pushModel } from '../../src/models/registry.js';
 import type { Worker } from '../../src/worker/worker.js';
 import { createTestDatabase, modelBytes, pending, push, quietLog, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
-import { freePort } from '../helpers/scrape.js';
+import { freePort } from '../helpers/ports.js';
 
 const CHROMIUM = process.env.PGSCORE_CHROMIUM ?? '/usr/bin/chromium';
 const OUTPUT = fileURLToPath(new URL('../../test-output/', import.meta.url));

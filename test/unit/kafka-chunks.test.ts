@@ -24,7 +24,7 @@ function batch(partition: number, rows: number[], state = { running: true, stale
 const describeSlice = (s: Slice) => `${s.partition}:${s.messages.map((m) => m.offset).join(',')}`;
 
 function scheduler(rowsPerChunk: number, lanes: number, handle: (slices: Slice[]) => Promise<void>) {
-  return new ChunkScheduler({ rowsPerChunk, lanes, rowsIn: (m) => m.value![0]!, onCommitFailure: (error) => { throw error; } }, handle);
+  return new ChunkScheduler({ rowsPerChunk, lanes, rowsIn: (m) => m.value![0]!, onCommitFailure: (error) => { throw error; }, onCommitted: () => undefined }, handle);
 }
 
 describe('chunks across partitions', () => {

@@ -1,4 +1,4 @@
-import type { Message } from 'kafkajs';
+import type { Message, RecordMetadata } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { ProduceQueue } from '../../src/transport/produce-queue.js';
 
@@ -8,10 +8,19 @@ function recorder(fail?: (request: Message[]) => boolean) {
   const requests: string[][] = [];
   let release = () => undefined as void;
   let gate = Promise.resolve();
-  const send = async (messages: Message[]) => {
+  /** Each partition's log end: a request's messages of a partition are appended from there. */
+  const ends = new Map<number, number>();
+  const send = async (messages: Message[]): Promise<RecordMetadata[]> => {
     requests.push(messages.map((m) => `${m.key}@${m.partition}`));
     await gate;
     if (fail?.(messages)) throw new Error('broker down');
+    const counts = new Map<number, number>();
+    for (const m of messages) counts.set(m.partition!, (counts.get(m.partition!) ?? 0) + 1);
+    return [...counts].map(([partition, n]) => {
+      const baseOffset = ends.get(partition) ?? 100;
+      ends.set(partition, baseOffset + n);
+      return { topicName: 't', partition, errorCode: 0, baseOffset: String(baseOffset) };
+    });
   };
   return {
     requests,
@@ -66,5 +75,19 @@ describe('the relay producing one request at a time', () => {
     expect(results.map((x) => x.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
     await queue.send([message(0, 10, 'd')]);
     expect(r.requests).toEqual([['a@0'], ['b@0', 'c@1'], ['d@0']]);
+  });
+
+  it("tells each lane where its messages were appended, from the request's base offset per partition", async () => {
+    const r = recorder();
+    const queue = new ProduceQueue(r.send, 1000);
+    expect(await queue.send([message(0, 10, 'a'), message(1, 10, 'a')])).toEqual([{ partition: 0, offset: '100' }, { partition: 1, offset: '100' }]);
+    r.hold();
+    const first = queue.send([message(0, 10, 'b')]);
+    const second = queue.send([message(1, 10, 'c'), message(0, 10, 'c'), message(0, 10, 'c')]);
+    const third = queue.send([message(0, 10, 'd'), message(1, 10, 'd')]);
+    r.release();
+    expect(await first).toEqual([{ partition: 0, offset: '101' }]);
+    expect(await second).toEqual([{ partition: 1, offset: '101' }, { partition: 0, offset: '102' }, { partition: 0, offset: '103' }]);
+    expect(await third).toEqual([{ partition: 0, offset: '104' }, { partition: 1, offset: '102' }]);
   });
 });
