@@ -80,7 +80,11 @@ const LINGER_MS = 25;
  * find the deployments that got rows meanwhile.
  */
 const BUSY_LOOK_EVERY_MS = 5;
-/** The slow safety poll: every deployment's queue looked at for due rows, whatever the heads said. */
+/**
+ * The slow safety poll, every this many poll intervals, busy or idle: every deployment's queue
+ * looked at for due rows, whatever the heads said (rows of a writer whose transaction was still
+ * open at two looks while the worker was busy, rows a lost NOTIFY announced).
+ */
 const SAFETY_POLL_EVERY_POLLS = 10;
 /** Rows put back on a queue (locked elsewhere, or changed) are due later: look again after this. */
 const REQUEUED_LOOK_AFTER_MS = 1_000;
@@ -114,18 +118,18 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   #dirtyChanged = deferred();
   /** Queue heads read under the idle lock, when no writer that saw the worker busy was in flight. */
   #lockedHeads: QueueHeads | undefined;
-  /** Queue heads of the last look while busy (see BUSY_LOOK_EVERY_MS). */
-  #busyHeads: QueueHeads = new Map();
   /**
-   * Deployments a busy look marked, whose claim then found nothing (the writer had not committed
-   * yet): the next look marks them once more.
+   * Queue heads of the last two looks while busy (see BUSY_LOOK_EVERY_MS). A look marks the
+   * deployments whose head moved since the look before the last: a row whose writer had not
+   * committed at the first look is claimed again after the second.
    */
-  readonly #markedByLook = new Set<number>();
-  readonly #lookAgain = new Set<number>();
+  #busyHeads: QueueHeads = new Map();
+  #busyHeadsBefore: QueueHeads = new Map();
+  /** When the last safety poll ran (it also runs while busy: a long writer transaction). */
+  #safetyAt = performance.now();
   #busyLookAt = 0;
   #busyLookCostMs = 0;
   #looking: Promise<void> | undefined;
-  #polls = 0;
   #safetyDue = false;
   /** Deployments with rows put back on their queue, and when to look at them again. */
   readonly #requeuedAt = new Map<number, number>();
@@ -209,6 +213,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       if (heads) {
         this.#lockedHeads = heads;
         this.#busyHeads = heads;
+        this.#busyHeadsBefore = heads;
       }
       await this.#wakeup.releaseIdleLock();
     }
@@ -336,6 +341,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
    */
   #lookWhileBusy(): void {
     const now = performance.now();
+    if (now - this.#safetyAt > SAFETY_POLL_EVERY_POLLS * this.#settings.pollIntervalMs) this.#safetyDue = true;
     for (const [id, at] of this.#requeuedAt) {
       if (at <= now) {
         this.#requeuedAt.delete(id);
@@ -348,13 +354,11 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       const heads = await this.#wakeup.queueHeads();
       this.#busyLookCostMs = performance.now() - now;
       if (!heads) return;
-      for (const id of this.#lookAgain) this.#markDirty(id);
-      this.#lookAgain.clear();
       for (const [id, head] of heads) {
-        if (!this.#byId.has(id) || (this.#busyHeads.get(id) ?? null) === head) continue;
-        this.#markedByLook.add(id);
+        if (!this.#byId.has(id) || (this.#busyHeadsBefore.get(id) ?? null) === head) continue;
         this.#markDirty(id);
       }
+      this.#busyHeadsBefore = this.#busyHeads;
       this.#busyHeads = heads;
     })().finally(() => (this.#looking = undefined));
   }
@@ -362,6 +366,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   /** The slow safety poll: every deployment with due rows is marked, whatever the heads said. */
   async #safetyPoll(): Promise<void> {
     this.#safetyDue = false;
+    this.#safetyAt = performance.now();
     const ids = [...this.#byId.keys()];
     if (ids.length === 0) return;
     const { rows } = await this.#pool.query<{ id: number }>(QUEUES_WITH_WORK, [ids]);
@@ -437,9 +442,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         } else if (!this.#health.isResting(id) && !this.#markedSince.has(id)) {
           // Empty (or rows another lane or worker holds: that batch keeps it marked).
           empty.add(id);
-          if (this.#markedByLook.has(id)) this.#lookAgain.add(id);
         }
-        this.#markedByLook.delete(id);
       }
     };
     await Promise.all(Array.from({ length: this.#settings.concurrency }, lane));
@@ -561,7 +564,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         this.#markMoved(heads, this.#lockedHeads);
         this.#lockedHeads = heads;
         this.#busyHeads = heads;
-        this.#lookAgain.clear();
+        this.#busyHeadsBefore = heads;
       } else {
         this.#safetyDue = true;
       }
@@ -569,7 +572,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       if (this.#pickable().length === 0) {
         const wait = this.#nextRequeuedLook(this.#settings.pollIntervalMs);
         const woke = await this.#waitForWake(wait);
-        if (!woke && ++this.#polls % SAFETY_POLL_EVERY_POLLS === 0) this.#safetyDue = true;
+        if (performance.now() - this.#safetyAt > SAFETY_POLL_EVERY_POLLS * this.#settings.pollIntervalMs) this.#safetyDue = true;
         if (woke && this.#settings.maxWaitMs > 0 && !this.#stopping) await sleep(this.#settings.maxWaitMs);
         const now = performance.now();
         for (const [id, at] of this.#requeuedAt) {
@@ -586,6 +589,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
             this.#markMoved(later, this.#lockedHeads);
             this.#lockedHeads = later;
             this.#busyHeads = later;
+            this.#busyHeadsBefore = later;
           }
         }
       }
