@@ -89,10 +89,15 @@ export class NotifyWakeup {
     return this.#inTurn(() => this.#releaseIdleLock());
   }
 
+  /**
+   * Every queue's head, on the lock's connection (inside the lock's transaction while it is
+   * held, so a sleeping worker commits nothing more). Undefined when the connection failed.
+   */
   queueHeads(): Promise<QueueHeads | undefined> {
     return this.#inTurn(() => this.#queueHeads());
   }
 
+  /** The lock's connection runs one thing at a time, in the order asked. */
   #inTurn<T>(body: () => Promise<T>): Promise<T> {
     const result = this.#turn.then(body);
     this.#turn = result.catch(() => undefined);
@@ -131,10 +136,6 @@ export class NotifyWakeup {
     }
   }
 
-  /**
-   * Every queue's head, on the lock's connection (inside the lock's transaction while it is
-   * held, so a sleeping worker commits nothing more). Undefined when the connection failed.
-   */
   async #queueHeads(): Promise<QueueHeads | undefined> {
     try {
       const client = await this.#client();
