@@ -76,7 +76,7 @@ const GATHER_MS = 2;
 const LINGER_MS = 25;
 /**
  * While busy (writers send no NOTIFY then), the worker reads the queue heads (one statement for
- * every deployment, ml._queue_heads) at most this often, and at most a third of the time, to
+ * every deployment, ml._queue_heads) at most this often, and at most a fifth of the time, to
  * find the deployments that got rows meanwhile.
  */
 const BUSY_LOOK_EVERY_MS = 5;
@@ -348,7 +348,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         this.#markDirty(id);
       }
     }
-    if (this.#looking || now - this.#busyLookAt < Math.max(BUSY_LOOK_EVERY_MS, 2 * this.#busyLookCostMs)) return;
+    if (this.#looking || now - this.#busyLookAt < Math.max(BUSY_LOOK_EVERY_MS, 4 * this.#busyLookCostMs)) return;
     this.#busyLookAt = now;
     this.#looking = (async () => {
       const heads = await this.#wakeup.queueHeads();
