@@ -25,8 +25,9 @@ import { lifecycleCost } from './scenarios/9-lifecycle-cost.js';
 import { monitoringCost } from './scenarios/10-monitoring-cost.js';
 import { contenders } from './scenarios/11-contenders.js';
 import { scaleOut } from './scenarios/12-scale-out.js';
+import { manyDeployments } from './scenarios/13-many-deployments.js';
 
-const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost, monitoringCost, contenders, scaleOut];
+const SCENARIOS: Scenario[] = [rawScoring, bulkIngest, oltpIngest, backlogDrain, realtimeLatency, restPattern, workerMemory, isolation, lifecycleCost, monitoringCost, contenders, scaleOut, manyDeployments];
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');

@@ -24,7 +24,7 @@ BEGIN
   END IF;
 
   -- Serialise version numbering per model name.
-  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  PERFORM ml._lock_task('model:' || name);
   -- A removed version's number is never given again: logs and drift counts name versions.
   SELECT greatest((SELECT max(m.version) FROM ml._models m WHERE m.name = name),
                   (SELECT max(r.version) FROM ml._removed_models r WHERE r.name = name), 0) + 1
@@ -196,7 +196,7 @@ BEGIN
     RAISE EXCEPTION 'alias % is not valid', coalesce(quote_literal(alias), 'NULL')
       USING ERRCODE = 'invalid_parameter_value', HINT = 'An alias starts with a letter or "_" (it cannot be a number).';
   END IF;
-  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  PERFORM ml._lock_task('model:' || name);
   SELECT a.version, a.history INTO v_current, v_history FROM ml._aliases a WHERE a.model = name AND a.alias = alias;
   IF v_current = version THEN
     RETURN;
@@ -217,7 +217,7 @@ DECLARE
   v_history int[];
   v_previous int;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  PERFORM ml._lock_task('model:' || name);
   SELECT a.history INTO v_history FROM ml._aliases a WHERE a.model = name AND a.alias = alias;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'model % has no alias %', name, alias USING ERRCODE = 'no_data_found';
@@ -294,7 +294,7 @@ DECLARE
   v_history int[];
 BEGIN
   -- The lock ml.register_model, ml.promote and ml.rollback take: no alias moves meanwhile.
-  PERFORM pg_advisory_xact_lock(hashtext('pgscore.model.' || name));
+  PERFORM ml._lock_task('model:' || name);
   SELECT array_agg(m.version ORDER BY m.version) INTO v_versions
     FROM ml._models m WHERE m.name = name AND (version IS NULL OR m.version = version);
   IF v_versions IS NULL THEN

@@ -454,7 +454,7 @@ BEGIN
   EXECUTE format('REVOKE ALL ON %s FROM pgscore_worker', p_target::regclass);
   IF v_wanted THEN
     SELECT n.nspname INTO v_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_target;
-    PERFORM pg_advisory_xact_lock(1885827939, hashtext(v_schema));
+    PERFORM ml._lock_task('grants:' || v_schema);
     IF NOT has_schema_privilege('pgscore_worker', v_schema, 'USAGE') THEN
       EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgscore_worker', v_schema);
     END IF;

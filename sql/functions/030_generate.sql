@@ -5,14 +5,8 @@
 --   two triggers on the source table, "pgscore_<deployment>_insert" and "..._update"
 --   the worker role's grants on the table: its key and input columns, its prediction columns.
 -- The triggers are statement-level with transition tables: one queue INSERT per statement,
--- and at most one NOTIFY, sent only when a worker is idle (see the advisory lock below).
-
--- Advisory lock (1885827939 = 'pgsc', 1) is held by a worker while it idles, waiting for work.
--- A writer that cannot take it shared knows a worker is asleep and wakes it with NOTIFY; a writer
--- that can take it knows every worker is busy and will find the rows on its next claim, so it
--- skips the NOTIFY (whose commit-time lock would serialise concurrent writers). The shared lock
--- is held until the writer commits, so a worker can only go to sleep once every writer that saw
--- it busy has committed, and it looks at the queues once more after that.
+-- and at most one NOTIFY, naming the deployment, sent only when a worker sleeps
+-- (ml._wake_worker, sql/functions/027_locks.sql).
 
 -- Queue rows hold primary keys in chunks: one row per statement for single-row writes, one per
 -- 100 rows for bulk statements (so a million-row INSERT adds 10,000 queue rows, not a million).
@@ -211,9 +205,7 @@ BEGIN
         -- Only rows whose model inputs changed (or whose key changed) are scored again.
         %3$s;
       END IF;
-      IF FOUND AND NOT pg_try_advisory_xact_lock_shared(1885827939, 1) THEN
-        PERFORM pg_notify('pgscore_wake', '');
-      END IF;
+      IF FOUND THEN PERFORM ml._wake_worker(%8$s); END IF;
       RETURN NULL;
     END
     $body$ $f$,
@@ -228,7 +220,8 @@ BEGIN
        FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)),
     format('_queue_%s', p_id),
     (SELECT string_agg(format('pgscore_k%s', i), ', ' ORDER BY i) FROM generate_series(1, jsonb_array_length(p_plan->'keys')) i),
-    (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k));
+    (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k),
+    p_id);
   -- Attached to another table, it would queue that table's keys on this deployment.
   EXECUTE format('REVOKE ALL ON FUNCTION ml.%I() FROM PUBLIC', v_function);
 END
@@ -381,7 +374,7 @@ BEGIN
     SELECT n.nspname INTO v_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_source;
     -- Concurrent GRANTs on one schema fail with "tuple concurrently updated": take turns, and
     -- grant only once.
-    PERFORM pg_advisory_xact_lock(1885827939, hashtext(v_schema));
+    PERFORM ml._lock_task('grants:' || v_schema);
     IF NOT has_schema_privilege('pgscore_worker', v_schema, 'USAGE') THEN
       EXECUTE format('GRANT USAGE ON SCHEMA %I TO pgscore_worker', v_schema);
     END IF;

@@ -33,7 +33,7 @@ BEGIN
                  ml._enqueue_sql(d.id, d.plan, p_from, p_priority))
     INTO v_count;
   IF v_count > 0 THEN
-    PERFORM pg_notify('pgscore_wake', '');
+    PERFORM pg_notify('pgscore_wake', d.id::text);
   END IF;
   RETURN v_count;
 END

@@ -87,7 +87,7 @@ DECLARE
   v_keep_from date := ((now() - ml._setting('prediction_log_retention')::interval) AT TIME ZONE 'UTC')::date;
   v_part record;
 BEGIN
-  IF NOT pg_try_advisory_xact_lock(1885827939, 3) THEN
+  IF NOT ml._lock_task('maintain', false) THEN
     RETURN;
   END IF;
   FOR v_day IN SELECT generate_series(greatest(v_today - 1, v_keep_from), v_today + 7, interval '1 day')::date LOOP
@@ -108,6 +108,7 @@ BEGIN
   END LOOP;
   DELETE FROM ml._batches WHERE finished_at < now() - interval '1 hour';
   DELETE FROM ml._drift_counts WHERE minute < now() - interval '2 days';
+  DELETE FROM ml._alert_events WHERE at < now() - interval '30 days';
   PERFORM ml._finish_runs();
 END
 $$;

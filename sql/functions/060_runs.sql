@@ -108,7 +108,7 @@ BEGIN
          dead_letters = CASE WHEN v_queued.n = 0 THEN 0 END
    WHERE id = v_run;
   IF v_queued.n > 0 THEN
-    PERFORM pg_notify('pgscore_wake', '');
+    PERFORM pg_notify('pgscore_wake', d.id::text);
   END IF;
   RETURN v_run;
 END
@@ -149,7 +149,7 @@ END
 $$;
 
 -- The worker's scheduler: starts the run of a batch deployment due at p_scheduled_for, unless
--- another worker is starting it right now (advisory lock) or has started it (one run per
+-- another worker is starting it right now (the 'schedule' task lock) or has started it (one run per
 -- deployment and time). Returns the run's id, or NULL when this worker is not the one.
 CREATE OR REPLACE FUNCTION ml._start_scheduled_run(p_id int, p_scheduled_for timestamptz)
 RETURNS bigint
@@ -158,9 +158,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF NOT pg_try_advisory_xact_lock(1885827940, p_id) THEN
-    RETURN NULL;
-  END IF;
+  -- One worker at a time (sql/functions/027_locks.sql); the next finds the run started.
+  PERFORM ml._lock_task('schedule');
   IF EXISTS (SELECT 1 FROM ml._runs r WHERE r.deployment_id = p_id AND r.scheduled_for = p_scheduled_for)
      OR NOT EXISTS (SELECT 1 FROM ml._deployments d WHERE d.id = p_id AND d.status = 'active' AND d.plan->>'mode' = 'batch') THEN
     RETURN NULL;

@@ -1,9 +1,12 @@
 -- Alerts: when a deployment turns invalid (or its table is dropped), starts drifting (a feature
 -- above its PSI threshold over the last hour), degrades (live quality worse than validation
 -- over the last day) or gets new dead letters, and when that ends, pgscore sends
---   NOTIFY pgscore_alerts, '{"deployment": …, "alert": "invalid" | "drifted" | "degraded" |
+--   NOTIFY pgscore_alerts, '{"id": …, "deployment": …, "alert": "invalid" | "drifted" | "degraded" |
 --     "dead_letters", "state": "raised" | "cleared", "detail": {…}, "at": …}'
 -- once per change. The workers call ml._check_alerts every few seconds and log each change.
+-- Any role may NOTIFY on any channel: "id" names the change's row of ml.alert_events, which only
+-- pgscore writes, so a listener that reads it back (SELECT ... WHERE id = …) and finds the same
+-- deployment, alert and state knows the alert is pgscore's.
 
 -- p_quality: also re-evaluate "degraded" (ml.performance joins a day of the prediction log to the
 -- labels, so the workers ask for it once a minute, not on every check); otherwise it stays as it was.
@@ -22,9 +25,10 @@ DECLARE
   v_condition record;
   v_old ml._alert_state;
   v_dead bigint;
+  v_event bigint;
 BEGIN
   -- One checker at a time: the others find the changes sent already.
-  IF NOT pg_try_advisory_xact_lock(1885827939, 4) THEN
+  IF NOT ml._lock_task('alerts', false) THEN
     RETURN;
   END IF;
   SELECT coalesce(jsonb_object_agg(x.deployment, x.features), '{}') INTO v_drifted FROM (
@@ -67,17 +71,28 @@ BEGIN
       alert := v_condition.alert;
       state := CASE WHEN v_condition.raised THEN 'raised' ELSE 'cleared' END;
       detail := v_condition.detail;
-      PERFORM pg_notify('pgscore_alerts', jsonb_build_object('deployment', deployment, 'alert', alert, 'state', state,
-                                                             'detail', detail, 'at', now())::text);
+      -- The event's row first: a listener verifies a payload by reading its id back.
+      INSERT INTO ml._alert_events (deployment_id, deployment, alert, state, detail)
+      VALUES (d.id, deployment, alert, state, detail) RETURNING id INTO v_event;
+      PERFORM pg_notify('pgscore_alerts', jsonb_build_object('id', v_event, 'deployment', deployment, 'alert', alert,
+                                                             'state', state, 'detail', detail, 'at', now())::text);
       RETURN NEXT;
     END LOOP;
   END LOOP;
 END
 $$;
 
--- The alerts raised now.
+-- The alerts raised now; id is the event that raised each (ml.alert_events).
 DROP VIEW IF EXISTS ml.alerts;
 CREATE VIEW ml.alerts AS
-SELECT d.name AS deployment, s.alert, s.detail, s.changed_at AS raised_at
+SELECT d.name AS deployment, s.alert, s.detail, s.changed_at AS raised_at,
+       (SELECT max(e.id) FROM ml._alert_events e
+         WHERE e.deployment_id = s.deployment_id AND e.alert = s.alert AND e.state = 'raised') AS id
   FROM ml._alert_state s JOIN ml._deployments d ON d.id = s.deployment_id
  WHERE s.raised;
+
+-- Every alert change pgscore sent on pgscore_alerts, by id (kept 30 days, see ml._maintain).
+DROP VIEW IF EXISTS ml.alert_events;
+CREATE VIEW ml.alert_events AS
+SELECT e.id, e.deployment, e.alert, e.state, e.detail, e.at FROM ml._alert_events e;
+GRANT SELECT ON ml.alert_events TO pgscore_admin;

@@ -28,9 +28,17 @@ export const BEGIN_WRITEBACK = "BEGIN; SET LOCAL pgscore.writeback = 'on'; SET L
  */
 export const BEGIN_WRITEBACK_REDOABLE = `${BEGIN_WRITEBACK}; SET LOCAL synchronous_commit = off`;
 
-/** Advisory lock (1885827939 = 'pgsc', 1): held by a worker while it sleeps; see sql/functions/030_deploy.sql. */
-export const TRY_IDLE_LOCK = 'SELECT pg_try_advisory_lock(1885827939, 1) AS locked';
-export const RELEASE_IDLE_LOCK = 'SELECT pg_advisory_unlock(1885827939, 1)';
+/**
+ * The idle lock: a worker sleeps holding ml._wake in SHARE mode, in an open transaction (table
+ * locks last as long as one); see ml._wake_worker in sql/functions/027_locks.sql. NOWAIT: it
+ * fails (55P03) while a writer that saw the worker busy has not committed.
+ */
+export const TRY_IDLE_LOCK = 'BEGIN; LOCK TABLE ml._wake IN SHARE MODE NOWAIT';
+export const RELEASE_IDLE_LOCK = 'COMMIT';
+/** Per deployment, the last number its queue handed out (ml._queue_heads). */
+export const QUEUE_HEADS = 'SELECT deployment_id, head::text FROM ml._queue_heads()';
+/** $1 deployment ids: those whose queue holds a due row (the slow safety poll). */
+export const QUEUES_WITH_WORK = 'SELECT ml._queues_with_work($1::int[]) AS id';
 
 export interface DeploymentRow {
   readonly id: number;

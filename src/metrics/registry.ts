@@ -22,6 +22,13 @@ const PHASES: Readonly<Record<MetricsRole, { claimMs: string; scoreMs: string; w
  * From 1 ms (a few rows, claimed and written on a local Postgres) to 10 s (100,000 rows, or a
  * slow disk); prom-client's defaults start at 5 ms, where most batches of a quiet worker are.
  */
+/**
+ * Up to this many deployments, every deployment has its series. Beyond, only deployments with
+ * activity do (rows queued or in Kafka, dead letters, batches this process handled): 1,000 idle
+ * deployments would add 6,000 series of zeros to every scrape.
+ */
+export const ALL_DEPLOYMENTS_UP_TO = 100;
+
 const PHASE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
@@ -36,7 +43,8 @@ export function createRegistry(role: MetricsRole, source: MetricsSource, status:
   collectDefaultMetrics({ register: registry, prefix: 'pgscore_' });
 
   // A deployment's counters are at 0 from the first scrape after the source loaded it, not
-  // from its first batch, so rate() and increase() count that batch too.
+  // from its first batch, so rate() and increase() count that batch too; beyond
+  // ALL_DEPLOYMENTS_UP_TO deployments, a deployment's series start with its first batch.
   const deploymentCounter = (name: string, help: string) =>
     new Counter({
       name,
@@ -44,6 +52,7 @@ export function createRegistry(role: MetricsRole, source: MetricsSource, status:
       labelNames: ['deployment'] as const,
       registers: [registry],
       collect() {
+        if (source.deployments.length > ALL_DEPLOYMENTS_UP_TO) return;
         for (const deployment of source.deployments) this.inc({ deployment: deployment.name }, 0);
       },
     });
@@ -104,7 +113,8 @@ export function createRegistry(role: MetricsRole, source: MetricsSource, status:
 /**
  * Gauges of ml.status, read when Prometheus scrapes: the same numbers whichever worker is asked
  * (aggregate them with max, not sum). Each is reset first, so an undeployed deployment's series
- * disappear.
+ * disappear. Beyond ALL_DEPLOYMENTS_UP_TO deployments, only those with rows queued, in Kafka or
+ * dead-lettered have series (an absent series reads as 0).
  */
 function addStatusGauges(registry: Registry, status: StatusReader): void {
   new Gauge({
@@ -123,8 +133,11 @@ function addStatusGauges(registry: Registry, status: StatusReader): void {
       labelNames: ['deployment'] as const,
       registers: [registry],
       async collect() {
-        const rows = await status.read();
+        const all = await status.read();
         this.reset();
+        const rows = all && all.length > ALL_DEPLOYMENTS_UP_TO
+          ? all.filter((row) => (row.pending ?? 0) > 0 || (row.deadLetters ?? 0) > 0 || (row.inKafka ?? 0) > 0)
+          : all;
         for (const row of rows ?? []) {
           const v = value(row);
           if (v !== null) this.set({ deployment: row.deployment }, v);

@@ -13,8 +13,8 @@ export interface Scored {
 
 /**
  * Scores rows (each the input values in the plan's source order) with one session.run.
- * When the model fails on the batch, each half is scored on its own until the failing rows
- * are found: they become rejections, the others are scored.
+ * When the model fails on the batch, the failing rows are looked for (one at a time when the
+ * first row fails too, by halves otherwise): they become rejections, the others are scored.
  */
 export async function scoreRows(
   model: LoadedModel,
@@ -34,15 +34,29 @@ export async function scoreRows(
       const reason = `model ${model.ref} failed on this row: ${(error as Error).message}`;
       return { rows: [], columns: empty(), rejected: [...rejected, { row: accepted[0]!, reason }] };
     }
-    const middle = Math.ceil(accepted.length / 2);
+    // Whether the first and the last row fail alone decides how to look for the others: a model
+    // failing on every row (or most) is run once per row (n + 2 runs, not the 2n - 1 of halving
+    // down to single rows); one failing on a few rows is halved, as those are found in log2(n) steps.
+    const firstIndex = accepted[0]!;
+    const lastIndex = accepted[accepted.length - 1]!;
+    const first = await scoreRows(model, plan, [rows[firstIndex]!]);
+    const last = first.rejected.length > 0 ? await scoreRows(model, plan, [rows[lastIndex]!]) : undefined;
+    const middle = accepted.slice(1, -1);
+    const known = new Map<number, Scored>([[firstIndex, first], ...(last ? [[lastIndex, last] as const] : [])]);
+    const parts = last && last.rejected.length > 0
+      ? [[firstIndex], ...middle.map((i) => [i]), [lastIndex]]
+      : last
+        ? [[firstIndex], middle.slice(0, Math.ceil(middle.length / 2)), middle.slice(Math.ceil(middle.length / 2)), [lastIndex]]
+        : [[firstIndex], accepted.slice(1, Math.ceil(accepted.length / 2)), accepted.slice(Math.ceil(accepted.length / 2))];
     const scoredRows: number[] = [];
     const columns = empty();
     const failed: Rejection[] = [...rejected];
-    for (const half of [accepted.slice(0, middle), accepted.slice(middle)]) {
-      const part = await scoreRows(model, plan, half.map((i) => rows[i]!));
-      scoredRows.push(...part.rows.map((i) => half[i]!));
-      part.columns.forEach((values, c) => columns[c]!.push(...values));
-      failed.push(...part.rejected.map((r) => ({ row: half[r.row]!, reason: r.reason })));
+    for (const part of parts) {
+      if (part.length === 0) continue;
+      const result = (part.length === 1 ? known.get(part[0]!) : undefined) ?? await scoreRows(model, plan, part.map((i) => rows[i]!));
+      scoredRows.push(...result.rows.map((i) => part[i]!));
+      result.columns.forEach((values, c) => columns[c]!.push(...values));
+      failed.push(...result.rejected.map((r) => ({ row: part[r.row]!, reason: r.reason })));
     }
     return { rows: scoredRows, columns, rejected: failed };
   }

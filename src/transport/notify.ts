@@ -1,33 +1,44 @@
 import pgListen, { type Subscriber } from 'pg-listen';
 import type pg from 'pg';
 import { createClient } from '../db/pool.js';
-import { RELEASE_IDLE_LOCK, TRY_IDLE_LOCK } from '../db/statements.js';
+import { QUEUE_HEADS, RELEASE_IDLE_LOCK, TRY_IDLE_LOCK } from '../db/statements.js';
 import type { Logger } from '../log.js';
 
 export const WAKE_CHANNEL = 'pgscore_wake';
 export const CONFIG_CHANNEL = 'pgscore_config';
 
 export interface NotifyHandlers {
-  /** Rows were queued while this worker slept. */
-  onWake(): void;
+  /**
+   * Rows were queued while this worker slept: the payload names the deployment (its id), or is
+   * empty (any deployment). Any role may NOTIFY: the payload only says where to look.
+   */
+  onWake(deployment: number | undefined): void;
   /** Models, aliases or deployments changed. */
   onConfig(): void;
   /** The listening connection came back; notifications may have been missed. */
   onReconnect(): void;
 }
 
+/** Queue heads by deployment id (ml._queue_heads): the last number each queue handed out. */
+export type QueueHeads = Map<number, string | null>;
+
 /**
  * The notify transport's wake-up: LISTEN (through pg-listen, which reconnects and re-LISTENs)
  * plus the idle lock. NOTIFY only wakes; the queue tables are the truth, and the worker polls too.
  *
- * Writers skip NOTIFY while no worker holds the idle lock (see sql/functions/030_deploy.sql), so
- * a busy worker is never notified. A worker takes the lock when it runs out of work; it gets it
- * only once every writer that saw it busy has committed, then it checks the queues once more.
+ * Writers skip NOTIFY while no worker holds the idle lock (ml._wake_worker in
+ * sql/functions/027_locks.sql), so a busy worker is never notified. A worker takes the lock
+ * (SHARE on ml._wake, which only pgscore's roles can lock) when it runs out of work; it gets it
+ * only once every writer that saw it busy has committed, then it reads the queue heads to find
+ * the queues those writers filled. The lock's connection also reads the heads while the worker
+ * is busy, outside the lock's transaction.
  */
 export class NotifyWakeup {
   readonly #subscriber: Subscriber;
   #lockClient: pg.Client | undefined;
   #holding = false;
+  /** The lock's connection runs one thing at a time: the lock, its release, a look at the heads. */
+  #turn: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly connectionString: string,
@@ -44,7 +55,12 @@ export class NotifyWakeup {
         retryInterval: (attempt: number) => Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2),
       },
     );
-    this.#subscriber.notifications.on(WAKE_CHANNEL, () => handlers.onWake());
+    this.#subscriber.notifications.on(WAKE_CHANNEL, (payload: unknown) => {
+      const text = typeof payload === 'string' ? payload : '';
+      if (text === '') handlers.onWake(undefined);
+      else if (/^[1-9][0-9]{0,9}$/.test(text)) handlers.onWake(Number(text));
+      // Anything else is no pgscore wake-up: ignored.
+    });
     this.#subscriber.notifications.on(CONFIG_CHANNEL, () => handlers.onConfig());
     this.#subscriber.events.on('reconnect', (attempt: number) => log.warn({ attempt }, 'listener reconnecting'));
     let connectedOnce = false;
@@ -64,21 +80,52 @@ export class NotifyWakeup {
     await this.#subscriber.listenTo(CONFIG_CHANNEL);
   }
 
-  /** Tries to become the worker that writers wake. False while writers that saw it busy are in flight. */
-  async tryHoldIdleLock(): Promise<boolean> {
+  /** Tries to become a worker that writers wake. False while writers that saw it busy are in flight. */
+  tryHoldIdleLock(): Promise<boolean> {
+    return this.#inTurn(() => this.#tryHoldIdleLock());
+  }
+
+  releaseIdleLock(): Promise<void> {
+    return this.#inTurn(() => this.#releaseIdleLock());
+  }
+
+  /**
+   * Every queue's head, on the lock's connection (inside the lock's transaction while it is
+   * held, so a sleeping worker commits nothing more). Undefined when the connection failed.
+   */
+  queueHeads(): Promise<QueueHeads | undefined> {
+    return this.#inTurn(() => this.#queueHeads());
+  }
+
+  /** The lock's connection runs one thing at a time, in the order asked. */
+  #inTurn<T>(body: () => Promise<T>): Promise<T> {
+    const result = this.#turn.then(body);
+    this.#turn = result.catch(() => undefined);
+    return result;
+  }
+
+  async #tryHoldIdleLock(): Promise<boolean> {
     if (this.#holding) return true;
+    let client: pg.Client;
     try {
-      const client = await this.#client();
-      const { rows } = await client.query<{ locked: boolean }>(TRY_IDLE_LOCK);
-      this.#holding = rows[0]?.locked === true;
-      return this.#holding;
+      client = await this.#client();
     } catch (error) {
+      this.#dropClient(error);
+      return false;
+    }
+    try {
+      await client.query(TRY_IDLE_LOCK);
+      this.#holding = true;
+      return true;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      if ((error as { code?: string }).code === '55P03') return false;
       this.#dropClient(error);
       return false;
     }
   }
 
-  async releaseIdleLock(): Promise<void> {
+  async #releaseIdleLock(): Promise<void> {
     if (!this.#holding) return;
     this.#holding = false;
     try {
@@ -89,8 +136,20 @@ export class NotifyWakeup {
     }
   }
 
+  async #queueHeads(): Promise<QueueHeads | undefined> {
+    try {
+      const client = await this.#client();
+      const { rows } = await client.query<{ deployment_id: number; head: string | null }>(QUEUE_HEADS);
+      return new Map(rows.map((row) => [row.deployment_id, row.head]));
+    } catch (error) {
+      this.#dropClient(error);
+      return undefined;
+    }
+  }
+
   async stop(): Promise<void> {
     await this.releaseIdleLock();
+    await this.#turn;
     await this.#lockClient?.end().catch(() => undefined);
     this.#lockClient = undefined;
     await this.#subscriber.close().catch(() => undefined);
@@ -101,6 +160,8 @@ export class NotifyWakeup {
     const client = createClient(this.connectionString, 'idle lock');
     client.on('error', (error) => this.#dropClient(error));
     await client.connect();
+    // The lock is held in an open transaction while the worker sleeps (up to the poll interval).
+    await client.query('SET idle_in_transaction_session_timeout = 0');
     this.#lockClient = client;
     return client;
   }

@@ -9,7 +9,8 @@ import { RateLimitedLog } from '../log-limit.js';
 import { Upkeep } from '../lifecycle/upkeep.js';
 import { reportDeadLetters, type BatchResult } from '../pipeline/batch.js';
 import { classifyFailure, DeploymentHealth, type FailureAction } from '../pipeline/policy.js';
-import { NotifyWakeup } from '../transport/notify.js';
+import { QUEUES_WITH_WORK } from '../db/statements.js';
+import { NotifyWakeup, type QueueHeads } from '../transport/notify.js';
 import type { ActiveDeployment } from './deployments.js';
 
 export interface LoopEvents {
@@ -34,7 +35,7 @@ export interface QueueHandler {
    * Claims and handles one batch; `claimed` 0 means the queue was empty. A failure is handled
    * by the failure policy (src/pipeline/policy.ts).
    */
-  handle(deployment: ActiveDeployment): Promise<BatchResult>;
+  handle(deployment: ActiveDeployment, batchSize?: number): Promise<BatchResult>;
   /** Re-plans a deployment after a failed batch (ml._recheck); returns its status. */
   recheck(deployment: ActiveDeployment, reason: string): Promise<string>;
   close(): Promise<void>;
@@ -73,6 +74,26 @@ const BUSY_ROWS_PER_MS = 4;
  */
 const GATHER_MS = 2;
 const LINGER_MS = 25;
+/**
+ * While busy (writers send no NOTIFY then), the worker reads the queue heads (one statement for
+ * every deployment, ml._queue_heads) at most this often, and at most a fifth of the time, to
+ * find the deployments that got rows meanwhile.
+ */
+const BUSY_LOOK_EVERY_MS = 5;
+/**
+ * The slow safety poll, every this many poll intervals, busy or idle: every deployment's queue
+ * looked at for due rows, whatever the heads said (rows of a writer whose transaction was still
+ * open at two looks while the worker was busy, rows a lost NOTIFY announced).
+ */
+const SAFETY_POLL_EVERY_POLLS = 10;
+/** Rows put back on a queue (locked elsewhere, or changed) are due later: look again after this. */
+const REQUEUED_LOOK_AFTER_MS = 1_000;
+/**
+ * A deployment whose last batch was mostly dead letters (a model failing on every row scores
+ * each batch by halves down to single rows) takes batches of at most this many rows, and one
+ * lane at a time: its neighbours' rows wait for at most one such batch.
+ */
+const FAILING_BATCH_SIZE = 16;
 
 /**
  * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
@@ -87,6 +108,41 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   readonly #handler: QueueHandler;
   readonly #wakeup: NotifyWakeup;
   #deployments: ActiveDeployment[] = [];
+  #byId = new Map<number, ActiveDeployment>();
+  /**
+   * The deployments whose queue may have work: the drain visits only these. A NOTIFY names one,
+   * the queue heads name those that got rows while the worker was busy, the safety poll finds
+   * the rest. A deployment leaves the set when a claim of its queue comes back empty.
+   */
+  readonly #dirty = new Set<number>();
+  #dirtyChanged = deferred();
+  /** Queue heads read under the idle lock, when no writer that saw the worker busy was in flight. */
+  #lockedHeads: QueueHeads | undefined;
+  /**
+   * Queue heads of the last two looks while busy (see BUSY_LOOK_EVERY_MS). A look marks the
+   * deployments whose head moved since the look before the last: a row whose writer had not
+   * committed at the first look is claimed again after the second.
+   */
+  #busyHeads: QueueHeads = new Map();
+  #busyHeadsBefore: QueueHeads = new Map();
+  /** When the last safety poll ran (it also runs while busy: a long writer transaction). */
+  #safetyAt = performance.now();
+  #busyLookAt = 0;
+  #busyLookCostMs = 0;
+  #looking: Promise<void> | undefined;
+  #safetyDue = false;
+  /** Deployments with rows put back on their queue, and when to look at them again. */
+  readonly #requeuedAt = new Map<number, number>();
+  /** Batches in flight per deployment. */
+  readonly #inFlight = new Map<number, number>();
+  /** Deployments whose last batch was mostly dead letters (see FAILING_BATCH_SIZE). */
+  readonly #failing = new Set<number>();
+  /** Deployments whose last batch scored every row it claimed: they may take a second lane. */
+  readonly #proven = new Set<number>();
+  /** Marked (NOTIFY, a look) since their last claim started. */
+  readonly #markedSince = new Set<number>();
+  /** Until when a deployment that had rows stays marked (see LINGER_MS). */
+  readonly #activeUntil = new Map<number, number>();
   /** Deployments resting after failures (src/pipeline/policy.ts). */
   readonly #health = new DeploymentHealth();
   readonly #failureLog: RateLimitedLog;
@@ -106,6 +162,8 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   readonly #upkeep: Upkeep;
   #staleCheckAt = 0;
   #releasing: Promise<void> = Promise.resolve();
+  /** A reload in the background (see #startReload). */
+  #reloading: Promise<void> | undefined;
 
   constructor(
     connectionString: string,
@@ -122,13 +180,20 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     this.#handler = handler;
     this.#failureLog = new RateLimitedLog(log);
     this.#wakeup = new NotifyWakeup(connectionString, log, {
-      onWake: () => this.#wake(),
+      onWake: (deployment) => {
+        if (deployment === undefined) this.#safetyDue = true;
+        else if (this.#byId.has(deployment)) this.#markDirty(deployment);
+        else return;
+        this.#wake();
+      },
       onConfig: () => {
         this.#reloadDue = true;
         this.#wake();
       },
       onReconnect: () => {
+        // Notifications may have been missed.
         this.#reloadDue = true;
+        this.#safetyDue = true;
         this.#wake();
       },
     });
@@ -141,6 +206,17 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   async start(): Promise<void> {
     await this.#wakeup.start();
     await this.#reload();
+    // Every deployment is visited once now; the heads read under the idle lock (no writer that
+    // saw the worker busy is in flight) are the baseline the next looks compare with.
+    if (await this.#wakeup.tryHoldIdleLock()) {
+      const heads = await this.#wakeup.queueHeads();
+      if (heads) {
+        this.#lockedHeads = heads;
+        this.#busyHeads = heads;
+        this.#busyHeadsBefore = heads;
+      }
+      await this.#wakeup.releaseIdleLock();
+    }
     // Without event triggers, schema changes are found by the re-check of every reload.
     const { rows } = await this.#pool.query<{ present: boolean }>(HAS_EVENT_TRIGGERS);
     const watched = rows[0]?.present === true;
@@ -165,6 +241,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     for (const timer of this.#timers) clearInterval(timer);
     await this.#upkeep.stop();
     await this.#loop;
+    await this.#reloading;
     await this.#releasing;
     await this.#wakeup.stop();
     await this.#handler.close();
@@ -187,7 +264,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   async #run(): Promise<void> {
     while (!this.#stopping) {
       try {
-        if (this.#reloadDue) await this.#reload();
+        if (this.#reloadDue) this.#startReload();
         const found = await this.#drain();
         if (this.#stopping) break;
         await this.#pause(found);
@@ -197,72 +274,209 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     }
   }
 
+  /**
+   * Reloads the deployments while the lanes go on draining: re-checking every deployment against
+   * its table takes about 50 ms each on a busy server (15 s for 300), and the drain stopped for it
+   * (every 30 s). A claim of a re-planned deployment takes nothing until the reload is done.
+   */
+  #startReload(): void {
+    if (this.#reloading) return;
+    this.#reloading = this.#reload().catch(async (error: unknown) => {
+      this.#errorBackoffMs = Math.min(MAX_ERROR_BACKOFF_MS, Math.max(100, this.#errorBackoffMs * 2));
+      const level = isRetriable(error) ? 'warn' : 'error';
+      this.#log[level]({ err: error, retryInMs: this.#errorBackoffMs }, `reloading the deployments failed: ${describe(error)}`);
+      await sleep(this.#errorBackoffMs * (0.5 + Math.random() / 2));
+    }).finally(() => {
+      this.#reloading = undefined;
+      this.#wake();
+    });
+  }
+
   async #reload(): Promise<void> {
     this.#reloadDue = false;
     try {
+      const first = this.#byId.size === 0 && this.#lockedHeads === undefined;
       this.#deployments = await this.#handler.load();
-      this.#health.retain(new Set(this.#deployments.map((d) => d.id)));
-      this.#log.debug({ deployments: this.#deployments.map((d) => d.name) }, 'deployments loaded');
+      const before = this.#byId;
+      this.#byId = new Map(this.#deployments.map((d) => [d.id, d]));
+      const ids = new Set(this.#byId.keys());
+      this.#health.retain(ids);
+      for (const id of this.#dirty) if (!ids.has(id)) this.#dirty.delete(id);
+      for (const id of [...this.#failing, ...this.#proven, ...this.#requeuedAt.keys(), ...this.#activeUntil.keys()]) {
+        if (!ids.has(id)) {
+          this.#failing.delete(id);
+          this.#proven.delete(id);
+          this.#requeuedAt.delete(id);
+          this.#activeUntil.delete(id);
+        }
+      }
+      // New (or re-activated, or re-planned) deployments are looked at once; at start, all are.
+      for (const d of this.#deployments) if (first || before.get(d.id)?.rowVersion !== d.rowVersion) this.#markDirty(d.id);
+      this.#log.debug({ deployments: this.#deployments.length }, 'deployments loaded');
     } catch (error) {
       this.#reloadDue = true;
       throw error;
     }
   }
 
-  #live(): ActiveDeployment[] {
-    return this.#deployments.filter((d) => !this.#health.isResting(d.id));
+  #markDirty(id: number): void {
+    this.#markedSince.add(id);
+    this.#dirty.add(id);
+    this.#dirtyChanged.resolve();
+    this.#dirtyChanged = deferred();
   }
 
-  #nextDeployment(): ActiveDeployment | undefined {
-    const live = this.#live();
-    if (live.length === 0) return undefined;
-    this.#cursor = (this.#cursor + 1) % live.length;
-    return live[this.#cursor];
+  /** Marks the deployments whose queue head moved since `seen` (and those never seen). */
+  #markMoved(heads: QueueHeads, seen: QueueHeads | undefined): void {
+    for (const [id, head] of heads) {
+      if (!this.#byId.has(id)) continue;
+      // A queue that never had a row (head NULL) has nothing to claim.
+      if ((seen?.get(id) ?? null) !== head) this.#markDirty(id);
+    }
   }
 
   /**
-   * Runs lanes until every deployment's queue came back empty; true if any row was claimed. A
-   * lane that finds nothing while another lane's batch is in flight waits for it and looks
-   * again if it found rows: that batch may hold queue rows locked that are not its own.
+   * While busy: reads the queue heads and marks the deployments that got rows since the last
+   * look. Also marks deployments whose requeued rows are due, and runs the safety poll when due.
+   */
+  #lookWhileBusy(): void {
+    const now = performance.now();
+    if (now - this.#safetyAt > SAFETY_POLL_EVERY_POLLS * this.#settings.pollIntervalMs) this.#safetyDue = true;
+    for (const [id, at] of this.#requeuedAt) {
+      if (at <= now) {
+        this.#requeuedAt.delete(id);
+        this.#markDirty(id);
+      }
+    }
+    if (this.#looking || now - this.#busyLookAt < Math.max(BUSY_LOOK_EVERY_MS, 4 * this.#busyLookCostMs)) return;
+    this.#busyLookAt = now;
+    this.#looking = (async () => {
+      const heads = await this.#wakeup.queueHeads();
+      this.#busyLookCostMs = performance.now() - now;
+      if (!heads) return;
+      for (const [id, head] of heads) {
+        if (!this.#byId.has(id) || (this.#busyHeadsBefore.get(id) ?? null) === head) continue;
+        this.#markDirty(id);
+      }
+      this.#busyHeadsBefore = this.#busyHeads;
+      this.#busyHeads = heads;
+    })().finally(() => (this.#looking = undefined));
+  }
+
+  /** The slow safety poll: every deployment with due rows is marked, whatever the heads said. */
+  async #safetyPoll(): Promise<void> {
+    this.#safetyDue = false;
+    this.#safetyAt = performance.now();
+    const ids = [...this.#byId.keys()];
+    if (ids.length === 0) return;
+    const { rows } = await this.#pool.query<{ id: number }>(QUEUES_WITH_WORK, [ids]);
+    const unseen = rows.filter((row) => !this.#dirty.has(row.id));
+    for (const row of rows) this.#markDirty(row.id);
+    if (unseen.length > 0 && this.#dirtyIsStale()) this.#reloadDue = true;
+  }
+
+  /** Deployments with work that are not resting, less those a drain found empty (`empty`). */
+  #pickable(empty: ReadonlySet<number> = new Set()): number[] {
+    return [...this.#dirty].filter((id) => this.#byId.has(id) && !this.#health.isResting(id) && !empty.has(id));
+  }
+
+  /**
+   * The next deployment for a lane, round robin over those with work: first those with no
+   * batch in flight (a neighbour's live rows before another batch of a backlog), healthy ones
+   * before failing ones. A second lane on one deployment only when no other has work, and only
+   * when its last batch scored every row (not a failing one, nor one not seen yet).
+   */
+  #pick(empty: ReadonlySet<number>): ActiveDeployment | undefined {
+    const ids = this.#pickable(empty);
+    if (ids.length === 0) return undefined;
+    const idle = ids.filter((id) => (this.#inFlight.get(id) ?? 0) === 0);
+    const healthy = idle.filter((id) => !this.#failing.has(id));
+    const choice = healthy.length > 0 ? healthy : idle.length > 0 ? idle : ids.filter((id) => this.#proven.has(id));
+    if (choice.length === 0) return undefined;
+    this.#cursor = (this.#cursor + 1) % choice.length;
+    return this.#byId.get(choice[this.#cursor]!);
+  }
+
+  /**
+   * Runs lanes until every deployment with work came back empty once; true if any row was
+   * claimed. A lane with nothing to pick while another lane's batch is in flight waits for it
+   * (that batch may hold queue rows locked that are not its own) or for a deployment to get work.
+   * A deployment that had rows in the last LINGER_MS stays marked for the next drain: writers
+   * send no NOTIFY while the worker is busy, and live traffic comes back within a few ms.
    */
   async #drain(): Promise<boolean> {
     let found = false;
     const inFlight = new Set<Promise<number>>();
+    const empty = new Set<number>();
     const lane = async () => {
-      let emptyInARow = 0;
-      while (!this.#stopping && !this.#reloadDue) {
-        const deployment = this.#nextDeployment();
-        if (!deployment) return;
-        if (emptyInARow >= this.#live().length) {
-          const others = [...inFlight];
-          if (others.length === 0 || !(await Promise.all(others)).some((n) => n > 0)) return;
-          emptyInARow = 0;
+      while (!this.#stopping) {
+        this.#lookWhileBusy();
+        if (this.#safetyDue) await this.#safetyPoll();
+        // Marked again since it came back empty: look again in this drain.
+        for (const id of empty) if (this.#markedSince.has(id)) empty.delete(id);
+        const deployment = this.#pick(empty);
+        if (!deployment) {
+          if (inFlight.size === 0 && this.#pickable(empty).length === 0) return;
+          const timeout = new AbortController();
+          await Promise.race([...inFlight, this.#dirtyChanged.promise,
+            sleep(BUSY_LOOK_EVERY_MS, undefined, { signal: timeout.signal }).catch(() => undefined)]);
+          timeout.abort();
+          continue;
         }
+        const id = deployment.id;
+        this.#markedSince.delete(id);
+        this.#inFlight.set(id, (this.#inFlight.get(id) ?? 0) + 1);
         const batch = this.#handleOne(deployment);
         inFlight.add(batch);
-        const claimed = await batch.finally(() => inFlight.delete(batch));
+        const claimed = await batch.finally(() => {
+          inFlight.delete(batch);
+          const left = (this.#inFlight.get(id) ?? 1) - 1;
+          if (left > 0) this.#inFlight.set(id, left);
+          else this.#inFlight.delete(id);
+        });
         this.#claimedSince += claimed;
         if (claimed > 0) {
           found = true;
-          emptyInARow = 0;
-        } else {
-          emptyInARow += 1;
+          this.#activeUntil.set(id, performance.now() + LINGER_MS);
+          empty.delete(id);
+        } else if (!this.#health.isResting(id) && !this.#markedSince.has(id)) {
+          // Empty (or rows another lane or worker holds: that batch keeps it marked).
+          empty.add(id);
         }
       }
     };
     await Promise.all(Array.from({ length: this.#settings.concurrency }, lane));
-    return found || this.#reloadDue;
+    await this.#looking;
+    this.#forgetQuiet(empty);
+    return found;
+  }
+
+  /** Unmarks the deployments found empty whose live traffic stopped LINGER_MS ago. */
+  #forgetQuiet(empty: Iterable<number>): void {
+    const now = performance.now();
+    for (const id of empty) {
+      if (this.#markedSince.has(id)) continue;
+      if ((this.#activeUntil.get(id) ?? 0) > now) continue;
+      this.#activeUntil.delete(id);
+      this.#dirty.delete(id);
+    }
   }
 
   async #handleOne(deployment: ActiveDeployment): Promise<number> {
     try {
-      const result = await this.#handler.handle(deployment);
+      const failing = this.#failing.has(deployment.id);
+      const result = await this.#handler.handle(deployment, failing ? Math.min(FAILING_BATCH_SIZE, this.#settings.batchSize) : undefined);
       this.#errorBackoffMs = 0;
       this.#health.succeeded(deployment.id);
       if (result.claimed > 0) {
         this.#log.debug(result, 'batch done');
         this.emit('batch', result);
+        if (result.dead * 2 > result.claimed) this.#failing.add(deployment.id);
+        else this.#failing.delete(deployment.id);
+        if (result.dead === 0 && result.requeued === 0) this.#proven.add(deployment.id);
+        else this.#proven.delete(deployment.id);
       }
+      if (result.requeued > 0) this.#requeuedAt.set(deployment.id, performance.now() + REQUEUED_LOOK_AFTER_MS);
       reportDeadLetters(this.#failureLog, deployment, result);
       return result.claimed;
     } catch (error) {
@@ -335,38 +549,77 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     return fast;
   }
 
-  /** Out of work: sleep as the worker writers wake, or poll while writers still see us busy. */
+  /**
+   * Out of work: sleep as a worker writers wake, or poll while writers still see us busy. Once
+   * the idle lock is held, no writer that saw the worker busy is in flight: the queue heads that
+   * moved since the last look under the lock name every queue those writers filled.
+   */
   async #idle(): Promise<void> {
     await this.#releasing;
+    await this.#looking;
     if (await this.#wakeup.tryHoldIdleLock()) {
       this.#idleBackoffMs = 0;
-      // Rows committed by writers that saw this worker busy (and so sent no NOTIFY).
-      if (!(await this.#anyPending())) {
-        const woke = await this.#waitForWake(this.#settings.pollIntervalMs);
+      const heads = await this.#wakeup.queueHeads();
+      if (heads) {
+        this.#markMoved(heads, this.#lockedHeads);
+        this.#lockedHeads = heads;
+        this.#busyHeads = heads;
+        this.#busyHeadsBefore = heads;
+      } else {
+        this.#safetyDue = true;
+      }
+      if (this.#safetyDue) await this.#safetyPoll();
+      if (this.#pickable().length === 0) {
+        const wait = this.#nextRequeuedLook(this.#settings.pollIntervalMs);
+        const woke = await this.#waitForWake(wait);
+        if (performance.now() - this.#safetyAt > SAFETY_POLL_EVERY_POLLS * this.#settings.pollIntervalMs) this.#safetyDue = true;
         if (woke && this.#settings.maxWaitMs > 0 && !this.#stopping) await sleep(this.#settings.maxWaitMs);
-      } else if (Date.now() - this.#staleCheckAt > STALE_CHECK_EVERY_MS) {
-        // Rows are due but the claims took none: another worker holds them, or a deployment
-        // was re-planned (a claim takes nothing from a stale plan) and its NOTIFY was missed.
-        this.#staleCheckAt = Date.now();
-        this.#reloadDue = true;
+        const now = performance.now();
+        for (const [id, at] of this.#requeuedAt) {
+          if (at <= now) {
+            this.#requeuedAt.delete(id);
+            this.#markDirty(id);
+          }
+        }
+        // After a timeout (or a NOTIFY), the next drain starts with a look at the heads: rows
+        // whose NOTIFY was lost (or never sent) are found by the poll, as before.
+        if (!woke) {
+          const later = await this.#wakeup.queueHeads();
+          if (later) {
+            this.#markMoved(later, this.#lockedHeads);
+            this.#lockedHeads = later;
+            this.#busyHeads = later;
+            this.#busyHeadsBefore = later;
+          }
+        }
       }
       this.#releasing = this.#wakeup.releaseIdleLock();
     } else {
-      // Writers that saw this worker busy are about to commit rows (and send no NOTIFY), or
-      // another worker sleeps as the one writers wake (and we are woken with it): look again soon.
-      // The retry delay resets only once this worker gets the idle lock (the load has stopped).
+      // Writers that saw this worker busy are about to commit rows (and send no NOTIFY): look
+      // again soon. The retry delay resets only once this worker gets the idle lock.
       const cap = this.#arrivingFast(performance.now()) ? MAX_BUSY_RETRY_MS : MAX_IDLE_RETRY_MS;
       this.#idleBackoffMs = Math.min(cap, Math.max(1, this.#idleBackoffMs * 2));
       await this.#waitForWake(this.#idleBackoffMs);
+      this.#lookWhileBusy();
     }
   }
 
-  async #anyPending(): Promise<boolean> {
-    const live = this.#live();
-    if (live.length === 0) return false;
-    const { rows } = await this.#pool.query<{ pending: boolean }>(
-      `SELECT ${live.map((d) => `(${d.sql.pending})`).join(' OR ')} AS pending`,
-    );
-    return rows[0]?.pending === true;
+  /** How long to sleep: the poll interval, or less when requeued rows come due sooner. */
+  #nextRequeuedLook(ms: number): number {
+    const now = performance.now();
+    let wait = ms;
+    for (const at of this.#requeuedAt.values()) wait = Math.min(wait, Math.max(1, at - now));
+    return wait;
+  }
+
+  /**
+   * Rows are due (the safety poll found them) that no look had found: their NOTIFY was lost,
+   * another worker holds them, or a deployment was re-planned (a claim takes nothing from a
+   * stale plan) and its NOTIFY was missed. Reload, at most every STALE_CHECK_EVERY_MS.
+   */
+  #dirtyIsStale(): boolean {
+    if (Date.now() - this.#staleCheckAt <= STALE_CHECK_EVERY_MS) return false;
+    this.#staleCheckAt = Date.now();
+    return true;
   }
 }

@@ -40,12 +40,12 @@ export class Worker extends EventEmitter<LoopEvents> {
         await drift.load(deployments.flatMap(versionsInUse));
         return deployments;
       },
-      async handle(deployment) {
+      async handle(deployment, batchSize = settings.batchSize) {
         // A model that does not load throws a ModelError: the failure policy pauses the deployment.
         // The batch holds its sessions until it is done: a promotion meanwhile releases them after it.
         const lease = models.lease();
         try {
-          return await claimAndScore(pool, deployment, lease, settings.batchSize, sizer, drift);
+          return await claimAndScore(pool, deployment, lease, batchSize, sizer, drift);
         } finally {
           lease.release();
         }
