@@ -157,7 +157,7 @@ BEGIN
       INTO v_problem
       FROM ml._write_back_triggers(v_table, v_is_target, p_written) f
       JOIN pg_trigger t ON t.oid = f
-     WHERE NOT ml._runs_safely(t.tgfoid, false)
+     WHERE NOT ml._runs_safely(t.tgfoid, true)
      ORDER BY t.tgname LIMIT 1;
     IF v_problem IS NULL THEN
       SELECT format('%s on %s calls %s, which belongs to neither pg_catalog nor a superuser',

@@ -130,6 +130,9 @@ describe.each([
     expect((await until(secured, 'invalid')).reason).toContain(`public.${secured} has row-level security enabled`);
     const triggered = await deployed();
     await db.sql(`CREATE FUNCTION ${triggered}_touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'`);
+    // The table owner's own function (a superuser's would be trusted, as in a CHECK).
+    await db.sql(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgscore_test_tenant') THEN CREATE ROLE pgscore_test_tenant; END IF; END $$`);
+    await db.sql(`ALTER FUNCTION ${triggered}_touch() OWNER TO pgscore_test_tenant`);
     await db.sql(`CREATE TRIGGER touch BEFORE UPDATE ON ${triggered} FOR EACH ROW EXECUTE FUNCTION ${triggered}_touch()`);
     expect((await until(triggered, 'invalid')).reason).toContain(
       `trigger touch on public.${triggered} runs public.${triggered}_touch(): it would run during the write-back`);
