@@ -1,0 +1,193 @@
+import fc from 'fast-check';
+
+/**
+ * What the generated suite (test/integration/generated.test.ts) generates: a table, a
+ * deployment of the "sums" model on it, a sequence of application statements with good and bad
+ * values, and at most one fault. Everything is plain data, so a failing case prints as JSON and
+ * replays from its seed.
+ *
+ * The model is examples/models/typed.onnx (v1) and its variant (v2): total = a + b + f64 + i32 +
+ * e + ok (v2: a + b + f64 + 2e + ok), which TypeScript recomputes (oracle.ts). Each input can
+ * come from a plain column or from an SQL expression that can fail at run time.
+ */
+
+export type KeyKind = 'int' | 'text' | 'composite';
+export type Layout = 'plain' | 'range' | 'list' | 'multi';
+/** Model input f64: column c; `ctxt::float8` (fails on 'abc'); `c / z` (fails on z = 0); a stored generated column. */
+export type F64Source = 'column' | 'cast' | 'division' | 'generated';
+/** Model input i32: column d; a domain column; `num / den` (fails on den = 0). */
+export type I32Source = 'column' | 'domain' | 'division';
+/**
+ * Owner triggers: 'noop' returns NEW; 'audit' logs every insert and update into a table of the
+ * owner's; 'raising' raises when a row with tag 'boom' gets a prediction; 'hostile' tries, on
+ * every update, to reach the other tenant's table and queue.
+ */
+export type TriggerKind = 'none' | 'noop' | 'audit' | 'raising' | 'hostile';
+/** 'nothing': in a publication with REPLICA IDENTITY NOTHING, so no UPDATE can succeed. */
+export type PublicationKind = 'none' | 'default' | 'nothing';
+
+export interface TableSpec {
+  readonly key: KeyKind;
+  readonly layout: Layout;
+  /** Table and columns with spaces, quotes, upper case and non-ASCII letters. */
+  readonly odd: boolean;
+  /** In a schema of its own instead of public. */
+  readonly ownSchema: boolean;
+  /** CHECK (e > -1000000) on an application column: statements may fail, on both tables alike. */
+  readonly appCheck: boolean;
+  /** The prediction column exists before deploy with CHECK (total < 1000000). */
+  readonly predictionCheck: boolean;
+  readonly f64: F64Source;
+  readonly i32: I32Source;
+  readonly trigger: TriggerKind;
+  readonly publication: PublicationKind;
+  readonly rls: boolean;
+}
+
+/** A value for each application column; undefined = not set by the statement. */
+export interface Values {
+  readonly a?: Val;
+  readonly b?: Val;
+  readonly c?: Val;
+  readonly ctxt?: Val;
+  readonly z?: Val;
+  readonly d?: Val;
+  readonly num?: Val;
+  readonly den?: Val;
+  readonly e?: Val;
+  readonly ok?: Val;
+  readonly tag?: Val;
+  readonly note?: Val;
+}
+/** SQL literal text (or null for NULL). Numbers travel as text so 'NaN' and 1e39 stay exact. */
+export type Val = string | null;
+
+/** Rows are named by an index 1..8, mapped to the key kind's values (render.ts keyOf). */
+export type RowIndex = number;
+
+export type Op =
+  | { readonly kind: 'insert'; readonly rows: readonly (readonly [RowIndex, Values])[] }
+  | { readonly kind: 'upsert'; readonly rows: readonly (readonly [RowIndex, Values])[]; readonly action: 'nothing' | 'update' }
+  | { readonly kind: 'copy'; readonly rows: readonly (readonly [RowIndex, Values])[] }
+  | { readonly kind: 'merge'; readonly rows: readonly (readonly [RowIndex, Values])[] }
+  | { readonly kind: 'update'; readonly where: readonly RowIndex[] | 'all'; readonly set: Values }
+  | { readonly kind: 'delete'; readonly where: readonly RowIndex[] }
+  | { readonly kind: 'move'; readonly from: RowIndex; readonly to: RowIndex }
+  | { readonly kind: 'truncate' }
+  | { readonly kind: 'addColumn' }
+  | { readonly kind: 'renameNote' };
+
+export type Fault =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'restart'; readonly at: number }
+  | { readonly kind: 'terminate'; readonly at: number }
+  | { readonly kind: 'undeploy'; readonly at: number }
+  | { readonly kind: 'promote'; readonly at: number };
+
+export interface CaseSpec {
+  readonly table: TableSpec;
+  /** Statements before the deploy (then backfilled) and after it. */
+  readonly before: readonly Op[];
+  readonly ops: readonly Op[];
+  readonly fault: Fault;
+}
+
+/** Generator switches: classes of failure not fixed yet are left out unless `known` (see suite-findings). */
+export interface Gates {
+  readonly known: boolean;
+}
+
+const num = (values: readonly Val[]) => fc.constantFrom(...values);
+
+// Good values are small integers or exact binary fractions, so sums are exact; bad ones are the
+// issue's: NULL, NaN, Infinity, numbers a column or a tensor cannot hold, text that does not cast.
+const REAL: Val[] = ['0', '1', '2.5', '-3', '1000', null, 'NaN', '1e39', '3.4e38'];
+const FLOAT: Val[] = ['0', '1.25', '-7', '100', null, 'NaN', 'Infinity', '1e308'];
+const TEXT_FLOAT: Val[] = ['1.5', '-2', ' 7 ', 'abc', '', 'NaN', '1e400', null];
+const DIVISOR: Val[] = ['1', '2', '-4', '0', null];
+const INT: Val[] = ['0', '1', '-5', '42', '2147483647', null, '2147483648'];
+const DEN: Val[] = ['1', '2', '-3', '0', null];
+const BIG: Val[] = ['0', '7', '-9', '123456789', '9007199254740993', '9223372036854775807', '-2000000', null];
+const BOOL: Val[] = ['true', 'false', null];
+const TAG: Val[] = ['x', 'ü', "it's", '', 'boom', null, 'tab\there'];
+const NOTE: Val[] = ['n', 'changed', "o'q", '\\N', null];
+
+export function valuesArb(full: boolean): fc.Arbitrary<Values> {
+  const record = {
+    a: num(REAL),
+    b: num(REAL),
+    c: num(FLOAT),
+    ctxt: num(TEXT_FLOAT),
+    z: num(DIVISOR),
+    d: num(INT),
+    num: num(INT.slice(0, 5)),
+    den: num(DEN),
+    e: num(BIG),
+    ok: num(BOOL),
+    tag: num(TAG),
+    note: num(NOTE),
+  };
+  return full ? fc.record(record) : fc.record(record, { requiredKeys: [] });
+}
+
+const rowIndex = fc.integer({ min: 1, max: 8 });
+const rows = (max: number) => fc.array(fc.tuple(rowIndex, valuesArb(true)), { minLength: 1, maxLength: max });
+
+export const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 5, arbitrary: rows(4).map((r) => ({ kind: 'insert' as const, rows: r })) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('upsert' as const), rows: rows(3), action: fc.constantFrom('nothing' as const, 'update' as const) }) },
+  { weight: 2, arbitrary: rows(4).map((r) => ({ kind: 'copy' as const, rows: r })) },
+  { weight: 2, arbitrary: rows(3).map((r) => ({ kind: 'merge' as const, rows: r })) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      kind: fc.constant('update' as const),
+      where: fc.oneof(fc.constant('all' as const), fc.uniqueArray(rowIndex, { minLength: 1, maxLength: 3 })),
+      set: valuesArb(false).filter((v) => Object.keys(v).length > 0),
+    }),
+  },
+  { weight: 2, arbitrary: fc.uniqueArray(rowIndex, { minLength: 1, maxLength: 3 }).map((w) => ({ kind: 'delete' as const, where: w })) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('move' as const), from: rowIndex, to: rowIndex }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'truncate' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'addColumn' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'renameNote' as const }) },
+);
+
+export function tableArb(gates: Gates): fc.Arbitrary<TableSpec> {
+  // Classes gated in /work/notes/suite-findings.md (PGSCORE_PROPERTY_KNOWN=1 includes them).
+  const known = <T>(always: readonly T[], gated: readonly T[]) => fc.constantFrom(...always, ...(gates.known ? gated : []));
+  return fc.record({
+    key: fc.constantFrom<KeyKind>('int', 'text', 'composite'),
+    layout: fc.constantFrom<Layout>('plain', 'range', 'list', 'multi'),
+    odd: fc.boolean(),
+    ownSchema: fc.boolean(),
+    appCheck: fc.boolean(),
+    predictionCheck: known([false], [true]),
+    f64: known<F64Source>(['column', 'generated'], ['cast', 'division']),
+    i32: known<I32Source>(['column', 'domain'], ['division']),
+    trigger: known<TriggerKind>(['none', 'noop'], ['audit', 'raising', 'hostile']),
+    publication: known<PublicationKind>(['none', 'default'], ['nothing']),
+    rls: known([false], [true]),
+  });
+}
+
+export function faultArb(opCount: number): fc.Arbitrary<Fault> {
+  const at = fc.integer({ min: 0, max: Math.max(0, opCount - 1) });
+  return fc.oneof(
+    { weight: 4, arbitrary: fc.constant({ kind: 'none' as const }) },
+    { weight: 1, arbitrary: at.map((i) => ({ kind: 'restart' as const, at: i })) },
+    { weight: 1, arbitrary: at.map((i) => ({ kind: 'terminate' as const, at: i })) },
+    { weight: 1, arbitrary: at.map((i) => ({ kind: 'undeploy' as const, at: i })) },
+    { weight: 1, arbitrary: at.map((i) => ({ kind: 'promote' as const, at: i })) },
+  );
+}
+
+export function caseArb(gates: Gates): fc.Arbitrary<CaseSpec> {
+  return fc
+    .record({
+      table: tableArb(gates),
+      before: fc.array(opArb, { maxLength: 3 }),
+      ops: fc.array(opArb, { minLength: 1, maxLength: 10 }),
+    })
+    .chain((c) => faultArb(c.ops.length).map((fault) => ({ ...c, fault })));
+}
