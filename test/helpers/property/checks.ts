@@ -79,11 +79,16 @@ export async function checkRows(suite: Suite, names: Names, state: TableState): 
     if (dead !== undefined) {
       if (!dead) problems.push(`${key}: a dead letter without a reason`);
       if (scored) problems.push(`${key}: scored correctly and a dead letter at once (${dead})`);
+      suite.seen.rowsDeadLetters += 1;
       continue;
     }
-    if (scored) continue;
+    if (scored) {
+      suite.seen.rowsScored += 1;
+      continue;
+    }
     if (stopped) {
       unaccounted += 1;
+      suite.seen.rowsPendingStopped += 1;
       continue;
     }
     problems.push(

@@ -1,4 +1,4 @@
-import type { CaseSpec } from './spec.js';
+import type { CaseSpec, GatedClass } from './spec.js';
 
 /**
  * Counterexamples the generated suite found (shrunk), replayed as regular tests. A finding whose
@@ -7,7 +7,8 @@ import type { CaseSpec } from './spec.js';
  */
 export interface Found {
   readonly title: string;
-  readonly gated: boolean;
+  /** The gated class it belongs to while that class is not fixed; false once fixed. */
+  readonly gated: GatedClass | false;
   readonly spec: CaseSpec;
 }
 

@@ -56,6 +56,8 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
       const onTwin = await execute(twin, r.sql(names.twin), r.copy);
       const [onDeployed] = await Promise.all([execute(deployed, r.sql(names.deployed), r.copy), concurrently?.()]);
       suite.statements += 1;
+      if (onTwin.ok) suite.seen.statementsOk += 1;
+      else suite.seen.statementsFailed += 1;
       if (!same(onTwin, onDeployed)) {
         throw new CaseFailure(
           `differential: ${r.sql(names.deployed)}${r.copy ? `\n  copy data: ${JSON.stringify(r.copy)}` : ''}\n  twin: ${show(onTwin)}\n  deployed: ${show(onDeployed)}`,
@@ -68,13 +70,17 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
 
     const deployError = await deploy(deployed, names);
     if (deployError) {
-      if (mayRefuse(spec) && deployError.code !== 'XX000' && deployError.message.length > 20) return;
+      if (mayRefuse(spec) && deployError.code !== 'XX000' && deployError.message.length > 20) {
+        suite.seen.refusedAtDeploy += 1;
+        return;
+      }
       throw new CaseFailure(`deploy refused: ${deployError.code}: ${deployError.message}`);
     }
     deployedNow = true;
 
     for (const [i, op] of spec.ops.entries()) {
       const fault = spec.fault.kind !== 'none' && spec.fault.at === i ? spec.fault : undefined;
+      if (fault) suite.seen.faults += 1;
       if (fault?.kind === 'restart') {
         await suite.worker?.stop();
         suite.worker = await startWorker(suite.db);

@@ -17,6 +17,12 @@ export interface Suite {
   /** Application statements run so far, on each of the twin and the deployed table. */
   statements: number;
   drainTimeoutMs: number;
+  /** What the cases saw, for the summary line: a suite that checks nothing would show it here. */
+  readonly seen: Record<'statementsOk' | 'statementsFailed' | 'rowsScored' | 'rowsDeadLetters' | 'rowsPendingStopped' | 'refusedAtDeploy' | 'faults', number>;
+}
+
+export function emptySeen(): Suite['seen'] {
+  return { statementsOk: 0, statementsFailed: 0, rowsScored: 0, rowsDeadLetters: 0, rowsPendingStopped: 0, refusedAtDeploy: 0, faults: 0 };
 }
 
 /** A failed check: what was seen, with the statement that showed it. */
