@@ -93,6 +93,11 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
             throw new CaseFailure(`ml.undeploy failed mid-run: ${error.code}: ${error.message}`);
           });
           deployedNow = false;
+        } else if (fault?.kind === 'lock') {
+          await side.query('BEGIN');
+          await side.query(`SELECT 1 FROM ${names.deployed} FOR UPDATE`);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          await side.query('COMMIT');
         } else if (fault?.kind === 'promote') {
           suite.production = suite.production === 1 ? 2 : 1;
           await suite.db.sql(`SELECT ml.promote('sums', $1)`, [suite.production]).catch((error: pg.DatabaseError) => {
