@@ -40,6 +40,7 @@ function tableDdl(names: Names, schema: string, table: string): string[] {
     `CREATE TABLE ${qualified} (${[...keyDefs, ...values, ...extras, `PRIMARY KEY (${keyList})`].join(', ')})${partitionClause(names)}`,
     ...partitions(names, schema, table),
   ];
+  if (t.layout === 'inherited') out.push(`CREATE TABLE ${childOf(qualified)} () INHERITS (${qualified})`);
   const fn = `${quoteIdent(names.caseSchema)}.pgs_trigger`;
   if (t.trigger === 'noop' || t.trigger === 'raising') {
     out.push(`CREATE TRIGGER owner_trigger BEFORE UPDATE ON ${qualified} FOR EACH ROW EXECUTE FUNCTION ${fn}()`);
@@ -88,9 +89,14 @@ function triggerFunction(names: Names, owner: string, tenantB: { table: string; 
   return [`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN ${body[names.spec.table.trigger]} END $fn$`];
 }
 
+/** The child table of an 'inherited' layout: the parent's name with " child". */
+export function childOf(qualified: string): string {
+  return `${qualified.slice(0, -1)} child"`;
+}
+
 function partitionClause(names: Names): string {
   const t = names.spec.table;
-  if (t.layout === 'plain') return '';
+  if (t.layout === 'plain' || t.layout === 'inherited') return '';
   const first = names.q(names.keyColumns[0]!);
   return t.layout === 'list' ? ` PARTITION BY LIST (${first})` : ` PARTITION BY RANGE (${first})`;
 }
@@ -98,7 +104,7 @@ function partitionClause(names: Names): string {
 /** Partitions split the 8 rows: range at row 5, list odd/even, multi-level with a second level in the first range. */
 function partitions(names: Names, schema: string, table: string): string[] {
   const t = names.spec.table;
-  if (t.layout === 'plain') return [];
+  if (t.layout === 'plain' || t.layout === 'inherited') return [];
   const parent = `${quoteIdent(schema)}.${quoteIdent(table)}`;
   const part = (suffix: string) => `${quoteIdent(schema)}.${quoteIdent(`${table} p${suffix}`)}`;
   const first = (i: RowIndex) => {
@@ -185,8 +191,11 @@ export function renderOp(names: Names, state: TableState, op: Op): Rendered {
   const cols = insertColumns(names, state).join(', ');
   const keys = names.keyColumns.map((k) => names.q(k)).join(', ');
   switch (op.kind) {
-    case 'insert':
-      return { sql: (t) => `INSERT INTO ${t} (${cols}) VALUES ${op.rows.map(([i, v]) => `(${rowValues(names, i, v).join(', ')})`).join(', ')}` };
+    case 'insertChild':
+    case 'insert': {
+      const into = op.kind === 'insertChild' && names.spec.table.layout === 'inherited' ? childOf : (t: string) => t;
+      return { sql: (t) => `INSERT INTO ${into(t)} (${cols}) VALUES ${op.rows.map(([i, v]) => `(${rowValues(names, i, v).join(', ')})`).join(', ')}` };
+    }
     case 'upsert': {
       const action = op.action === 'nothing' ? 'DO NOTHING' : `DO UPDATE SET ${assignments(names, state, {}, 'EXCLUDED')}`;
       return {

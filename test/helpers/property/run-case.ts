@@ -123,9 +123,9 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
   }
 }
 
-/** Triggers, publications without replica identity and RLS may be refused at deploy, with a reason. */
+/** Owner triggers, publications, RLS and inheritance may be refused at deploy, with a reason. */
 function mayRefuse(spec: CaseSpec): boolean {
-  return spec.table.trigger !== 'none' || spec.table.publication !== 'none' || spec.table.rls;
+  return spec.table.trigger !== 'none' || spec.table.publication !== 'none' || spec.table.rls || spec.table.layout === 'inherited';
 }
 
 async function deploy(client: pg.Client, names: Names): Promise<{ code: string; message: string } | undefined> {

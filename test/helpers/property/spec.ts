@@ -12,7 +12,8 @@ import fc from 'fast-check';
  */
 
 export type KeyKind = 'int' | 'text' | 'composite';
-export type Layout = 'plain' | 'range' | 'list' | 'multi';
+/** 'inherited': a parent with a child table (INHERITS); statements write both. */
+export type Layout = 'plain' | 'range' | 'list' | 'multi' | 'inherited';
 /** Model input f64: column c; `ctxt::float8` (fails on 'abc'); `c / z` (fails on z = 0); a stored generated column. */
 export type F64Source = 'column' | 'cast' | 'division' | 'generated';
 /** Model input i32: column d; a domain column; `num / den` (fails on den = 0). */
@@ -67,6 +68,8 @@ export type RowIndex = number;
 
 export type Op =
   | { readonly kind: 'insert'; readonly rows: readonly (readonly [RowIndex, Values])[] }
+  /** Into the child table when the layout is 'inherited', else a plain insert. */
+  | { readonly kind: 'insertChild'; readonly rows: readonly (readonly [RowIndex, Values])[] }
   | { readonly kind: 'upsert'; readonly rows: readonly (readonly [RowIndex, Values])[]; readonly action: 'nothing' | 'update' }
   | { readonly kind: 'copy'; readonly rows: readonly (readonly [RowIndex, Values])[] }
   | { readonly kind: 'merge'; readonly rows: readonly (readonly [RowIndex, Values])[] }
@@ -109,6 +112,7 @@ export const GATED = [
   'publication-nothing',
   'rls',
   'fault-undeploy',
+  'inheritance',
 ] as const;
 export type GatedClass = (typeof GATED)[number];
 export interface Gates {
@@ -163,6 +167,7 @@ const rows = (max: number) => fc.array(fc.tuple(rowIndex, valuesArb(true)), { mi
 
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 5, arbitrary: rows(4).map((r) => ({ kind: 'insert' as const, rows: r })) },
+  { weight: 1, arbitrary: rows(2).map((r) => ({ kind: 'insertChild' as const, rows: r })) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('upsert' as const), rows: rows(3), action: fc.constantFrom('nothing' as const, 'update' as const) }) },
   { weight: 2, arbitrary: rows(4).map((r) => ({ kind: 'copy' as const, rows: r })) },
   { weight: 2, arbitrary: rows(3).map((r) => ({ kind: 'merge' as const, rows: r })) },
@@ -186,7 +191,7 @@ export function tableArb(gates: Gates): fc.Arbitrary<TableSpec> {
     fc.constantFrom(...always, ...gated.filter(([g]) => gates.known.has(g)).map(([, v]) => v));
   return fc.record({
     key: fc.constantFrom<KeyKind>('int', 'text', 'composite'),
-    layout: fc.constantFrom<Layout>('plain', 'range', 'list', 'multi'),
+    layout: pick<Layout>(['plain', 'range', 'list', 'multi'], [['inheritance', 'inherited']]),
     odd: fc.boolean(),
     ownSchema: fc.boolean(),
     appCheck: fc.boolean(),
