@@ -1,15 +1,74 @@
-import type { CaseSpec, GatedClass } from './spec.js';
+import type { CaseSpec, GatedClass, TableSpec, Values } from './spec.js';
 
 /**
  * Counterexamples the generated suite found (shrunk), replayed as regular tests. A finding whose
- * class is not fixed yet is `gated`: it runs only with PGSCORE_PROPERTY_KNOWN=1 (listed, with its
- * seed, in /work/notes/suite-findings.md).
+ * class is not fixed yet is `gated`: it runs only when PGSCORE_PROPERTY_KNOWN names its class
+ * (listed, with its seed, in /work/notes/suite-findings.md). Once fixed, `gated` becomes false.
  */
 export interface Found {
   readonly title: string;
-  /** The gated class it belongs to while that class is not fixed; false once fixed. */
   readonly gated: GatedClass | false;
   readonly spec: CaseSpec;
 }
 
-export const FOUND: readonly Found[] = [];
+const PLAIN: TableSpec = {
+  key: 'int',
+  layout: 'plain',
+  odd: false,
+  ownSchema: false,
+  appCheck: false,
+  predictionCheck: false,
+  f64: 'column',
+  i32: 'column',
+  trigger: 'none',
+  publication: 'none',
+  rls: false,
+};
+const ROW: Values = { a: '0', b: '0', c: '0', ctxt: '1.5', z: '1', d: '0', num: '0', den: '1', e: '0', ok: 'true', tag: 'x', note: 'n' };
+
+export const FOUND: readonly Found[] = [
+  {
+    title: 'F1: ml.undeploy while the application updates the table (seed -649276190)',
+    gated: 'fault-undeploy',
+    spec: {
+      table: PLAIN,
+      before: [],
+      ops: [{ kind: 'update', where: [1], set: { c: '0', ctxt: '1.5', z: '2', d: '42', e: '9007199254740993', tag: "it's", note: '\\N' } }],
+      fault: { kind: 'undeploy', at: 0 },
+    },
+  },
+  {
+    title: "F2: an input expression that fails ('abc'::float8) makes a dead letter (seed 278290413)",
+    gated: 'f64-cast',
+    spec: { table: { ...PLAIN, f64: 'cast' }, before: [], ops: [{ kind: 'insert', rows: [[1, { ...ROW, ctxt: 'abc' }]] }], fault: { kind: 'none' } },
+  },
+  {
+    title: 'F2: an input expression that divides by zero makes a dead letter',
+    gated: 'f64-division',
+    spec: { table: { ...PLAIN, f64: 'division' }, before: [], ops: [{ kind: 'insert', rows: [[1, { ...ROW, z: '0' }], [2, ROW]] }], fault: { kind: 'none' } },
+  },
+  {
+    title: 'F2: UPDATE of a row whose input expression fails (the issue: every later UPDATE failed)',
+    gated: 'i32-division',
+    spec: {
+      table: { ...PLAIN, i32: 'division' },
+      before: [],
+      ops: [
+        { kind: 'insert', rows: [[1, { ...ROW, den: '0' }], [2, ROW]] },
+        { kind: 'update', where: 'all', set: { note: 'changed' } },
+        { kind: 'update', where: [1], set: { den: '2' } },
+      ],
+      fault: { kind: 'none' },
+    },
+  },
+  {
+    title: 'F3: a CHECK on the prediction column the write-back violates (seed -414523402)',
+    gated: 'prediction-check',
+    spec: {
+      table: { ...PLAIN, predictionCheck: true },
+      before: [],
+      ops: [{ kind: 'merge', rows: [[1, { ...ROW, e: '123456789' }], [2, ROW]] }],
+      fault: { kind: 'none' },
+    },
+  },
+];
