@@ -7,7 +7,7 @@ import { createTestDatabase, modelBytes, startWorker, waitFor } from '../helpers
 import { readTenantB, setUpTenantB } from '../helpers/property/checks.js';
 import { FOUND } from '../helpers/property/found.js';
 import { runCase } from '../helpers/property/run-case.js';
-import { caseArb, gatesFrom } from '../helpers/property/spec.js';
+import { caseArb, gatesFrom, type CaseSpec } from '../helpers/property/spec.js';
 import { emptySeen, type Suite } from '../helpers/property/suite.js';
 import { registerSums } from '../helpers/sums.js';
 
@@ -19,6 +19,7 @@ import { registerSums } from '../helpers/sums.js';
  * table and queue are untouched. See README "Tests" and /work/notes/suite-findings.md.
  *
  * PGSCORE_PROPERTY_RUNS (default 50) bounds the cases, PGSCORE_PROPERTY_SEED replays a run,
+ * PGSCORE_PROPERTY_CASE='<counterexample JSON>' replays one case (with PGSCORE_PROPERTY_RUNS=0 alone);
  * PGSCORE_PROPERTY_KNOWN=1 adds the generators of failure classes not fixed yet (gated).
  */
 const RUNS = Number(process.env.PGSCORE_PROPERTY_RUNS ?? 50);
@@ -72,6 +73,13 @@ describe('generated cases: tables, deployments, statements and faults', () => {
   for (const found of FOUND.filter((f) => !f.gated || GATES.known.has(f.gated))) {
     it(`replays: ${found.title}`, async () => {
       await runCase(suite, found.spec);
+    }, 120_000);
+  }
+
+  // A counterexample pasted from a failure report (its JSON), to replay it alone.
+  if (process.env.PGSCORE_PROPERTY_CASE) {
+    it('replays PGSCORE_PROPERTY_CASE', async () => {
+      await runCase(suite, JSON.parse(process.env.PGSCORE_PROPERTY_CASE!) as CaseSpec);
     }, 120_000);
   }
 
