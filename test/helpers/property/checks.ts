@@ -66,6 +66,11 @@ export async function checkRows(suite: Suite, names: Names, state: TableState): 
   const st = (await status(suite.db, names.deployment))!;
   const stopped = st.state !== 'active' && st.state !== 'pending';
   if (stopped && !st.reason) throw new CaseFailure(`deployment is ${st.state} without a reason`);
+  // Only a table the write-back may be unable to reach at all (owner triggers, publications, RLS,
+  // a CHECK on the prediction) may stop its deployment; nothing else the suite generates should.
+  const t = names.spec.table;
+  const mayStop = t.trigger !== 'none' || t.publication !== 'none' || t.rls || t.predictionCheck || t.layout === 'inherited';
+  if (stopped && !mayStop) throw new CaseFailure(`the deployment turned ${st.state}: ${st.reason}`);
 
   const problems: string[] = [];
   let unaccounted = 0;

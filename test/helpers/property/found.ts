@@ -71,4 +71,9 @@ export const FOUND: readonly Found[] = [
       fault: { kind: 'none' },
     },
   },
+  {
+    title: "F4: an owner's AFTER trigger the worker has no rights for (seed 399290967)",
+    gated: 'trigger-audit',
+    spec: { table: { ...PLAIN, trigger: 'audit' }, before: [], ops: [{ kind: 'insert', rows: [[1, ROW]] }], fault: { kind: 'none' } },
+  },
 ];
