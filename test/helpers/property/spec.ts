@@ -102,14 +102,10 @@ export interface CaseSpec {
  * PGSCORE_PROPERTY_KNOWN (a comma list of GATED names, or 1 for all; see suite-findings).
  */
 export const GATED = [
-  'f64-cast',
-  'f64-division',
-  'i32-division',
-  'prediction-check',
+  // Lifted (they pass since main b909db2, and run by default): f64-cast, f64-division,
+  // i32-division, prediction-check, trigger-raising, publication-nothing.
   'trigger-audit',
-  'trigger-raising',
   'trigger-hostile',
-  'publication-nothing',
   'rls',
   'fault-undeploy',
   'inheritance',
@@ -195,11 +191,12 @@ export function tableArb(gates: Gates): fc.Arbitrary<TableSpec> {
     odd: fc.boolean(),
     ownSchema: fc.boolean(),
     appCheck: fc.boolean(),
-    predictionCheck: pick([false], [['prediction-check', true]]),
-    f64: pick<F64Source>(['column', 'generated'], [['f64-cast', 'cast'], ['f64-division', 'division']]),
-    i32: pick<I32Source>(['column', 'domain'], [['i32-division', 'division']]),
-    trigger: pick<TriggerKind>(['none', 'noop'], [['trigger-audit', 'audit'], ['trigger-raising', 'raising'], ['trigger-hostile', 'hostile']]),
-    publication: pick<PublicationKind>(['none', 'default'], [['publication-nothing', 'nothing']]),
+    // The stoppable kinds of table one time in four: the others show more rows scored.
+    predictionCheck: fc.constantFrom(false, false, false, true),
+    f64: fc.constantFrom<F64Source>('column', 'generated', 'cast', 'division'),
+    i32: fc.constantFrom<I32Source>('column', 'domain', 'division'),
+    trigger: pick<TriggerKind>(['none', 'none', 'none', 'none', 'noop', 'raising'], [['trigger-audit', 'audit'], ['trigger-hostile', 'hostile']]),
+    publication: fc.constantFrom<PublicationKind>('none', 'none', 'none', 'none', 'default', 'nothing'),
     rls: pick([false], [['rls', true]]),
   });
 }
