@@ -20,12 +20,13 @@ import { registerSums } from '../helpers/sums.js';
  *
  * PGSCORE_PROPERTY_RUNS (default 50) bounds the cases, PGSCORE_PROPERTY_SEED replays a run,
  * PGSCORE_PROPERTY_CASE='<counterexample JSON>' replays one case (with PGSCORE_PROPERTY_RUNS=0 alone);
+ * PGSCORE_PROPERTY_FAULT=<kind> gives every case that fault;
  * PGSCORE_PROPERTY_KNOWN=1 adds the generators of failure classes not fixed yet (gated).
  */
 const RUNS = Number(process.env.PGSCORE_PROPERTY_RUNS ?? 50);
 const SEED = process.env.PGSCORE_PROPERTY_SEED ? Number(process.env.PGSCORE_PROPERTY_SEED) : undefined;
 const PATH = process.env.PGSCORE_PROPERTY_PATH;
-const GATES = gatesFrom(process.env.PGSCORE_PROPERTY_KNOWN);
+const GATES = gatesFrom(process.env.PGSCORE_PROPERTY_KNOWN, process.env.PGSCORE_PROPERTY_FAULT);
 
 const SUFFIX = randomBytes(3).toString('hex');
 const PASSWORD = 'pgscore';

@@ -113,14 +113,19 @@ export const GATED = [
 export type GatedClass = (typeof GATED)[number];
 export interface Gates {
   readonly known: ReadonlySet<GatedClass>;
+  readonly fault?: Fault['kind'];
 }
 
-export function gatesFrom(env: string | undefined): Gates {
-  if (env === '1') return { known: new Set(GATED) };
+const FAULTS: readonly Fault['kind'][] = ['none', 'restart', 'terminate', 'lock', 'undeploy', 'promote'];
+
+export function gatesFrom(env: string | undefined, fault?: string): Gates {
+  if (fault !== undefined && !(FAULTS as readonly string[]).includes(fault)) throw new Error(`PGSCORE_PROPERTY_FAULT is one of ${FAULTS.join(', ')}`);
+  const forced = fault as Fault['kind'] | undefined;
+  if (env === '1') return { known: new Set(GATED), fault: forced };
   const names = (env ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = names.filter((n) => !(GATED as readonly string[]).includes(n));
   if (unknown.length) throw new Error(`PGSCORE_PROPERTY_KNOWN names no gated class ${unknown.join(', ')} (gated: ${GATED.join(', ')})`);
-  return { known: new Set(names as GatedClass[]) };
+  return { known: new Set(names as GatedClass[]), fault: forced };
 }
 
 /** Good values four times out of five: most rows should score, so a wrong prediction shows. */
@@ -203,6 +208,9 @@ export function tableArb(gates: Gates): fc.Arbitrary<TableSpec> {
 
 export function faultArb(opCount: number, gates: Gates): fc.Arbitrary<Fault> {
   const at = fc.integer({ min: 0, max: Math.max(0, opCount - 1) });
+  // PGSCORE_PROPERTY_FAULT=<kind> gives every case that fault (to hunt one fault's races).
+  const only = gates.fault;
+  if (only && only !== 'none') return at.map((i) => ({ kind: only, at: i }));
   return fc.oneof(
     { weight: 4, arbitrary: fc.constant({ kind: 'none' as const }) },
     { weight: 1, arbitrary: at.map((i) => ({ kind: 'restart' as const, at: i })) },
