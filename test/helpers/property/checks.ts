@@ -3,7 +3,6 @@ import { connectionAs } from '../../../src/db/roles.js';
 import type { TestDatabase } from '../db.js';
 import type { Names } from './names.js';
 import { matches, score, type RowText } from './oracle.js';
-import type { TableState } from './render.js';
 import { CaseFailure, type Suite } from './suite.js';
 
 interface Status {
@@ -44,8 +43,7 @@ export async function drain(suite: Suite, names: Names): Promise<void> {
  * inputs gives (by the version its provenance names), or a dead letter with a reason, or pending
  * in ml.status behind a deployment that stopped with a reason.
  */
-export async function checkRows(suite: Suite, names: Names, state: TableState): Promise<void> {
-  void state;
+export async function checkRows(suite: Suite, names: Names): Promise<void> {
   const keys = names.keyColumns.map((k) => `${names.q(k)}::text`);
   const value = (c: 'a' | 'b' | 'c' | 'ctxt' | 'z' | 'd' | 'num' | 'den' | 'e' | 'ok' | 'tag') => `${names.q(c)}::text AS ${c}`;
   const g = names.spec.table.f64 === 'generated' ? `${names.q('g')}::text` : 'NULL::text';

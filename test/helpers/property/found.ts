@@ -73,7 +73,7 @@ export const FOUND: readonly Found[] = [
   },
   {
     title: "F4: an owner's AFTER trigger the worker has no rights for (seed 399290967)",
-    gated: 'trigger-audit',
+    gated: false,
     spec: { table: { ...PLAIN, trigger: 'audit' }, before: [], ops: [{ kind: 'insert', rows: [[1, ROW]] }], fault: { kind: 'none' } },
   },
   {

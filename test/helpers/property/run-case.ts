@@ -114,7 +114,7 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
     // The worker's write-backs must not change what the application wrote: compare after the drain.
     if (deployedNow) {
       await drain(suite, names);
-      await checkRows(suite, names, state);
+      await checkRows(suite, names);
     } else {
       await checkUndeployed(suite, names);
     }
