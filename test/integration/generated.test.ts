@@ -58,7 +58,7 @@ describe('generated cases: tables, deployments, statements and faults', () => {
     await registerSums(db);
     await pushModel(db.pool, 'bsums', await modelBytes('typed.onnx'));
     const tenantB = await setUpTenantB(db, TENANT_B, PASSWORD);
-    suite = { db, owner: OWNER, password: PASSWORD, tenantB, worker: await startWorker(db), production: 1, cases: 0, statements: 0, seen: emptySeen(), drainTimeoutMs: Number(process.env.PGSCORE_PROPERTY_DRAIN_MS ?? 15_000) };
+    suite = { db, owner: OWNER, password: PASSWORD, tenantB, worker: await startWorker(db), production: 1, cases: 0, statements: 0, seen: emptySeen(), gates: GATES, drainTimeoutMs: Number(process.env.PGSCORE_PROPERTY_DRAIN_MS ?? 15_000) };
     await waitFor(async () => (await db.sql(`SELECT 1 FROM ml.status WHERE deployment = 'tenant_b' AND pending = 0`)).length === 1 &&
       (await db.sql(`SELECT 1 FROM public.b_scores WHERE total IS NULL`)).length === 0, "tenant B's rows scored");
     tenantB.snapshot = await readTenantB(db, tenantB);

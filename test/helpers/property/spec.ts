@@ -108,6 +108,8 @@ export const GATED = [
   'rls',
   'fault-undeploy',
   'inheritance',
+  // Not a generator but a check: a row scored correctly whose old dead letter stays (F10).
+  'stale-dead-letter',
 ] as const;
 export type GatedClass = (typeof GATED)[number];
 export interface Gates {

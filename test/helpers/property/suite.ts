@@ -1,6 +1,7 @@
 import type { Worker } from '../../../src/worker/worker.js';
 import type { TestDatabase } from '../db.js';
 import type { TenantB } from './checks.js';
+import type { Gates } from './spec.js';
 
 /** What the generated suite shares between cases: the database, the roles, the running worker, tenant B. */
 export interface Suite {
@@ -17,6 +18,7 @@ export interface Suite {
   /** Application statements run so far, on each of the twin and the deployed table. */
   statements: number;
   drainTimeoutMs: number;
+  readonly gates: Gates;
   /** What the cases saw, for the summary line: a suite that checks nothing would show it here. */
   readonly seen: Record<'statementsOk' | 'statementsFailed' | 'rowsScored' | 'rowsDeadLetters' | 'rowsPendingStopped' | 'refusedAtDeploy' | 'faults', number>;
 }
