@@ -103,10 +103,10 @@ export interface CaseSpec {
  */
 export const GATED = [
   // Lifted (they pass since main b909db2, and run by default): f64-cast, f64-division,
-  // i32-division, prediction-check, trigger-raising, publication-nothing; trigger-audit since 8742bd4.
+  // i32-division, prediction-check, trigger-raising, publication-nothing; trigger-audit since 8742bd4;
+  // fault-undeploy since c0d3bcb (ml.undeploy takes its locks all or none, with a lock_timeout).
   'trigger-hostile',
   'rls',
-  'fault-undeploy',
   'inheritance',
   // Not a generator but a check: a row scored correctly whose old dead letter stays (F10).
   'stale-dead-letter',
@@ -217,7 +217,7 @@ export function faultArb(opCount: number, gates: Gates): fc.Arbitrary<Fault> {
     { weight: 1, arbitrary: at.map((i) => ({ kind: 'restart' as const, at: i })) },
     { weight: 1, arbitrary: at.map((i) => ({ kind: 'terminate' as const, at: i })) },
     { weight: 1, arbitrary: at.map((i) => ({ kind: 'lock' as const, at: i })) },
-    ...(gates.known.has('fault-undeploy') ? [{ weight: 1, arbitrary: at.map((i): Fault => ({ kind: 'undeploy', at: i })) }] : []),
+    { weight: 1, arbitrary: at.map((i) => ({ kind: 'undeploy' as const, at: i })) },
     { weight: 1, arbitrary: at.map((i) => ({ kind: 'promote' as const, at: i })) },
   );
 }
