@@ -8,13 +8,13 @@ export interface TableState {
 }
 
 /** The DDL of the case: schema, domain, the deployed table and its twin, triggers, publication, RLS. */
-export function caseDdl(names: Names, owner: string, tenantB: { table: string; queue: string }): string[] {
+export function caseDdl(names: Names, tenantB: { table: string; queue: string }): string[] {
   const t = names.spec.table;
   const statements = [`CREATE SCHEMA ${quoteIdent(names.caseSchema)}`];
   if (t.ownSchema) statements.push(`CREATE SCHEMA ${quoteIdent(names.schema)}`);
   statements.push(`CREATE DOMAIN ${quoteIdent(names.caseSchema)}.small_int AS int CHECK (VALUE > -100)`);
   statements.push(`CREATE TABLE ${quoteIdent(names.caseSchema)}.audit (tbl text, op text, at timestamptz DEFAULT clock_timestamp())`);
-  statements.push(...triggerFunction(names, owner, tenantB));
+  statements.push(...triggerFunction(names, tenantB));
   for (const [schema, table] of [
     [names.schema, names.table],
     [names.caseSchema, names.table],
@@ -66,7 +66,7 @@ function columnType(names: Names, c: ValueColumn): string {
   return typed(names, c, null).slice('NULL::'.length);
 }
 
-function triggerFunction(names: Names, owner: string, tenantB: { table: string; queue: string }): string[] {
+function triggerFunction(names: Names, tenantB: { table: string; queue: string }): string[] {
   const fn = `${quoteIdent(names.caseSchema)}.pgs_trigger`;
   const total = literal(names.col('total'));
   const body: Record<string, string> = {
@@ -85,7 +85,6 @@ function triggerFunction(names: Names, owner: string, tenantB: { table: string; 
       EXCEPTION WHEN others THEN NULL; END;
       RETURN NULL;`,
   };
-  void owner;
   return [`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN ${body[names.spec.table.trigger]} END $fn$`];
 }
 
