@@ -44,6 +44,9 @@ function tableDdl(names: Names, schema: string, table: string): string[] {
   const fn = `${quoteIdent(names.caseSchema)}.pgs_trigger`;
   if (t.trigger === 'noop' || t.trigger === 'raising') {
     out.push(`CREATE TRIGGER owner_trigger BEFORE UPDATE ON ${qualified} FOR EACH ROW EXECUTE FUNCTION ${fn}()`);
+  } else if (t.trigger === 'guarded') {
+    out.push(`CREATE TRIGGER owner_trigger AFTER INSERT OR UPDATE ON ${qualified} FOR EACH ROW
+      WHEN (current_setting('pgscore.writeback', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION ${fn}()`);
   } else if (t.trigger === 'audit') {
     out.push(`CREATE TRIGGER owner_trigger AFTER INSERT OR UPDATE ON ${qualified} FOR EACH ROW EXECUTE FUNCTION ${fn}()`);
   } else if (t.trigger === 'hostile') {
@@ -72,6 +75,7 @@ function triggerFunction(names: Names, tenantB: { table: string; queue: string }
   const body: Record<string, string> = {
     none: 'RETURN NEW;',
     noop: 'RETURN NEW;',
+    guarded: `INSERT INTO ${quoteIdent(names.caseSchema)}.audit (tbl, op) VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL;`,
     audit: `INSERT INTO ${quoteIdent(names.caseSchema)}.audit (tbl, op) VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL;`,
     // Only the write-back changes the prediction column: the application's own updates pass.
     raising: `IF NEW.${names.q('tag')} = 'boom' AND to_jsonb(NEW)->${total} IS DISTINCT FROM to_jsonb(OLD)->${total} THEN

@@ -131,7 +131,8 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
 
 /** Owner triggers, publications, RLS and inheritance may be refused at deploy, with a reason. */
 function mayRefuse(spec: CaseSpec): boolean {
-  return spec.table.trigger !== 'none' || spec.table.publication !== 'none' || spec.table.rls || spec.table.layout === 'inherited';
+  const t = spec.table;
+  return !['none', 'guarded'].includes(t.trigger) || t.publication !== 'none' || t.rls || t.layout === 'inherited';
 }
 
 async function deploy(client: pg.Client, names: Names): Promise<{ code: string; message: string } | undefined> {
