@@ -1,0 +1,105 @@
+import type { CaseSpec, GatedClass, TableSpec, Values } from './spec.js';
+
+/**
+ * Counterexamples the generated suite found (shrunk), replayed as regular tests. A finding whose
+ * class is not fixed yet is `gated`: it runs only when PGSCORE_PROPERTY_KNOWN names its class
+ * (listed, with its seed, in /work/notes/suite-findings.md). Once fixed, `gated` becomes false.
+ */
+export interface Found {
+  readonly title: string;
+  readonly gated: GatedClass | false;
+  readonly spec: CaseSpec;
+}
+
+const PLAIN: TableSpec = {
+  key: 'int',
+  layout: 'plain',
+  odd: false,
+  ownSchema: false,
+  appCheck: false,
+  predictionCheck: false,
+  f64: 'column',
+  i32: 'column',
+  trigger: 'none',
+  publication: 'none',
+  rls: false,
+};
+const ROW: Values = { a: '0', b: '0', c: '0', ctxt: '1.5', z: '1', d: '0', num: '0', den: '1', e: '0', ok: 'true', tag: 'x', note: 'n' };
+
+export const FOUND: readonly Found[] = [
+  {
+    title: 'F1: ml.undeploy while the application updates the table (seed -649276190)',
+    gated: false,
+    spec: {
+      table: PLAIN,
+      before: [],
+      ops: [{ kind: 'update', where: [1], set: { c: '0', ctxt: '1.5', z: '2', d: '42', e: '9007199254740993', tag: "it's", note: '\\N' } }],
+      fault: { kind: 'undeploy', at: 0 },
+    },
+  },
+  {
+    title: "F2: an input expression that fails ('abc'::float8) makes a dead letter (seed 278290413)",
+    gated: false,
+    spec: { table: { ...PLAIN, f64: 'cast' }, before: [], ops: [{ kind: 'insert', rows: [[1, { ...ROW, ctxt: 'abc' }]] }], fault: { kind: 'none' } },
+  },
+  {
+    title: 'F2: an input expression that divides by zero makes a dead letter',
+    gated: false,
+    spec: { table: { ...PLAIN, f64: 'division' }, before: [], ops: [{ kind: 'insert', rows: [[1, { ...ROW, z: '0' }], [2, ROW]] }], fault: { kind: 'none' } },
+  },
+  {
+    title: 'F2: UPDATE of a row whose input expression fails (the issue: every later UPDATE failed)',
+    gated: false,
+    spec: {
+      table: { ...PLAIN, i32: 'division' },
+      before: [],
+      ops: [
+        { kind: 'insert', rows: [[1, { ...ROW, den: '0' }], [2, ROW]] },
+        { kind: 'update', where: 'all', set: { note: 'changed' } },
+        { kind: 'update', where: [1], set: { den: '2' } },
+      ],
+      fault: { kind: 'none' },
+    },
+  },
+  {
+    title: 'F3: a CHECK on the prediction column the write-back violates (seed -414523402)',
+    gated: false,
+    spec: {
+      table: { ...PLAIN, predictionCheck: true },
+      before: [],
+      ops: [{ kind: 'merge', rows: [[1, { ...ROW, e: '123456789' }], [2, ROW]] }],
+      fault: { kind: 'none' },
+    },
+  },
+  {
+    title: "F4: an owner's AFTER trigger the worker has no rights for (seed 399290967)",
+    gated: false,
+    spec: { table: { ...PLAIN, trigger: 'audit' }, before: [], ops: [{ kind: 'insert', rows: [[1, ROW]] }], fault: { kind: 'none' } },
+  },
+  {
+    title: 'F6: RLS with no policy for the worker (seed -927364620)',
+    gated: false,
+    spec: { table: { ...PLAIN, rls: true }, before: [], ops: [{ kind: 'insert', rows: [[1, ROW], [2, ROW]] }], fault: { kind: 'none' } },
+  },
+  {
+    title: "F7: an owner's trigger that reaches for another tenant's table and queue during the write-back (seed -969434419)",
+    gated: false,
+    spec: {
+      table: { ...PLAIN, trigger: 'hostile' },
+      before: [],
+      ops: [{ kind: 'insert', rows: [[1, ROW]] }],
+      fault: { kind: 'none' },
+    },
+  },
+  {
+    title: 'F8: a row inserted into a child table of the deployed table (seed 590741888)',
+    gated: false,
+    spec: { table: { ...PLAIN, layout: 'inherited' }, before: [], ops: [{ kind: 'insertChild', rows: [[1, ROW]] }], fault: { kind: 'none' } },
+  },
+  {
+    // A race: this case failed 1 run in 2 when found.
+    title: 'F10: a row fixed after a dead letter scores, and its old dead letter stays (seed 1577493652)',
+    gated: 'stale-dead-letter',
+    spec: {"table": {"key": "int", "layout": "plain", "odd": false, "ownSchema": false, "appCheck": true, "predictionCheck": false, "f64": "column", "i32": "column", "trigger": "none", "publication": "none", "rls": false}, "before": [{"kind": "upsert", "rows": [[4, {"a": "0", "b": "1000", "c": "1e308", "ctxt": " 7 ", "z": "-4", "d": "0", "num": null, "den": "1", "e": "0", "ok": "true", "tag": "\u00fc", "note": "n"}]], "action": "update"}], "ops": [{"kind": "insert", "rows": [[1, {"a": "2.5", "b": "-3", "c": "0", "ctxt": " 7 ", "z": "1", "d": "2147483647", "num": "42", "den": "-3", "e": "9223372036854775807", "ok": "false", "tag": "x", "note": "changed"}]]}, {"kind": "update", "where": "all", "set": {"b": "1", "c": "NaN", "ctxt": "1e3", "num": "42", "ok": "true", "tag": "tab\there", "note": "changed"}}, {"kind": "update", "where": "all", "set": {"a": "1000", "b": "0", "c": "1e308", "ctxt": "-2", "z": "1", "d": "1", "num": "42", "den": "1", "ok": "true", "tag": "", "note": "n"}}, {"kind": "addColumn"}, {"kind": "merge", "rows": [[3, {"a": "1", "b": "NaN", "c": "-7", "ctxt": "1e400", "z": "2", "d": "2147483647", "num": "1", "den": "2", "e": "-9", "ok": "true", "tag": "it's", "note": "o'q"}]]}], "fault": {"kind": "none"}},
+  },
+];
