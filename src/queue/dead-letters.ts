@@ -1,5 +1,6 @@
-import type pg from 'pg';
+import pg from 'pg';
 import type { Plan } from '../scoring/plan.js';
+import { keyColumns } from './claimed-row.js';
 
 /** A queued row that cannot be scored, and why (in words a person can act on). */
 export interface DeadRow {
@@ -14,7 +15,7 @@ export interface DeadRow {
  */
 export function deadLettersSql(plan: Plan): string {
   const n = plan.keys.length;
-  const rowKey = `jsonb_build_object(${plan.keys.map((k, i) => `${escapeLiteral(k.column)}, b.k${i}::${k.type}`).join(', ')})`;
+  const rowKey = `jsonb_build_object(${plan.keys.map((k, i) => `${pg.escapeLiteral(k.column)}, b.k${i}::${k.type}`).join(', ')})`;
   return `
     INSERT INTO ml._dead_letters AS e (deployment_id, row_key, reason)
     SELECT $1, ${rowKey}, b.reason
@@ -30,10 +31,8 @@ export async function recordDeadLetters(
   dead: readonly DeadRow[],
 ): Promise<void> {
   if (dead.length === 0) return;
-  const keys = Array.from({ length: deployment.keyCount }, (_, k) => dead.map((row) => row.keys[k]!));
-  await client.query({ text: deadLettersSql(deployment.plan), values: [deployment.id, ...keys, dead.map((row) => row.reason)] });
-}
-
-function escapeLiteral(text: string): string {
-  return `'${text.replace(/'/g, "''")}'`;
+  await client.query({
+    text: deadLettersSql(deployment.plan),
+    values: [deployment.id, ...keyColumns(dead, deployment.keyCount), dead.map((row) => row.reason)],
+  });
 }

@@ -3,7 +3,7 @@ import { isRowFailure } from '../pipeline/row-failure.js';
 import type { Plan } from '../scoring/plan.js';
 import type { ClaimSizer } from './claim.js';
 import { claimKeysCtes, DEAD_LETTER_UNSEEN, lookupSql } from './claim.js';
-import type { ClaimedRow } from './claimed-row.js';
+import { keyColumns, type ClaimedRow } from './claimed-row.js';
 import { recordDeadLetters, type DeadRow } from './dead-letters.js';
 import { unpackValues, type InputRead } from './read-layout.js';
 
@@ -55,7 +55,7 @@ export async function claimIsolated(
     if (part.length === 0) return;
     await client.query('SAVEPOINT pgscore_read');
     try {
-      const { rows: raw } = await client.query<unknown[]>({ text: readSql(plan, deployment.table), values: keyArrays(part, keyCount), rowMode: 'array' });
+      const { rows: raw } = await client.query<unknown[]>({ text: readSql(plan, deployment.table), values: keyColumns(part, keyCount), rowMode: 'array' });
       await client.query('RELEASE SAVEPOINT pgscore_read');
       const byKey = new Map(part.map((row) => [JSON.stringify(row.keys), row]));
       for (const r of raw) {
@@ -90,11 +90,6 @@ export async function claimIsolated(
   const notFound = queued.filter((row) => !seen.has(JSON.stringify(row.keys))).map((row) => row.keys);
   if (notFound.length > 0) await client.query(DEAD_LETTER_UNSEEN, [deployment.id, JSON.stringify(notFound)]);
   return { rows, dead };
-}
-
-/** Per key column, the key texts of rows: the read's parameters. */
-function keyArrays(rows: readonly { keys: readonly string[] }[], keyCount: number): string[][] {
-  return Array.from({ length: keyCount }, (_, k) => rows.map((row) => row.keys[k]!));
 }
 
 /** The claim's lookup for given keys ($1.. key texts per key column): keys as text, xmin, ctid, values. */
