@@ -19,6 +19,7 @@ import { parkingStatements } from '../queue/statements.js';
 import { DriftRecorder } from '../monitoring/drift.js';
 import { loadDeployments, versionsInUse, type ActiveDeployment } from '../worker/deployments.js';
 import { checkWorkerRole } from '../worker/identity.js';
+import { startupPatience } from '../db/patience.js';
 import type { LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
 import { ChunkScheduler, type CommittedOffsets, type Slice } from './kafka-batches.js';
@@ -131,8 +132,9 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   }
 
   async start(): Promise<void> {
-    await checkWorkerRole(this.#pool, this.#config.allowSuperuser, this.#log);
-    await this.#reload();
+    const patiently = startupPatience(this.#log);
+    await checkWorkerRole(this.#pool, this.#config.allowSuperuser, this.#log, patiently);
+    await patiently(() => this.#reload());
     await ensureTopic(this.#kafka, this.#config);
     await this.#consumer.connect();
     await this.#consumer.subscribe({ topic: this.#config.kafkaTopic, fromBeginning: true });

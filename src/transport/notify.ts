@@ -1,5 +1,6 @@
 import pgListen, { type Subscriber } from 'pg-listen';
 import type pg from 'pg';
+import type { Patiently } from '../db/patience.js';
 import { createClient } from '../db/pool.js';
 import { QUEUE_HEADS, RELEASE_IDLE_LOCK, TRY_IDLE_LOCK } from '../db/statements.js';
 import type { Logger } from '../log.js';
@@ -34,7 +35,8 @@ export type QueueHeads = Map<number, string | null>;
  * is busy, outside the lock's transaction.
  */
 export class NotifyWakeup {
-  readonly #subscriber: Subscriber;
+  readonly #handlers: NotifyHandlers;
+  #subscriber: Subscriber;
   #lockClient: pg.Client | undefined;
   #holding = false;
   /** The lock's connection runs one thing at a time: the lock, its release, a look at the heads. */
@@ -45,8 +47,15 @@ export class NotifyWakeup {
     private readonly log: Logger,
     handlers: NotifyHandlers,
   ) {
+    this.#handlers = handlers;
+    this.#subscriber = this.#newSubscriber();
+  }
+
+  #newSubscriber(): Subscriber {
+    const { log, handlers } = { log: this.log, handlers: this.#handlers };
+    const connectionString = this.connectionString;
     // pg-listen is CommonJS with its factory on `default`.
-    this.#subscriber = pgListen.default(
+    const subscriber = pgListen.default(
       { connectionString, application_name: 'pgscore listener' },
       {
         parse: (payload: string) => payload,
@@ -55,29 +64,39 @@ export class NotifyWakeup {
         retryInterval: (attempt: number) => Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2),
       },
     );
-    this.#subscriber.notifications.on(WAKE_CHANNEL, (payload: unknown) => {
+    subscriber.notifications.on(WAKE_CHANNEL, (payload: unknown) => {
       const text = typeof payload === 'string' ? payload : '';
       if (text === '') handlers.onWake(undefined);
       else if (/^[1-9][0-9]{0,9}$/.test(text)) handlers.onWake(Number(text));
       // Anything else is no pgscore wake-up: ignored.
     });
-    this.#subscriber.notifications.on(CONFIG_CHANNEL, () => handlers.onConfig());
-    this.#subscriber.events.on('reconnect', (attempt: number) => log.warn({ attempt }, 'listener reconnecting'));
+    subscriber.notifications.on(CONFIG_CHANNEL, () => handlers.onConfig());
+    subscriber.events.on('reconnect', (attempt: number) => log.warn({ attempt }, 'listener reconnecting'));
     let connectedOnce = false;
-    this.#subscriber.events.on('connected', () => {
+    subscriber.events.on('connected', () => {
       if (connectedOnce) {
         log.info('listener reconnected; sweeping the queues');
         handlers.onReconnect();
       }
       connectedOnce = true;
     });
-    this.#subscriber.events.on('error', (error: Error) => log.error({ err: error }, 'listener failed'));
+    subscriber.events.on('error', (error: Error) => log.error({ err: error }, 'listener failed'));
+    return subscriber;
   }
 
-  async start(): Promise<void> {
-    await this.#subscriber.connect();
-    await this.#subscriber.listenTo(WAKE_CHANNEL);
-    await this.#subscriber.listenTo(CONFIG_CHANNEL);
+  /** Connects the listener; a failed connection is replaced by a new one before the next try. */
+  async start(patiently: Patiently): Promise<void> {
+    await patiently(async () => {
+      try {
+        await this.#subscriber.connect();
+        await this.#subscriber.listenTo(WAKE_CHANNEL);
+        await this.#subscriber.listenTo(CONFIG_CHANNEL);
+      } catch (error) {
+        await this.#subscriber.close().catch(() => undefined);
+        this.#subscriber = this.#newSubscriber();
+        throw error;
+      }
+    });
   }
 
   /** Tries to become a worker that writers wake. False while writers that saw it busy are in flight. */

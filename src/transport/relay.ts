@@ -11,6 +11,7 @@ import { claimIsolated } from '../queue/isolated-claim.js';
 import { isRowFailure } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { checkWorkerRole } from '../worker/identity.js';
+import { startupPatience } from '../db/patience.js';
 import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
 import { QueueLoop, type LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
@@ -105,10 +106,11 @@ export class Relay extends EventEmitter<LoopEvents> {
   }
 
   async start(): Promise<void> {
-    await checkWorkerRole(this.#pool, this.#config.allowSuperuser, this.#log);
+    const patiently = startupPatience(this.#log);
+    await checkWorkerRole(this.#pool, this.#config.allowSuperuser, this.#log, patiently);
     this.#partitions.count = await ensureTopic(this.#kafka, this.#config);
     await this.#producer.connect();
-    await this.#loop.start();
+    await this.#loop.start(patiently);
   }
 
   async stop(): Promise<void> {

@@ -1,19 +1,21 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
+import { startupPatience, type Patiently } from '../db/patience.js';
 import { WHO_AM_I } from '../db/statements.js';
-import { ConfigError, describe, isConnectionError } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
-
-/** How long a starting worker waits for a database that is down, starting or shutting down. */
-const STARTUP_PATIENCE_MS = 60_000;
 
 /**
  * The worker and the relay run as a member of pgscore_worker, never as a superuser: table
  * owners' own triggers run as the worker during write-back, and input expressions run in its
  * session. A superuser is refused unless the operator says so explicitly.
  */
-export async function checkWorkerRole(db: pg.Pool, allowSuperuser: boolean, log?: Logger): Promise<void> {
-  const { rows } = await firstContact(db, log);
+export async function checkWorkerRole(
+  db: pg.Pool,
+  allowSuperuser: boolean,
+  log?: Logger,
+  patiently: Patiently = startupPatience(log),
+): Promise<void> {
+  const { rows } = await patiently(() => db.query<{ role: string; superuser: boolean; worker: boolean }>(WHO_AM_I));
   const me = rows[0];
   if (!me) return;
   if (me.superuser && !allowSuperuser) {
@@ -27,22 +29,5 @@ export async function checkWorkerRole(db: pg.Pool, allowSuperuser: boolean, log?
     throw new ConfigError(`role "${me.role}" is not a member of pgscore_worker`, {
       hint: `GRANT pgscore_worker TO ${JSON.stringify(me.role)}; (run \`pgscore migrate\` first if the role does not exist).`,
     });
-  }
-}
-
-/**
- * The first query, tried again while the database cannot be reached (a restart, a container
- * that starts after the worker) for up to a minute; the worker's loop rides out later outages.
- */
-async function firstContact(db: pg.Pool, log: Logger | undefined) {
-  const deadline = Date.now() + STARTUP_PATIENCE_MS;
-  for (let delay = 250; ; delay = Math.min(5_000, delay * 2)) {
-    try {
-      return await db.query<{ role: string; superuser: boolean; worker: boolean }>(WHO_AM_I);
-    } catch (error) {
-      if (!isConnectionError(error) || Date.now() + delay > deadline) throw error;
-      log?.warn({ err: error, retryInMs: delay }, `database not reachable yet: ${describe(error)}`);
-      await sleep(delay);
-    }
   }
 }

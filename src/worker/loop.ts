@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { Config } from '../config.js';
+import type { Patiently } from '../db/patience.js';
 import { HAS_EVENT_TRIGGERS } from '../db/statements.js';
 import { describe, isRetriable } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -203,9 +204,10 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     return this.#deployments;
   }
 
-  async start(): Promise<void> {
-    await this.#wakeup.start();
-    await this.#reload();
+  /** Starts within the given start's patience for a database that cannot be reached yet. */
+  async start(patiently: Patiently): Promise<void> {
+    await this.#wakeup.start(patiently);
+    await patiently(() => this.#reload());
     // Every deployment is visited once now; the heads read under the idle lock (no writer that
     // saw the worker busy is in flight) are the baseline the next looks compare with.
     if (await this.#wakeup.tryHoldIdleLock()) {
@@ -218,7 +220,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       await this.#wakeup.releaseIdleLock();
     }
     // Without event triggers, schema changes are found by the re-check of every reload.
-    const { rows } = await this.#pool.query<{ present: boolean }>(HAS_EVENT_TRIGGERS);
+    const { rows } = await patiently(() => this.#pool.query<{ present: boolean }>(HAS_EVENT_TRIGGERS));
     const watched = rows[0]?.present === true;
     if (!watched) {
       this.#log.warn('no pgscore event triggers in this database (migrate ran without superuser): schema changes are checked every 2 s');

@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { forgetStaleStatements } from '../db/prepared.js';
 import { fetchModelBytes } from '../db/model-bytes.js';
+import { startupPatience } from '../db/patience.js';
 import { RECHECK_DEPLOYMENT } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { SessionCache } from '../models/sessions.js';
@@ -61,8 +62,9 @@ export class Worker extends EventEmitter<LoopEvents> {
       },
     });
     this.#start = async () => {
-      await checkWorkerRole(pool, settings.allowSuperuser ?? false, log);
-      await this.#loop.start();
+      const patiently = startupPatience(log);
+      await checkWorkerRole(pool, settings.allowSuperuser ?? false, log, patiently);
+      await this.#loop.start(patiently);
       drift.start();
     };
     this.#loop.on('batch', (result) => this.emit('batch', result));
