@@ -5,6 +5,7 @@ import type { ClaimSizer } from './claim.js';
 import { claimKeysCtes, DEAD_LETTER_UNSEEN, lookupSql } from './claim.js';
 import { keyColumns, type ClaimedRow } from './claimed-row.js';
 import { recordDeadLetters, type DeadRow } from './dead-letters.js';
+import { requeueRows } from './requeue.js';
 import { unpackValues, type InputRead } from './read-layout.js';
 
 const q = pg.escapeIdentifier;
@@ -25,7 +26,7 @@ export async function claimIsolated(
     readonly table: string;
     readonly keyCount: number;
     readonly rowVersion: string;
-    readonly sql: { readonly claimLayout: readonly InputRead[] };
+    readonly sql: { readonly claimLayout: readonly InputRead[]; readonly requeue: { name: string; text: string } };
   },
   batchSize: number,
   sizer: ClaimSizer,
@@ -51,7 +52,8 @@ export async function claimIsolated(
 
   const rows: ClaimedRow[] = [];
   const dead: DeadRow[] = [];
-  const read = async (part: typeof queued): Promise<void> => {
+  const retry: (typeof queued)[number][] = [];
+  const read = async (part: typeof queued, locked = false): Promise<void> => {
     if (part.length === 0) return;
     await client.query('SAVEPOINT pgscore_read');
     try {
@@ -74,8 +76,17 @@ export async function claimIsolated(
       await client.query('ROLLBACK TO SAVEPOINT pgscore_read');
       await client.query('RELEASE SAVEPOINT pgscore_read');
       if (!isRowFailure(error)) throw error;
-      if (part.length === 1) {
+      if (part.length === 1 && locked) {
         dead.push({ keys: part[0]!.keys, reason: await failingSource(client, plan, deployment.table, part[0]!.keys, error) });
+        return;
+      }
+      if (part.length === 1) {
+        // Newest wins for dead letters too: the failing row's current version is share-locked
+        // until the batch commits (an application's fix waits for the commit, then queues the
+        // row again) and read once more; the dead letter is that version's. A row locked by
+        // someone else goes back to the queue.
+        if (await lockRow(client, plan, deployment.table, part[0]!.keys)) await read(part, true);
+        else retry.push(part[0]!);
         return;
       }
       const half = Math.ceil(part.length / 2);
@@ -85,11 +96,29 @@ export async function claimIsolated(
   };
   await read(queued);
   await recordDeadLetters(client, deployment, dead);
+  await requeueRows(client, deployment, retry, RETRY_LOCKED_AFTER_MS);
   // Keys whose row was not found: deleted since, or hidden by row-level security (claimBatch).
-  const seen = new Set([...rows, ...dead].map((row) => JSON.stringify(row.keys)));
+  const seen = new Set([...rows, ...dead, ...retry].map((row) => JSON.stringify(row.keys)));
   const notFound = queued.filter((row) => !seen.has(JSON.stringify(row.keys))).map((row) => row.keys);
   if (notFound.length > 0) await client.query(DEAD_LETTER_UNSEEN, [deployment.id, JSON.stringify(notFound)]);
   return { rows, dead };
+}
+
+/** A row locked by someone else when its inputs failed is tried again after this. */
+const RETRY_LOCKED_AFTER_MS = 1_000;
+
+/**
+ * Share-locks a row's current version (not waiting: false when someone else holds it). A side
+ * table's source is only read by the worker, which may not lock it: there the version is not
+ * held, only read again.
+ */
+async function lockRow(client: pg.ClientBase, plan: Plan, table: string, keys: readonly string[]): Promise<boolean> {
+  const where = plan.keys.map((k, i) => `t.${q(k.column)} = $${i + 1}::${k.type}`).join(' AND ');
+  const { rowCount } = await client.query({
+    text: `SELECT 1 FROM ${table} t WHERE ${where}${plan.target ? '' : ' FOR SHARE OF t SKIP LOCKED'}`,
+    values: [...keys],
+  });
+  return (rowCount ?? 0) > 0;
 }
 
 /** The claim's lookup for given keys ($1.. key texts per key column): keys as text, xmin, ctid, values. */

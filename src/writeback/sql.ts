@@ -20,8 +20,8 @@ export function logsPredictions(plan: Plan): boolean {
 /**
  * The write-back statement, run in the batch's transaction. Parameters:
  *   $1 deployment id; then per key column the scored rows' key texts; their xmins, ctids and
- *   attempts; one array per output; per key column the dead rows' key texts; their reasons;
- *   the latency histogram; the model version that scored the rows (name@version), written to
+ *   attempts; one array per output; per key column the dead rows' key texts; their reasons,
+ *   xmins, ctids and attempts; the latency histogram; the model version that scored the rows (name@version), written to
  *   the provenance column with the time (the batch's transaction time) unless turned off; the
  *   model's run time per row in µs; with a shadow model, one array per output of its values
  *   (NULL where it failed), its error per row, its version and its run time per row.
@@ -52,6 +52,9 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
   const outputParams = plan.outputs.map(() => param());
   const deadKeyParams = plan.keys.map(() => param());
   const reasonParam = param();
+  const deadXminParam = param();
+  const deadTidParam = param();
+  const deadAttemptsParam = param();
   const histogramParam = param();
   const modelParam = param();
   const logged = logsPredictions(plan);
@@ -65,7 +68,8 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
   const rowKey = (alias: string) =>
     `jsonb_build_object(${plan.keys.map((k, i) => `${pg.escapeLiteral(k.column)}, ${castKey(alias, i)}`).join(', ')})`;
   const outputType = (i: number) => (plan.outputs[i]!.array ? 'text' : plan.outputs[i]!.sql_type);
-  const matchKeys = plan.keys.map((k, i) => `t.${q(k.column)} = ${castKey('u', i)}`).join(' AND ');
+  const matchKeysOf = (alias: string) => plan.keys.map((k, i) => `t.${q(k.column)} = ${castKey(alias, i)}`).join(' AND ');
+  const matchKeys = matchKeysOf('u');
 
   const locked = partitioned
     ? `SELECT t.tableoid AS toid, t.ctid AS tid FROM ${table} t JOIN u ON ${matchKeys}
@@ -96,7 +100,7 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
         `dead_logged AS (
       INSERT INTO ml._prediction_batches (deployment_id, row_keys, model, role, errors)
       SELECT $1, array_agg(${rowKey('b')}), ${modelParam}::text, '${role}', array_agg(b.reason)
-        FROM unnest(${deadKeyParams.map((p) => `${p}::text[]`).join(', ')}, ${reasonParam}::text[]) AS b(${keyCols.join(', ')}, reason)
+        FROM dead_kept b
       HAVING count(*) > 0
     )`]
       : []),
@@ -151,23 +155,47 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
       SELECT ${[...keyCols.map((k) => `m.${k}`), ...loggedColumns('m')].join(', ')} FROM matched m`
     : '';
 
+  // Newest wins for dead letters too: a dead letter is recorded only for the row version that was
+  // read, which stays share-locked until the batch commits (an application's change of it waits
+  // for the commit, then queues it again, and the next write-back clears the dead letter). Rows
+  // changed or locked since go back to the queue. A side table's source is only read: checked,
+  // not locked.
+  const deadLocking = target ? '' : ' FOR SHARE OF t SKIP LOCKED';
+  const deadCurrent = partitioned
+    ? `SELECT ${keyCols.map((k) => `b.${k}`).join(', ')}, t.xmin AS x FROM ${table} t JOIN dead_rows b ON ${matchKeysOf('b')}${deadLocking}`
+    : `SELECT t.ctid AS tid, t.xmin AS x FROM ${table} t WHERE t.ctid = ANY (ARRAY(SELECT tid FROM dead_rows))${deadLocking}`;
+  const deadMatch = partitioned
+    ? [...keyCols.map((k) => `c.${k} = b.${k}`), 'c.x = b.x'].join(' AND ')
+    : 'c.tid = b.tid AND c.x = b.x';
+  const deadCtes = `dead_rows AS (
+      SELECT * FROM unnest(${deadKeyParams.map((p) => `${p}::text[]`).join(', ')}, ${reasonParam}::text[],
+                           ${deadXminParam}::xid[], ${deadTidParam}::tid[], ${deadAttemptsParam}::int[])
+             AS b(${keyCols.join(', ')}, reason, x, tid, attempts)
+    ), dead_current AS (
+      ${deadCurrent}
+    ), dead_kept AS (
+      SELECT b.* FROM dead_rows b WHERE EXISTS (SELECT 1 FROM dead_current c WHERE ${deadMatch})
+    )`;
+
   return `
     WITH u AS (
       SELECT * FROM unnest(${keyParams.map((p) => `${p}::text[]`).join(', ')}, ${xminParam}::xid[], ${tidParam}::tid[],
                            ${attemptsParam}::int[], ${[...outputParams.map((p, i) => `${p}::${outputType(i)}[]`), ...shadowParams].join(', ')})
              AS u(${keyCols.join(', ')}, x, tid, attempts, ${[...plan.outputs.map((_, i) => `o${i}`), ...shadowCols].join(', ')})
     ), ${target ? appendCtes : updateCtes}
-    ), requeued AS (
+    ), ${deadCtes}, requeued AS (
       INSERT INTO ${queue} (pgscore_n, pgscore_attempts, pgscore_not_before, ${queueKeyColumns(plan).join(', ')})
       SELECT count(*), r.attempts, ${RETRY_DELAY_SQL('r.attempts')},
              ${plan.keys.map((_, i) => `array_agg(${castKey('r', i)})`).join(', ')}
         FROM (SELECT ${keyCols.map((k) => `u.${k}`).join(', ')}, least(u.attempts + 1, 10000) AS attempts FROM u
-               WHERE (${keyCols.map((k) => `u.${k}`).join(', ')}) NOT IN (SELECT ${keyCols.map((k) => `w.${k}`).join(', ')} FROM written w)) r
+               WHERE (${keyCols.map((k) => `u.${k}`).join(', ')}) NOT IN (SELECT ${keyCols.map((k) => `w.${k}`).join(', ')} FROM written w)
+              UNION ALL
+              SELECT ${keyCols.map((k) => `b.${k}`).join(', ')}, least(b.attempts + 1, 10000) FROM dead_rows b
+               WHERE NOT EXISTS (SELECT 1 FROM dead_kept k WHERE ${keyCols.map((k) => `k.${k} = b.${k}`).join(' AND ')})) r
        GROUP BY r.attempts
     ), dead AS (
       INSERT INTO ml._dead_letters AS e (deployment_id, row_key, reason)
-      SELECT $1, ${rowKey('b')}, b.reason
-        FROM unnest(${deadKeyParams.map((p) => `${p}::text[]`).join(', ')}, ${reasonParam}::text[]) AS b(${keyCols.join(', ')}, reason)
+      SELECT $1, ${rowKey('b')}, b.reason FROM dead_kept b
       ON CONFLICT (deployment_id, row_key)
       DO UPDATE SET reason = excluded.reason, attempts = e.attempts + 1, last_seen = now()
     ), cleared AS (
@@ -177,7 +205,7 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
          AND e.deployment_id = $1 AND e.row_key = w.row_key
     ), stats AS (
       INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist, model)
-      SELECT $1, (SELECT count(*) FROM written), cardinality(${reasonParam}::text[]), ${histogramParam}::int[], ${modelParam}::text
+      SELECT $1, (SELECT count(*) FROM written), (SELECT count(*) FROM dead_kept), ${histogramParam}::int[], ${modelParam}::text
     )${logCtes.map((cte) => `, ${cte}`).join('')}
-    SELECT (SELECT count(*) FROM written)::int AS written`;
+    SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM dead_kept)::int AS dead`;
 }

@@ -58,14 +58,17 @@ export async function writePredictions(
     ...scored.columns.map(arrayLiteral),
     ...keyColumns(deadRows, deployment.keyCount).map(arrayLiteral),
     arrayLiteral(scored.rejected.map((r) => r.reason)),
+    arrayLiteral(deadRows.map((row) => row.xmin)),
+    arrayLiteral(deadRows.map((row) => row.tid)),
+    arrayLiteral(deadRows.map((row) => row.attempts)),
     histogram(scoredRows.map((row) => row.ageMs + elapsedMs)),
     by.ref,
     ...(logsPredictions(deployment.plan) ? [by.scoreUs] : []),
     ...(deployment.plan.shadow ? shadowValues(scored.rows, shadowOf(deployment.plan, shadow), deployment.plan.outputs.length) : []),
   ];
-  const written = await runWriteBack(client, deployment, rows.length, values);
-  const deadReason = scored.rejected[0]?.reason;
-  return { written, dead: deadRows.length, requeued: scoredRows.length - written, ...(deadReason ? { deadReason } : {}) };
+  const { written, dead } = await runWriteBack(client, deployment, rows.length, values);
+  const deadReason = dead > 0 ? scored.rejected[0]?.reason : undefined;
+  return { written, dead, requeued: scoredRows.length + deadRows.length - written - dead, ...(deadReason ? { deadReason } : {}) };
 }
 
 /** How long the fast form may wait for a row lock before the batch is written the careful way. */
@@ -90,10 +93,10 @@ async function runWriteBack(
   deployment: { readonly sql: DeploymentStatements; readonly plan: Plan },
   rowCount: number,
   values: unknown[],
-): Promise<number> {
+): Promise<{ written: number; dead: number }> {
   const prepared = rowCount <= PREPARED_UP_TO;
   const run = async (form: { name: string; text: string }) =>
-    (await client.query<{ written: number }>({ ...(prepared ? form : { text: form.text }), values })).rows[0]?.written ?? 0;
+    (await client.query<{ written: number; dead: number }>({ ...(prepared ? form : { text: form.text }), values })).rows[0] ?? { written: 0, dead: 0 };
   const { fast, careful } = deployment.sql.writeBack;
   if (deployment.plan.target) return run(fast);
   // A small batch (live traffic) saves the savepoint's two round trips: its lock pass costs less.

@@ -81,8 +81,8 @@ export async function checkRows(suite: Suite, names: Names): Promise<void> {
     if (row.total !== null && row.model === null) problems.push(`${key}: a prediction without provenance`);
     if (dead !== undefined) {
       if (!dead) problems.push(`${key}: a dead letter without a reason`);
-      // Gated (F10, suite-findings): an old dead letter left beside a correct prediction, a race.
-      if (scored && suite.gates.known.has('stale-dead-letter')) problems.push(`${key}: scored correctly and a dead letter at once (${dead})`);
+      // F10: an old dead letter left beside a correct prediction (a race).
+      if (scored) problems.push(`${key}: scored correctly and a dead letter at once (${dead})`);
       suite.seen.rowsDeadLetters += 1;
       continue;
     }

@@ -106,9 +106,8 @@ export interface CaseSpec {
 export const GATED = [
   // Lifted as main fixed them (they run by default): f64-cast, f64-division, i32-division,
   // prediction-check, trigger-raising, publication-nothing (b909db2); trigger-audit (8742bd4);
-  // fault-undeploy (c0d3bcb); rls, trigger-hostile, inheritance (refused at deploy since 2dc726d).
-  // Not a generator but a check: a row scored correctly whose old dead letter stays (F10).
-  'stale-dead-letter',
+  // fault-undeploy (c0d3bcb); rls, trigger-hostile, inheritance (refused at deploy since 2dc726d);
+  // the check stale-dead-letter (F10: dead letters follow newest-wins since 2026-12-07).
 ] as const;
 export type GatedClass = (typeof GATED)[number];
 export interface Gates {
