@@ -95,6 +95,14 @@ const REQUEUED_LOOK_AFTER_MS = 1_000;
  * lane at a time: its neighbours' rows wait for at most one such batch.
  */
 const FAILING_BATCH_SIZE = 16;
+/**
+ * …and, while a neighbour has live traffic (rows in the last NEIGHBOUR_LIVE_MS), it takes at
+ * most this share of one lane's time: after such a batch it rests for the batch's duration times
+ * (1 / share − 1). Its rows all become dead letters anyway; the time it leaves goes to the
+ * neighbours (the worker's JavaScript thread and the cores are shared). Alone, it runs flat out.
+ */
+const FAILING_SHARE = 0.25;
+const NEIGHBOUR_LIVE_MS = 1_000;
 
 /**
  * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
@@ -138,6 +146,10 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   readonly #inFlight = new Map<number, number>();
   /** Deployments whose last batch was mostly dead letters (see FAILING_BATCH_SIZE). */
   readonly #failing = new Set<number>();
+  /** Until when a failing deployment rests (see FAILING_SHARE). */
+  readonly #coolingUntil = new Map<number, number>();
+  /** When a deployment that is not failing last claimed rows (see NEIGHBOUR_LIVE_MS). */
+  #healthyRowsAt = -Infinity;
   /** Deployments whose last batch scored every row it claimed: they may take a second lane. */
   readonly #proven = new Set<number>();
   /** Marked (NOTIFY, a look) since their last claim started. */
@@ -304,9 +316,10 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       const ids = new Set(this.#byId.keys());
       this.#health.retain(ids);
       for (const id of this.#dirty) if (!ids.has(id)) this.#dirty.delete(id);
-      for (const id of [...this.#failing, ...this.#proven, ...this.#requeuedAt.keys(), ...this.#activeUntil.keys()]) {
+      for (const id of [...this.#failing, ...this.#proven, ...this.#requeuedAt.keys(), ...this.#activeUntil.keys(), ...this.#coolingUntil.keys()]) {
         if (!ids.has(id)) {
           this.#failing.delete(id);
+          this.#coolingUntil.delete(id);
           this.#proven.delete(id);
           this.#requeuedAt.delete(id);
           this.#activeUntil.delete(id);
@@ -379,7 +392,9 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
 
   /** Deployments with work that are not resting, less those a drain found empty (`empty`). */
   #pickable(empty: ReadonlySet<number> = new Set()): number[] {
-    return [...this.#dirty].filter((id) => this.#byId.has(id) && !this.#health.isResting(id) && !empty.has(id));
+    const now = performance.now();
+    return [...this.#dirty].filter((id) => this.#byId.has(id) && !this.#health.isResting(id) && !empty.has(id) &&
+      !((this.#coolingUntil.get(id) ?? 0) > now));
   }
 
   /**
@@ -467,14 +482,24 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   async #handleOne(deployment: ActiveDeployment): Promise<number> {
     try {
       const failing = this.#failing.has(deployment.id);
+      const started = performance.now();
       const result = await this.#handler.handle(deployment, failing ? Math.min(FAILING_BATCH_SIZE, this.#settings.batchSize) : undefined);
       this.#errorBackoffMs = 0;
       this.#health.succeeded(deployment.id);
       if (result.claimed > 0) {
         this.#log.debug(result, 'batch done');
         this.emit('batch', result);
-        if (result.dead * 2 > result.claimed) this.#failing.add(deployment.id);
-        else this.#failing.delete(deployment.id);
+        if (result.dead * 2 > result.claimed) {
+          this.#failing.add(deployment.id);
+          const now = performance.now();
+          if (now - this.#healthyRowsAt < NEIGHBOUR_LIVE_MS) {
+            this.#coolingUntil.set(deployment.id, now + (now - started) * (1 / FAILING_SHARE - 1));
+          }
+        } else {
+          this.#failing.delete(deployment.id);
+          this.#coolingUntil.delete(deployment.id);
+          this.#healthyRowsAt = performance.now();
+        }
         if (result.dead === 0 && result.requeued === 0) this.#proven.add(deployment.id);
         else this.#proven.delete(deployment.id);
       }
@@ -611,6 +636,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     const now = performance.now();
     let wait = ms;
     for (const at of this.#requeuedAt.values()) wait = Math.min(wait, Math.max(1, at - now));
+    for (const [id, at] of this.#coolingUntil) if (this.#dirty.has(id) && at > now) wait = Math.min(wait, Math.max(1, at - now));
     return wait;
   }
 
