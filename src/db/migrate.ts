@@ -1,11 +1,23 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { PgscoreError } from '../errors.js';
 
 const SQL_DIR = new URL('../../sql/', import.meta.url);
-/** Advisory lock (1885827939 = 'pgsc', 2): one migrate at a time per database. */
-const MIGRATE_LOCK = 'SELECT pg_advisory_lock(1885827939, 2)';
+/**
+ * Advisory lock (1885827939 = 'pgsc', 2): one migrate at a time per database. Its only use: the
+ * schema may not exist yet, so no table of pgscore's can serve. Any role can take an advisory
+ * lock, so migrate never waits for it without a limit: it tries, and after MIGRATE_LOCK_WAIT_MS
+ * names the session that holds it.
+ */
+const MIGRATE_TRY_LOCK = 'SELECT pg_try_advisory_lock(1885827939, 2) AS locked';
 const MIGRATE_UNLOCK = 'SELECT pg_advisory_unlock(1885827939, 2)';
+const MIGRATE_LOCK_HOLDER = `
+  SELECT a.pid, a.usename AS role, a.application_name AS application, a.state
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+   WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND l.classid = 1885827939::oid AND l.objid = 2::oid AND l.objsubid = 2`;
+const MIGRATE_LOCK_WAIT_MS = 60_000;
 
 interface SqlFile {
   readonly name: string;
@@ -41,6 +53,8 @@ export interface RebuiltDeployment {
 export interface MigrateOptions {
   /** The sql/ folder to install from (tests install old releases kept under test/fixtures). */
   readonly sqlDir?: URL;
+  /** How long to wait for another session's migrate (MIGRATE_LOCK_WAIT_MS). */
+  readonly lockWaitMs?: number;
 }
 
 /**
@@ -53,7 +67,7 @@ export async function migrate(client: pg.ClientBase, options: MigrateOptions = {
   const sqlDir = options.sqlDir ?? SQL_DIR;
   const [migrations, functions] = await Promise.all([readSqlFiles(sqlDir, 'migrations'), readSqlFiles(sqlDir, 'functions')]);
   const known = Math.max(...migrations.map((m) => versionOf(m.name)));
-  await client.query(MIGRATE_LOCK);
+  await takeMigrateLock(client, options.lockWaitMs ?? MIGRATE_LOCK_WAIT_MS);
   try {
     await client.query(`
       CREATE SCHEMA IF NOT EXISTS ml;
@@ -97,6 +111,26 @@ export async function migrate(client: pg.ClientBase, options: MigrateOptions = {
   } finally {
     await client.query(MIGRATE_UNLOCK);
   }
+}
+
+async function takeMigrateLock(client: pg.ClientBase, waitMs: number): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (let delay = 50; ; delay = Math.min(1_000, delay * 2)) {
+    const { rows } = await client.query<{ locked: boolean }>(MIGRATE_TRY_LOCK);
+    if (rows[0]?.locked) return;
+    if (Date.now() + delay > deadline) break;
+    await sleep(delay);
+  }
+  const { rows } = await client.query<{ pid: number; role: string; application: string; state: string }>(MIGRATE_LOCK_HOLDER);
+  const holder = rows[0];
+  const who = holder
+    ? `session ${holder.pid} of role "${holder.role}"${holder.application ? ` (application "${holder.application}")` : ''}, ${holder.state}`
+    : 'a session that has just ended';
+  throw new PgscoreError(`another migrate runs, or a session holds pgscore's migrate lock (advisory lock 1885827939, 2): ${who}`, {
+    hint: holder
+      ? `Wait for it if it is a pgscore migrate; otherwise end it: SELECT pg_terminate_backend(${holder.pid});`
+      : 'Run pgscore migrate again.',
+  });
 }
 
 async function applyFile(client: pg.ClientBase, file: SqlFile): Promise<void> {

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../src/db/migrate.js';
+import type { PgscoreError } from '../../src/errors.js';
 import type { Worker } from '../../src/worker/worker.js';
 import { createTestDatabase, startWorker, waitFor, type TestDatabase } from '../helpers/db.js';
 import { createSumsTable, insertSums, registerSums, SUMS_INPUTS, SUMS_OUTPUTS } from '../helpers/sums.js';
@@ -109,6 +111,20 @@ describe('locks and channels a role outside pgscore cannot disturb', () => {
     const [started] = await db.sql<{ run: string | null }>(`SELECT ml._start_scheduled_run($1, now()) AS run`, [id]);
     expect(started!.run).not.toBeNull();
     expect(await db.sql(`SELECT kind, state FROM ml.runs WHERE deployment = 'nightly'`)).toEqual([{ kind: 'schedule', state: 'finished' }]);
+  });
+
+  it('migrate, while the outsider holds its lock (1885827939, 2), stops waiting and names the session', async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      const started = performance.now();
+      const failure = await migrate(client, { lockWaitMs: 500 }).then(() => undefined, (error: unknown) => error as PgscoreError);
+      expect(performance.now() - started).toBeLessThan(5_000);
+      expect(failure?.message).toMatch(new RegExp(`holds pgscore's migrate lock .*: session \\d+ of role "${OUTSIDER}"`));
+      expect(failure?.hint).toMatch(/pg_terminate_backend\(\d+\)/);
+    } finally {
+      await client.end();
+    }
   });
 
   it('a model is registered and promoted while the outsider holds its old key', async () => {
