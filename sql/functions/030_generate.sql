@@ -157,16 +157,29 @@ DECLARE
   v_function text := format('_enqueue_%s', p_id);
   v_keys text;
   v_n_keys text;
+  v_o_keys text;
   v_join text;
+  v_old_unmatched text := '';
   v_first_key text;
   v_features text;
 BEGIN
   SELECT string_agg(format('%I', k->>'column'), ', '),
          string_agg(format('n.%I', k->>'column'), ', '),
+         string_agg(format('o.%I', k->>'column'), ', '),
          string_agg(format('o.%1$I = n.%1$I', k->>'column'), ' AND '),
          format('%I', (array_agg(k->>'column'))[1])
-    INTO v_keys, v_n_keys, v_join, v_first_key
+    INTO v_keys, v_n_keys, v_o_keys, v_join, v_first_key
     FROM jsonb_array_elements(p_plan->'keys') k;
+  -- On a partitioned table, a MERGE that inserts a row and then updates another gives the
+  -- UPDATE's new-row transition table the inserted row instead of the updated one (PostgreSQL
+  -- 15 to 18). The updated row's old version is right: keys of old rows with no new row are
+  -- queued too (for a key that changed, the claim finds no row, and nothing happens).
+  IF (SELECT c.relkind FROM pg_class c JOIN ml._deployments d ON d.source = c.oid WHERE d.id = p_id) = 'p' THEN
+    v_old_unmatched := format(
+      ' UNION ALL SELECT %1$s FROM (SELECT %2$s FROM pgscore_old) o
+         WHERE NOT EXISTS (SELECT 1 FROM pgscore_new n WHERE %3$s)',
+      v_o_keys, v_keys, v_join);
+  END IF;
   -- Whether an UPDATE changed a row's inputs is decided from the columns the inputs read, never by
   -- evaluating input expressions: an expression that fails on one row (a cast of 'abc', a division
   -- by zero) must not fail the application's statement. The claim evaluates them, where a failure
@@ -214,8 +227,8 @@ BEGIN
     ml._enqueue_sql(p_id, p_plan, format(
       'SELECT %1$s FROM (SELECT %2$s, %3$s AS features FROM pgscore_new) n
          LEFT JOIN (SELECT %2$s, %3$s AS features FROM pgscore_old) o ON %4$s
-        WHERE o.%5$s IS NULL OR o.features IS DISTINCT FROM n.features',
-      v_n_keys, v_keys, v_features, v_join, v_first_key), 0),
+        WHERE o.%5$s IS NULL OR o.features IS DISTINCT FROM n.features%6$s',
+      v_n_keys, v_keys, v_features, v_join, v_first_key, v_old_unmatched), 0),
     (SELECT string_agg(format('pgscore_keys%s %s[];', k.i, k.key->>'type'), ' ' ORDER BY k.i)
        FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)),
     format('_queue_%s', p_id),
