@@ -90,17 +90,26 @@ $$;
 
 -- The worker found that no prediction can be written to a deployment's table (it publishes
 -- updates without a replica identity, the database is read-only): the deployment turns invalid
--- with the database's reason, which raises the 'invalid' alert. Its queued rows stay.
+-- with the database's reason, which raises the 'invalid' alert. Unlike a schema change, nothing
+-- is wrong with what the triggers read: they stay, and the application's rows keep being queued
+-- (ml.status counts them pending) for when the cause is fixed and the deployment deployed again.
 CREATE OR REPLACE FUNCTION ml._invalidate_unwritable(p_id int, p_reason text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  d ml._deployments;
 BEGIN
-  IF EXISTS (SELECT 1 FROM ml._deployments WHERE id = p_id AND status = 'active') THEN
-    PERFORM ml._invalidate(p_id, p_reason);
+  SELECT * INTO d FROM ml._deployments WHERE id = p_id AND status = 'active' FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN;
   END IF;
+  UPDATE ml._deployments SET status = 'invalid', reason = p_reason WHERE id = p_id;
+  RAISE WARNING 'pgscore: deployment "%" is invalid now: %', d.name, p_reason
+    USING HINT = 'Its rows stay queued, and new ones are queued too; fix the cause and run ml.deploy again with the same name.';
+  PERFORM pg_notify('pgscore_config', d.name);
 END
 $$;
 

@@ -23,9 +23,13 @@ BEGIN
       END;
     ELSIF d.status = 'invalid' AND d.plan IS NOT NULL
           AND to_regclass(format('ml.%I', format('_queue_%s', d.id))) IS NOT NULL THEN
-      -- Its queued keys wait for ml.deploy in the current layout.
+      -- Its queued keys wait for ml.deploy in the current layout. A table no write could reach
+      -- (ml._invalidate_unwritable) keeps its triggers: their function writes that layout too.
       BEGIN
         PERFORM ml._install_queue_table(d.id, d.plan);
+        IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = ml._enqueue_function(d.name)) THEN
+          PERFORM ml._install_enqueue_function(d.id, d.plan);
+        END IF;
       EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'pgscore migrate left the queue of invalid deployment "%" as it was: %', d.name, SQLERRM;
       END;
