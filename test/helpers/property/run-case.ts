@@ -96,7 +96,7 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
       await step(op, async () => {
         if (fault?.kind === 'undeploy') {
           await side.query('SELECT ml.undeploy($1)', [names.deployment]).catch((error: pg.DatabaseError) => {
-            throw new CaseFailure(`ml.undeploy failed mid-run: ${error.code}: ${error.message}`);
+            throw new CaseFailure(`ml.undeploy failed mid-run: ${error.code}: ${error.message} DETAIL ${error.detail} WHERE ${error.where}`);
           });
           deployedNow = false;
         } else if (fault?.kind === 'lock') {
@@ -107,7 +107,7 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
         } else if (fault?.kind === 'promote') {
           suite.production = suite.production === 1 ? 2 : 1;
           await suite.db.sql(`SELECT ml.promote('sums', $1)`, [suite.production]).catch((error: pg.DatabaseError) => {
-            throw new CaseFailure(`ml.promote failed mid-run: ${error.code}: ${error.message}`);
+            throw new CaseFailure(`ml.promote failed mid-run: ${error.code}: ${error.message} DETAIL ${error.detail} WHERE ${error.where}`);
           });
         }
       });
