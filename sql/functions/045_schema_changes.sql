@@ -43,9 +43,50 @@ AS $$
          = (SELECT array_agg((k->>'attnum')::int2 ORDER BY n) FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY x(k, n))
 $$;
 
--- The worker's check: deployments whose table changed are re-planned (active or invalid),
--- those whose table is gone are marked dropped, and pending ones whose model has been read by
--- now are activated. Returns how many deployments changed state.
+-- Whether event triggers watch schema changes (ml._on_alter_table, ml._on_drop): then a change
+-- that makes a table unservable is caught as it happens, and the worker's re-check is a safety
+-- net; without them, every re-check looks (a catalog query per deployment).
+CREATE OR REPLACE FUNCTION ml._schema_watched()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT count(*) = 2 FROM pg_event_trigger WHERE evtname IN ('pgscore_alter_table', 'pgscore_drop') AND evtenabled <> 'D'
+$$;
+
+-- One deployment of the worker's check: one whose table changed is re-planned (active or
+-- invalid), one whose table is gone is marked dropped, a pending one whose model has been read
+-- by now is activated. Returns whether it changed state.
+CREATE OR REPLACE FUNCTION ml._recheck_one(d ml._deployments, p_watched boolean)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF ml._relname(d.source) IS NULL THEN
+    PERFORM ml._mark_dropped(d.id);
+    RETURN true;
+  ELSIF d.status = 'active' AND NOT (ml._plan_matches(d.source, d.plan) AND ml._triggers_complete(d.name, d.source)
+                                     AND (p_watched OR ml._is_servable(d))) THEN
+    PERFORM ml._recheck(d.id, format('table %s changed', ml._relname(d.source)));
+    RETURN true;
+  ELSIF d.status = 'pending' AND EXISTS (
+      SELECT 1 FROM ml._models m
+       WHERE m.name = d.model AND m.version = ml._resolve_version(d.model, d.version, d.alias)
+         AND (m.signature IS NOT NULL OR m.load_error IS NOT NULL)) THEN
+    BEGIN
+      PERFORM ml._activate(d.id, true);
+    EXCEPTION WHEN OTHERS THEN
+      PERFORM ml._invalidate(d.id, SQLERRM);
+    END;
+    RETURN true;
+  END IF;
+  RETURN false;
+END
+$$;
+
+-- The worker's check of every active and pending deployment. Returns how many changed state.
+-- (Workers of release 2026-12-06 and before call it on every reload.)
 CREATE OR REPLACE FUNCTION ml._recheck_deployments()
 RETURNS int
 LANGUAGE plpgsql
@@ -55,32 +96,52 @@ AS $$
 DECLARE
   d ml._deployments;
   v_changed int := 0;
-  v_status text;
-  -- With event triggers, a change that makes a table unservable is caught as it happens
-  -- (ml._on_alter_table); without, every re-check looks (a catalog query per deployment).
-  v_watched boolean := (SELECT count(*) = 2 FROM pg_event_trigger WHERE evtname IN ('pgscore_alter_table', 'pgscore_drop') AND evtenabled <> 'D');
+  v_watched boolean := ml._schema_watched();
 BEGIN
   FOR d IN SELECT * FROM ml._deployments WHERE status IN ('active', 'pending') ORDER BY id LOOP
-    IF ml._relname(d.source) IS NULL THEN
-      PERFORM ml._mark_dropped(d.id);
-      v_changed := v_changed + 1;
-    ELSIF d.status = 'active' AND NOT (ml._plan_matches(d.source, d.plan) AND ml._triggers_complete(d.name, d.source)
-                                       AND (v_watched OR ml._is_servable(d))) THEN
-      v_status := ml._recheck(d.id, format('table %s changed', ml._relname(d.source)));
-      v_changed := v_changed + 1;
-    ELSIF d.status = 'pending' AND EXISTS (
-        SELECT 1 FROM ml._models m
-         WHERE m.name = d.model AND m.version = ml._resolve_version(d.model, d.version, d.alias)
-           AND (m.signature IS NOT NULL OR m.load_error IS NOT NULL)) THEN
-      BEGIN
-        PERFORM ml._activate(d.id, true);
-      EXCEPTION WHEN OTHERS THEN
-        PERFORM ml._invalidate(d.id, SQLERRM);
-      END;
+    IF ml._recheck_one(d, v_watched) THEN
       v_changed := v_changed + 1;
     END IF;
   END LOOP;
   RETURN v_changed;
+END
+$$;
+
+-- The worker's check on each reload, within a time budget: re-planning a deployment to compare
+-- costs tens of ms (40 s for 1,000 deployments on a busy server, every 30 s), so where event
+-- triggers watch schema changes, each reload checks the active deployments after p_after (by
+-- id) until p_budget_ms is spent, and the next reload goes on from next_after (NULL: it went
+-- round; start again at 0). Pending deployments are checked every time; without event
+-- triggers, every deployment is (the budget does not apply).
+CREATE OR REPLACE FUNCTION ml._recheck_deployments(p_after int, p_budget_ms int)
+RETURNS TABLE (changed int, next_after int)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments;
+  v_started timestamptz := clock_timestamp();
+  v_watched boolean := ml._schema_watched();
+BEGIN
+  changed := 0;
+  next_after := NULL;
+  FOR d IN SELECT * FROM ml._deployments x WHERE x.status = 'pending' ORDER BY x.id LOOP
+    IF ml._recheck_one(d, v_watched) THEN
+      changed := changed + 1;
+    END IF;
+  END LOOP;
+  FOR d IN SELECT * FROM ml._deployments x WHERE x.status = 'active' AND (x.id > p_after OR NOT v_watched) ORDER BY x.id LOOP
+    IF ml._recheck_one(d, v_watched) THEN
+      changed := changed + 1;
+    END IF;
+    -- At least one per call: the round always moves on.
+    IF v_watched AND clock_timestamp() - v_started > p_budget_ms * interval '1 millisecond' THEN
+      next_after := d.id;
+      EXIT;
+    END IF;
+  END LOOP;
+  RETURN NEXT;
 END
 $$;
 

@@ -92,7 +92,11 @@ export async function listActiveDeployments(db: pg.ClientBase | pg.Pool): Promis
  * marks those whose table is gone, and activates pending ones whose model was read meanwhile.
  * The event triggers do this at once where migrate could install them.
  */
-export const RECHECK_DEPLOYMENTS = 'SELECT ml._recheck_deployments() AS changed';
+/**
+ * $1 the last deployment id checked before, $2 the budget in ms: re-checks deployments against
+ * their tables (sql/functions/045_schema_changes.sql); next_after is where the next one goes on.
+ */
+export const RECHECK_DEPLOYMENTS = 'SELECT changed, next_after FROM ml._recheck_deployments($1, $2)';
 
 /** $1 deployment id: re-plan one deployment after a batch failed; returns its status. */
 export const RECHECK_DEPLOYMENT = 'SELECT ml._recheck($1, $2) AS status';

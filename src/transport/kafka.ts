@@ -17,7 +17,7 @@ import type { ClaimedRow } from '../queue/claimed-row.js';
 import { requeueRows } from '../queue/requeue.js';
 import { parkingStatements } from '../queue/statements.js';
 import { DriftRecorder } from '../monitoring/drift.js';
-import { loadDeployments, versionsInUse, type ActiveDeployment } from '../worker/deployments.js';
+import { loadDeployments, RecheckCursor, versionsInUse, type ActiveDeployment } from '../worker/deployments.js';
 import { checkWorkerRole } from '../worker/identity.js';
 import { startupPatience } from '../db/patience.js';
 import type { LoopEvents } from '../worker/loop.js';
@@ -71,6 +71,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #log: Logger;
   readonly #pool: pg.Pool;
   readonly #models: SessionCache;
+  readonly #recheck = new RecheckCursor();
   readonly #consumer: Consumer;
   readonly #kafka;
   #deployments = new Map<number, ActiveDeployment>();
@@ -203,7 +204,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   }
 
   async #reload(): Promise<void> {
-    this.#reloading ??= loadDeployments(this.#pool, this.#models, this.#log)
+    this.#reloading ??= loadDeployments(this.#pool, this.#models, this.#log, this.#recheck)
       .then(async (list) => {
         await this.#drift.load(list.flatMap(versionsInUse));
         this.#deployments = new Map(list.map((d) => [d.id, d]));

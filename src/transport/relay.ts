@@ -12,7 +12,7 @@ import { isRowFailure } from '../pipeline/row-failure.js';
 import type { ClaimedRow } from '../queue/claimed-row.js';
 import { checkWorkerRole } from '../worker/identity.js';
 import { startupPatience } from '../db/patience.js';
-import { listDeployments, type ActiveDeployment } from '../worker/deployments.js';
+import { listDeployments, RecheckCursor, type ActiveDeployment } from '../worker/deployments.js';
 import { QueueLoop, type LoopEvents } from '../worker/loop.js';
 import { createKafka, ensureTopic } from './kafka-client.js';
 import { encodeRows, MAX_MESSAGE_BYTES, rowsIn } from './message.js';
@@ -63,11 +63,12 @@ export class Relay extends EventEmitter<LoopEvents> {
     const producer = this.#producer;
     const produce = new ProduceQueue((messages) => producer.send(messages), MAX_MESSAGE_BYTES);
     const sizer = new ClaimSizer(config.batchSize);
+    const recheck = new RecheckCursor();
     const primed = new Set<number>();
     this.#pool = pool;
     this.#loop = new QueueLoop(connectionString, pool, config, log, {
       async load() {
-        const deployments = await listDeployments(pool, log);
+        const deployments = await listDeployments(pool, log, recheck);
         // Until a claim has seen how many keys a deployment's queue rows hold, the sizer assumes
         // one per row and the first claim locks up to PGSCORE_BATCH_SIZE queue rows: a bulk-loaded
         // backlog (100 keys a row) whole, so the other lanes find nothing and leave the drain to

@@ -31,9 +31,14 @@ export function versionsInUse(deployment: ActiveDeployment): string[] {
  * for them), re-checks deployments against their tables, then lists the active deployments and
  * releases sessions no deployment uses.
  */
-export async function loadDeployments(pool: pg.Pool, models: SessionCache, log: Logger): Promise<ActiveDeployment[]> {
+export async function loadDeployments(
+  pool: pg.Pool,
+  models: SessionCache,
+  log: Logger,
+  recheck: RecheckCursor = new RecheckCursor(),
+): Promise<ActiveDeployment[]> {
   for (const model of await listUnvalidatedModels(pool)) await readSignature(pool, models, model, log);
-  const deployments = await listDeployments(pool, log);
+  const deployments = await listDeployments(pool, log, recheck);
   models.retain(new Set(deployments.flatMap(versionsInUse)));
   return deployments;
 }
@@ -64,9 +69,22 @@ async function readSignature(pool: pg.Pool, models: SessionCache, model: { name:
   }
 }
 
+/**
+ * Where a process's re-check of deployments against their tables goes on at its next reload:
+ * each reload checks what fits in RECHECK_BUDGET_MS (event triggers catch schema changes as they
+ * happen; without them every deployment is checked each time).
+ */
+export class RecheckCursor {
+  after = 0;
+}
+
+/** Database time a reload spends re-checking deployments (re-planning one costs tens of ms). */
+const RECHECK_BUDGET_MS = 100;
+
 /** The active deployments with their statements (what the relay needs; it loads no models). */
-export async function listDeployments(pool: pg.Pool, log: Logger): Promise<ActiveDeployment[]> {
-  const { rows } = await pool.query<{ changed: number }>(RECHECK_DEPLOYMENTS);
+export async function listDeployments(pool: pg.Pool, log: Logger, recheck: RecheckCursor = new RecheckCursor()): Promise<ActiveDeployment[]> {
+  const { rows } = await pool.query<{ changed: number; next_after: number | null }>(RECHECK_DEPLOYMENTS, [recheck.after, RECHECK_BUDGET_MS]);
+  recheck.after = rows[0]?.next_after ?? 0;
   if ((rows[0]?.changed ?? 0) > 0) log.info({ changed: rows[0]!.changed }, 'deployments re-checked against their tables');
   const active = await listActiveDeployments(pool);
   return active.map((row) => ({

@@ -11,7 +11,7 @@ import { claimAndScore } from '../pipeline/batch.js';
 import { ClaimSizer } from '../queue/claim.js';
 import { preparedNames } from '../queue/statements.js';
 import { DriftRecorder } from '../monitoring/drift.js';
-import { loadDeployments, versionsInUse, type ActiveDeployment } from './deployments.js';
+import { loadDeployments, RecheckCursor, versionsInUse, type ActiveDeployment } from './deployments.js';
 import { checkWorkerRole } from './identity.js';
 import { QueueLoop, type LoopEvents, type LoopSettings } from './loop.js';
 
@@ -29,6 +29,7 @@ export class Worker extends EventEmitter<LoopEvents> {
     // Statements prepared for plans that promotions replaced would stay on every connection.
     let statementsInUse: ReadonlySet<string> = new Set();
     pool.on('acquire', (client) => forgetStaleStatements(client, statementsInUse));
+    const recheck = new RecheckCursor();
     const models = new SessionCache((name, version) => fetchModelBytes(pool, name, version), {
       threads: settings.ortThreads,
     });
@@ -36,7 +37,7 @@ export class Worker extends EventEmitter<LoopEvents> {
     const drift = new DriftRecorder(pool, log);
     this.#loop = new QueueLoop(connectionString, pool, settings, log, {
       async load() {
-        const deployments = await loadDeployments(pool, models, log);
+        const deployments = await loadDeployments(pool, models, log, recheck);
         statementsInUse = new Set(deployments.flatMap((d) => preparedNames(d.sql)));
         await drift.load(deployments.flatMap(versionsInUse));
         return deployments;
