@@ -334,14 +334,23 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       // Kafka redelivers it. A deployment whose write failed is re-checked first (a schema change
       // turns it invalid, and its rows are parked on the redelivery).
       const action = classifyFailure(error);
+      const statuses: string[] = [];
       if (action.kind === 'recheck') {
         for (const { deployment } of groups.values()) {
-          await this.#pool.query(RECHECK_DEPLOYMENT, [deployment.id, `a Kafka batch failed: ${action.reason}`]).catch(() => undefined);
+          const { rows } = await this.#pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a Kafka batch failed: ${action.reason}`])
+            .catch(() => ({ rows: [] as { status: string }[] }));
+          statuses.push(rows[0]?.status ?? 'unknown');
         }
         this.#reloadBeforeNextChunk = true;
       }
-      for (const { deployment } of groups.values()) this.emit('failure', { deployment: deployment.name, kind: action.kind, reason: action.reason });
       const partitions = slices.map(({ topic, partition }) => `${topic}/${partition}`);
+      // A chunk that failed because ml.undeploy dropped its deployments' queues meanwhile is
+      // those deployments being gone, not a failure: their messages are skipped on redelivery.
+      if (statuses.length > 0 && statuses.every((status) => status === 'undeployed')) {
+        this.#log.info({ partitions, err: error }, 'deployment undeployed while a Kafka batch ran; its messages are dropped with it');
+        throw error;
+      }
+      for (const { deployment } of groups.values()) this.emit('failure', { deployment: deployment.name, kind: action.kind, reason: action.reason });
       this.#failureLog.error(`chunk:${action.kind}`, { partitions, err: error }, `Kafka batch failed, it will be redelivered: ${action.reason}`);
       await new Promise((resolve) => setTimeout(resolve, 250 + Math.random() * 250));
       throw error;
