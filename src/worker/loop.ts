@@ -101,7 +101,7 @@ const FAILING_BATCH_SIZE = 16;
  * (1 / share − 1). Its rows all become dead letters anyway; the time it leaves goes to the
  * neighbours (the worker's JavaScript thread and the cores are shared). Alone, it runs flat out.
  */
-const FAILING_SHARE = 0.25;
+const FAILING_SHARE = 0.1;
 const NEIGHBOUR_LIVE_MS = 1_000;
 
 /**
