@@ -252,14 +252,22 @@ $$;
 
 -- The table and, when it is partitioned, every partition at every level: statement triggers fire
 -- only on the table a statement names, and applications may write to a partition directly.
+-- Read from pg_inherits, which takes no lock: pg_partition_tree locks every partition (ACCESS
+-- SHARE, to the end of the transaction), and ml.undeploy, which lists them before it locks them
+-- in short tries, then held a lock an application's ALTER TABLE waited for while it waited for
+-- the table the ALTER held: a deadlock (the generated suite's F11).
 CREATE OR REPLACE FUNCTION ml._trigger_tables(p_source oid)
 RETURNS SETOF regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT p_source::regclass WHERE EXISTS (SELECT 1 FROM pg_class WHERE oid = p_source)
-  UNION
-  SELECT t.relid FROM pg_partition_tree(p_source) t WHERE t.relid <> p_source
+  WITH RECURSIVE tree(relid) AS (
+    SELECT c.oid FROM pg_class c WHERE c.oid = p_source
+    UNION
+    SELECT i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid
+      JOIN pg_class c ON c.oid = i.inhrelid AND c.relispartition
+  )
+  SELECT relid::regclass FROM tree
 $$;
 
 CREATE OR REPLACE FUNCTION ml._drop_triggers(p_name text, p_source oid)

@@ -289,6 +289,7 @@ DECLARE
   v_limit interval := coalesce(nullif(current_setting('pgscore.lock_wait', true), ''), '30s')::interval;
   v_sleep float8 := 0.02;
   v_tries int := 0;
+  v_waiting int[];
 BEGIN
   IF p_mode NOT IN ('ACCESS SHARE', 'ROW EXCLUSIVE', 'SHARE ROW EXCLUSIVE', 'EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
     RAISE EXCEPTION 'lock mode % is not one pgscore takes', p_mode USING ERRCODE = 'invalid_parameter_value';
@@ -303,20 +304,18 @@ BEGIN
       END LOOP;
       RETURN;
     EXCEPTION WHEN lock_not_available THEN
-      -- A holder that waits for this transaction (a re-check that holds the table and waits for
-      -- the deployment row this one holds) would never let go: that is a deadlock, and short
-      -- tries would hide it from Postgres until the bound. Wait then, and let the deadlock
-      -- detector pick the transaction to abort, as a plain LOCK would.
-      IF EXISTS (SELECT 1 FROM pg_locks l
-                  WHERE l.locktype = 'relation' AND l.relation = ANY (p_tables::oid[]) AND l.granted
-                    AND l.pid <> pg_backend_pid() AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid))) THEN
-        PERFORM set_config('lock_timeout', '0', true);
-        FOREACH v_table IN ARRAY p_tables LOOP
-          IF v_table IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class WHERE oid = v_table) THEN
-            EXECUTE format('LOCK TABLE %s IN %s MODE', v_table, p_mode);
-          END IF;
-        END LOOP;
-        RETURN;
+      -- A holder that waits for this transaction (for a lock it took before, such as the
+      -- deployment row that a re-check inside an application's ALTER TABLE waits for) never
+      -- lets go while this one waits: pgscore gives way at once, so that the application's
+      -- statement goes on, and the caller runs again.
+      SELECT array_agg(DISTINCT l.pid) INTO v_waiting FROM pg_locks l
+       WHERE l.locktype = 'relation' AND l.relation = ANY (p_tables::oid[]) AND l.granted
+         AND l.pid <> pg_backend_pid() AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid));
+      IF v_waiting IS NOT NULL THEN
+        RAISE EXCEPTION '% gave way: session % holds % and waits for this transaction', p_what,
+                        array_to_string(v_waiting, ', '), array_to_string(p_tables::text[], ', ')
+          USING ERRCODE = 'lock_not_available',
+                HINT = 'pgscore never makes an application wait for it. Run it again.';
       END IF;
       IF clock_timestamp() - v_started >= v_limit THEN
         RAISE EXCEPTION '% could not lock % within % (% tries): other transactions kept it busy', p_what,

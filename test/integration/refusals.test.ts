@@ -436,6 +436,37 @@ describe("pgscore's DDL never makes writers queue", () => {
     }
   });
 
+  it("ml.undeploy while an application's ALTER TABLE on a partitioned table waits: neither fails, neither deadlocks", async () => {
+    // The generated suite's F11: ml.undeploy listed the partitions with pg_partition_tree, which
+    // locks each of them to the end of the transaction; an ALTER TABLE holding the parent then
+    // waited for a partition while ml.undeploy waited for the parent, and Postgres aborted one.
+    await db.sql(`CREATE TABLE parted (id int PRIMARY KEY, sl real, sw real, pl real, pw real, species text, note text)
+                  PARTITION BY RANGE (id)`);
+    await db.sql(`CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100)`);
+    await db.sql(`CREATE TABLE parted_high PARTITION OF parted FOR VALUES FROM (100) TO (200)`);
+    await deploy('parted', 'parted');
+    const app = new pg.Client({ connectionString: db.url });
+    const undeployer = new pg.Client({ connectionString: db.url });
+    await Promise.all([app.connect(), undeployer.connect()]);
+    try {
+      await app.query('BEGIN');
+      await app.query('LOCK TABLE ONLY parted IN ACCESS EXCLUSIVE MODE');
+      const undeploying = undeployer.query(`SELECT ml.undeploy('parted')`).then(() => 'undeployed', (error: Error) => error.message);
+      await waitFor(async () => (await db.sql<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT ml.undeploy(''parted'')' AND state = 'active'`))[0]!.n === 1,
+        'ml.undeploy running');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Needs every partition: before, one was locked by ml.undeploy (a deadlock after 1 s).
+      await app.query('ALTER TABLE parted ADD COLUMN extra int');
+      await app.query('COMMIT');
+      expect(await undeploying).toBe('undeployed');
+      expect(await db.sql(`SELECT count(*)::int AS n FROM ml.deployments WHERE deployment = 'parted'`)).toEqual([{ n: 0 }]);
+    } finally {
+      await app.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([app.end(), undeployer.end()]);
+    }
+  });
+
   it('gives up with a clear error after pgscore.lock_wait', async () => {
     await db.sql(FLOWERS('stuck'));
     await deploy('stuck', 'stuck');
