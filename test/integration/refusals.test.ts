@@ -243,6 +243,14 @@ describe('row-level security', () => {
       await waitFor(async () => (await db.sql<{ n: number }>(`SELECT count(*)::int AS n FROM ml.errors WHERE deployment = 'policed'`))[0]!.n === 10,
         'the hidden rows dead-lettered');
       await waitFor(async () => (await db.sql<{ n: number }>(`SELECT count(species)::int AS n FROM policed`))[0]!.n === 10, 'the visible rows scored');
+      // A visible row the model refuses is a dead letter too: recorded for the version read,
+      // which the write-back share-locks through the worker's policy.
+      await db.sql(`UPDATE policed SET sl = 'NaN' WHERE id = 3`);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ml.errors WHERE deployment = 'policed' AND row_key = '{"id": 3}'`)).length === 1,
+        'the refused row dead-lettered');
+      await db.sql(`UPDATE policed SET sl = 5.1 WHERE id = 3`);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM ml.errors WHERE deployment = 'policed' AND row_key = '{"id": 3}'`)).length === 0,
+        'the fixed row scored and its dead letter cleared');
     } finally {
       await worker.stop();
     }
