@@ -13,6 +13,7 @@ import { classifyFailure, DeploymentHealth, type FailureAction } from '../pipeli
 import { QUEUES_WITH_WORK } from '../db/statements.js';
 import { NotifyWakeup, type QueueHeads } from '../transport/notify.js';
 import type { ActiveDeployment } from './deployments.js';
+import { LaneChoice } from './lane-choice.js';
 
 export interface LoopEvents {
   batch: [BatchResult];
@@ -89,20 +90,6 @@ const BUSY_LOOK_EVERY_MS = 5;
 const SAFETY_POLL_EVERY_POLLS = 10;
 /** Rows put back on a queue (locked elsewhere, or changed) are due later: look again after this. */
 const REQUEUED_LOOK_AFTER_MS = 1_000;
-/**
- * A deployment whose last batch was mostly dead letters (a model failing on every row scores
- * each batch by halves down to single rows) takes batches of at most this many rows, and one
- * lane at a time: its neighbours' rows wait for at most one such batch.
- */
-const FAILING_BATCH_SIZE = 16;
-/**
- * …and, while a neighbour has live traffic (rows in the last NEIGHBOUR_LIVE_MS), it takes at
- * most this share of one lane's time: after such a batch it rests for the batch's duration times
- * (1 / share − 1). Its rows all become dead letters anyway; the time it leaves goes to the
- * neighbours (the worker's JavaScript thread and the cores are shared). Alone, it runs flat out.
- */
-const FAILING_SHARE = 0.1;
-const NEIGHBOUR_LIVE_MS = 1_000;
 
 /**
  * Drains the deployments' queues, for the notify worker and for the Kafka relay. Lanes
@@ -142,16 +129,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   #safetyDue = false;
   /** Deployments with rows put back on their queue, and when to look at them again. */
   readonly #requeuedAt = new Map<number, number>();
-  /** Batches in flight per deployment. */
-  readonly #inFlight = new Map<number, number>();
-  /** Deployments whose last batch was mostly dead letters (see FAILING_BATCH_SIZE). */
-  readonly #failing = new Set<number>();
-  /** Until when a failing deployment rests (see FAILING_SHARE). */
-  readonly #coolingUntil = new Map<number, number>();
-  /** When a deployment that is not failing last claimed rows (see NEIGHBOUR_LIVE_MS). */
-  #healthyRowsAt = -Infinity;
-  /** Deployments whose last batch scored every row it claimed: they may take a second lane. */
-  readonly #proven = new Set<number>();
+  readonly #lanes = new LaneChoice();
   /** Marked (NOTIFY, a look) since their last claim started. */
   readonly #markedSince = new Set<number>();
   /** Until when a deployment that had rows stays marked (see LINGER_MS). */
@@ -159,7 +137,6 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   /** Deployments resting after failures (src/pipeline/policy.ts). */
   readonly #health = new DeploymentHealth();
   readonly #failureLog: RateLimitedLog;
-  #cursor = 0;
   #stopping = false;
   #reloadDue = true;
   #errorBackoffMs = 0;
@@ -316,11 +293,9 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       const ids = new Set(this.#byId.keys());
       this.#health.retain(ids);
       for (const id of this.#dirty) if (!ids.has(id)) this.#dirty.delete(id);
-      for (const id of [...this.#failing, ...this.#proven, ...this.#requeuedAt.keys(), ...this.#activeUntil.keys(), ...this.#coolingUntil.keys()]) {
+      this.#lanes.retain(ids);
+      for (const id of [...this.#requeuedAt.keys(), ...this.#activeUntil.keys()]) {
         if (!ids.has(id)) {
-          this.#failing.delete(id);
-          this.#coolingUntil.delete(id);
-          this.#proven.delete(id);
           this.#requeuedAt.delete(id);
           this.#activeUntil.delete(id);
         }
@@ -394,24 +369,13 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
   #pickable(empty: ReadonlySet<number> = new Set()): number[] {
     const now = performance.now();
     return [...this.#dirty].filter((id) => this.#byId.has(id) && !this.#health.isResting(id) && !empty.has(id) &&
-      !((this.#coolingUntil.get(id) ?? 0) > now));
+      !this.#lanes.isCooling(id, now));
   }
 
-  /**
-   * The next deployment for a lane, round robin over those with work: first those with no
-   * batch in flight (a neighbour's live rows before another batch of a backlog), healthy ones
-   * before failing ones. A second lane on one deployment only when no other has work, and only
-   * when its last batch scored every row (not a failing one, nor one not seen yet).
-   */
+  /** The next deployment for a lane (src/worker/lane-choice.ts). */
   #pick(empty: ReadonlySet<number>): ActiveDeployment | undefined {
-    const ids = this.#pickable(empty);
-    if (ids.length === 0) return undefined;
-    const idle = ids.filter((id) => (this.#inFlight.get(id) ?? 0) === 0);
-    const healthy = idle.filter((id) => !this.#failing.has(id));
-    const choice = healthy.length > 0 ? healthy : idle.length > 0 ? idle : ids.filter((id) => this.#proven.has(id));
-    if (choice.length === 0) return undefined;
-    this.#cursor = (this.#cursor + 1) % choice.length;
-    return this.#byId.get(choice[this.#cursor]!);
+    const id = this.#lanes.pick(this.#pickable(empty));
+    return id === undefined ? undefined : this.#byId.get(id);
   }
 
   /**
@@ -442,14 +406,12 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         }
         const id = deployment.id;
         this.#markedSince.delete(id);
-        this.#inFlight.set(id, (this.#inFlight.get(id) ?? 0) + 1);
+        this.#lanes.started(id);
         const batch = this.#handleOne(deployment);
         inFlight.add(batch);
         const claimed = await batch.finally(() => {
           inFlight.delete(batch);
-          const left = (this.#inFlight.get(id) ?? 1) - 1;
-          if (left > 0) this.#inFlight.set(id, left);
-          else this.#inFlight.delete(id);
+          this.#lanes.finished(id);
         });
         this.#claimedSince += claimed;
         if (claimed > 0) {
@@ -481,27 +443,14 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
 
   async #handleOne(deployment: ActiveDeployment): Promise<number> {
     try {
-      const failing = this.#failing.has(deployment.id);
       const started = performance.now();
-      const result = await this.#handler.handle(deployment, failing ? Math.min(FAILING_BATCH_SIZE, this.#settings.batchSize) : undefined);
+      const result = await this.#handler.handle(deployment, this.#lanes.batchSize(deployment.id, this.#settings.batchSize));
       this.#errorBackoffMs = 0;
       this.#health.succeeded(deployment.id);
       if (result.claimed > 0) {
         this.#log.debug(result, 'batch done');
         this.emit('batch', result);
-        if (result.dead * 2 > result.claimed) {
-          this.#failing.add(deployment.id);
-          const now = performance.now();
-          if (now - this.#healthyRowsAt < NEIGHBOUR_LIVE_MS) {
-            this.#coolingUntil.set(deployment.id, now + (now - started) * (1 / FAILING_SHARE - 1));
-          }
-        } else {
-          this.#failing.delete(deployment.id);
-          this.#coolingUntil.delete(deployment.id);
-          this.#healthyRowsAt = performance.now();
-        }
-        if (result.dead === 0 && result.requeued === 0) this.#proven.add(deployment.id);
-        else this.#proven.delete(deployment.id);
+        this.#lanes.observe(deployment.id, result, started);
       }
       if (result.requeued > 0) this.#requeuedAt.set(deployment.id, performance.now() + REQUEUED_LOOK_AFTER_MS);
       reportDeadLetters(this.#failureLog, deployment, result);
@@ -636,7 +585,8 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
     const now = performance.now();
     let wait = ms;
     for (const at of this.#requeuedAt.values()) wait = Math.min(wait, Math.max(1, at - now));
-    for (const [id, at] of this.#coolingUntil) if (this.#dirty.has(id) && at > now) wait = Math.min(wait, Math.max(1, at - now));
+    const cooled = this.#lanes.coolingEnds(this.#dirty, now);
+    if (cooled !== Infinity) wait = Math.min(wait, Math.max(1, cooled - now));
     return wait;
   }
 
