@@ -153,6 +153,13 @@ DECLARE
   v_target jsonb;
   v_rel text;
 BEGIN
+  -- The deployment's tables before its row, as ml._recheck and ml.undeploy take them: an ALTER
+  -- TABLE holds its table, and its event trigger then waits for the row (ml.promote, holding
+  -- the row and then reading the table's triggers, deadlocked with one: the generated suite).
+  SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id;
+  PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(d.source)
+                                UNION SELECT c.oid::regclass FROM pg_class c WHERE c.oid = (d.plan->'target'->>'oid')::oid),
+                          'ACCESS SHARE', 'ml.deploy');
   SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
   v_rel := ml._relname(d.source);
   IF v_rel IS NULL THEN

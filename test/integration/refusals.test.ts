@@ -475,6 +475,35 @@ describe("pgscore's DDL never makes writers queue", () => {
     }
   });
 
+  it("ml.promote while an application's transaction holds the table and then alters it: neither fails", async () => {
+    // The generated suite: ml.promote locked the deployment row and then read the table's
+    // triggers; the ALTER TABLE held the table, and its event trigger waited for the row.
+    await db.sql(FLOWERS('promoted'));
+    await push(db, 'iris_promo', 'iris.onnx', true);
+    await push(db, 'iris_promo', 'iris.onnx');
+    await db.sql(`SELECT ml.deploy('promoted', 'promoted', 'iris_promo', $1, '{"species": "label"}')`, [IRIS_INPUTS]);
+    const app = new pg.Client({ connectionString: db.url });
+    const dba = new pg.Client({ connectionString: db.url });
+    await Promise.all([app.connect(), dba.connect()]);
+    try {
+      await app.query('BEGIN');
+      await app.query('LOCK TABLE promoted IN ACCESS EXCLUSIVE MODE');
+      const promoting = dba.query(`SELECT ml.promote('iris_promo', 2)`).then(() => 'promoted', (error: Error) => error.message);
+      await waitFor(async () => (await db.sql<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'SELECT ml.promote(''iris_promo'', 2)' AND state = 'active'`))[0]!.n === 1,
+        'ml.promote running');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await app.query('ALTER TABLE promoted ADD COLUMN extra int');
+      await app.query('COMMIT');
+      expect(await promoting).toBe('promoted');
+      expect(await db.sql(`SELECT version FROM ml._aliases WHERE model = 'iris_promo' AND alias = 'production'`)).toEqual([{ version: 2 }]);
+      expect((await state('promoted'))?.status).toBe('active');
+    } finally {
+      await app.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([app.end(), dba.end()]);
+    }
+  });
+
   it('gives up with a clear error after pgscore.lock_wait', async () => {
     await db.sql(FLOWERS('stuck'));
     await deploy('stuck', 'stuck');
