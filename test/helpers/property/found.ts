@@ -8,6 +8,8 @@ import type { CaseSpec, GatedClass, TableSpec, Values } from './spec.js';
 export interface Found {
   readonly title: string;
   readonly gated: GatedClass | false;
+  /** Found by generated-kafka.test.ts, which replays it (generated.test.ts replays the others). */
+  readonly transport?: 'kafka';
   readonly spec: CaseSpec;
 }
 
