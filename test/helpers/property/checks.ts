@@ -21,8 +21,8 @@ async function status(db: TestDatabase, deployment: string): Promise<Status | un
 }
 
 /**
- * Waits until the deployment's queue is empty (and, with the Kafka transport, nothing of it waits
- * in Kafka: both read in one snapshot), or it has stopped (invalid, with a reason). A deployment
+ * Waits until the deployment's queue is empty, or it has stopped (invalid, with a reason); with the
+ * Kafka transport, also until nothing of it waits in Kafka (read in the same snapshot). A deployment
  * still active with rows queued after the timeout has stalled: that is a finding.
  */
 export async function drain(suite: Suite, names: Names): Promise<void> {
@@ -31,8 +31,11 @@ export async function drain(suite: Suite, names: Names): Promise<void> {
   while (Date.now() < deadline) {
     last = await status(suite.db, names.deployment);
     if (!last) throw new CaseFailure(`deployment ${names.deployment} vanished from ml.status`);
-    if (last.state !== 'active' && last.state !== 'pending') return;
-    if (Number(last.pending) === 0 && (!suite.transport.waitsInKafka || Number(last.in_kafka ?? 0) === 0)) return;
+    // With Kafka, rows a stopped deployment's worker received go back to its queue (pending):
+    // wait until nothing of it is left in Kafka in either case.
+    const inKafka = suite.transport.waitsInKafka ? Number(last.in_kafka ?? 0) : 0;
+    if (last.state !== 'active' && last.state !== 'pending' && inKafka === 0) return;
+    if (Number(last.pending) === 0 && inKafka === 0) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new CaseFailure(
