@@ -38,8 +38,10 @@ export async function drain(suite: Suite, names: Names): Promise<void> {
     if (Number(last.pending) === 0 && inKafka === 0) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  const [row] = await suite.db.sql<{ id: number }>('SELECT id FROM ml._deployments WHERE name = $1', [names.deployment]);
+  const scorers = suite.transport.describe && row ? `; ${await suite.transport.describe(row.id).catch((error: Error) => error.message)}` : '';
   throw new CaseFailure(
-    `stalled: after ${suite.drainTimeoutMs} ms, ${last?.pending} row(s) still pending${suite.transport.waitsInKafka ? ` and ${last?.in_kafka} in Kafka` : ''}, deployment ${last?.state}, reason ${JSON.stringify(last?.reason)}${suite.transport.describe ? `; ${suite.transport.describe()}` : ''}`,
+    `stalled: after ${suite.drainTimeoutMs} ms, ${last?.pending} row(s) still pending${suite.transport.waitsInKafka ? ` and ${last?.in_kafka} in Kafka` : ''}, deployment ${last?.state}, reason ${JSON.stringify(last?.reason)}${scorers}`,
   );
 }
 

@@ -1,3 +1,4 @@
+import { Kafka, logLevel } from 'kafkajs';
 import { loadConfig } from '../../../src/config.js';
 import type { BatchFailure } from '../../../src/worker/loop.js';
 import { KafkaWorker } from '../../../src/transport/kafka.js';
@@ -40,6 +41,7 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
     PGSCORE_METRICS_PORT: '0',
   };
   const config = loadConfig(env);
+  const kafka = new Kafka({ clientId: 'generated-suite', brokers: broker.brokers, logLevel: logLevel.NOTHING });
   const counts: KafkaTransport['counts'] = { 'relay-kill': 0, 'broker-restart': 0, 'broker-kill': 0, 'drop-ack': 0, dropMissed: 0 };
   const workerFailures: Record<string, number> = {};
   /** Relays killed on purpose: their exit is no finding. */
@@ -69,12 +71,17 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
     await exited(relay);
   }
 
-  /** A relay that exited without being told to is a finding (its output says why). */
-  function relayAlive(): void {
+  /**
+   * A relay that exited without being told to is a finding (its output says why); a new one is
+   * started first, so that the next cases (and the shrinker's) run with a relay.
+   */
+  async function relayAlive(): Promise<void> {
     if ((relay.exitCode !== null || relay.signalCode !== null) && !killed.has(relay)) {
       const output = relay.output().slice(-2000);
+      const how = relay.signalCode ?? `code ${relay.exitCode}`;
       killed.add(relay);
-      throw new CaseFailure(`pgscore relay exited by itself (${relay.signalCode ?? `code ${relay.exitCode}`}):\n${output}`);
+      relay = await startRelay();
+      throw new CaseFailure(`pgscore relay exited by itself (${how}):\n${output}`);
     }
   }
 
@@ -87,7 +94,7 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
     const deadline = Date.now() + GIVE_UP_MS;
     try {
       while (!relay.output().slice(mark).includes(RELAY_GAVE_UP)) {
-        relayAlive();
+        await relayAlive();
         if (Date.now() > deadline) throw new CaseFailure(`drop-ack: the relay did not give its send up within ${GIVE_UP_MS} ms`);
         await sleep(100);
       }
@@ -106,7 +113,7 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
     counts,
     workerFailures,
     async restart() {
-      relayAlive();
+      await relayAlive();
       await Promise.all([worker.stop(), stopRelay('SIGTERM')]);
       [relay, worker] = await Promise.all([startRelay(), startWorker()]);
     },
@@ -114,24 +121,44 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
       await Promise.all([worker.stop(), stopRelay('SIGTERM')]);
     },
     async settle() {
-      if (!drop) return;
-      const { before, done } = drop;
-      drop = undefined;
-      await Promise.race([done, sleep(DROP_WAIT_MS)]);
-      if (proxy.dropped > before) {
-        await done;
-        return;
+      try {
+        if (!drop) return;
+        const { before, done } = drop;
+        drop = undefined;
+        await Promise.race([done, sleep(DROP_WAIT_MS)]);
+        if (proxy.dropped > before) {
+          await done;
+          return;
+        }
+        // No send after the fault (the case's later statements queued nothing): taken back.
+        proxy.cancelDrop();
+        counts.dropMissed += 1;
+      } finally {
+        await relayAlive();
       }
-      // No send after the fault (the case's later statements queued nothing): taken back.
-      proxy.cancelDrop();
-      counts.dropMissed += 1;
     },
-    describe() {
+    async describe(deploymentId) {
       const dead = relay.exitCode !== null || relay.signalCode !== null;
-      return `relay ${dead ? `exited (${relay.signalCode ?? relay.exitCode})` : 'running'}; its last output: ${relay.output().slice(-1500)}`;
+      // Where the group really is, against what pgscore recorded (ml.status.in_kafka's inputs).
+      const admin = kafka.admin();
+      let group = 'unknown';
+      try {
+        await admin.connect();
+        const [committed] = await admin.fetchOffsets({ groupId: config.kafkaGroup, topics: [config.kafkaTopic] });
+        const ends = await admin.fetchTopicOffsets(config.kafkaTopic);
+        group = JSON.stringify({ committed: committed?.partitions, logEnd: ends.map((e) => ({ partition: e.partition, high: e.high })) });
+      } catch (error) {
+        group = `unknown (${(error as Error).message})`;
+      } finally {
+        await admin.disconnect().catch(() => undefined);
+      }
+      const recorded = await db.sql(`SELECT "partition", "offset" FROM ml._kafka_committed ORDER BY 1`);
+      const messages = await db.sql(`SELECT "partition", "offset", rows FROM ml._kafka_messages WHERE deployment_id = $1 ORDER BY 1, 2`, [deploymentId]);
+      return `group offsets in Kafka ${group}; recorded in ml._kafka_committed ${JSON.stringify(recorded)}; this deployment's messages ${JSON.stringify(messages)}; ` +
+        `worker failures ${JSON.stringify(workerFailures)}; relay ${dead ? `exited (${relay.signalCode ?? relay.exitCode})` : 'running'}; its last output: ${relay.output().slice(-1500)}`;
     },
     async fault(fault) {
-      relayAlive();
+      await relayAlive();
       counts[fault.kind] += 1;
       switch (fault.kind) {
         case 'relay-kill':

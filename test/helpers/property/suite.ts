@@ -19,8 +19,8 @@ export interface Transport {
   fault?(fault: TransportFault): Promise<void>;
   /** After the case's statements, before the drain: ends a fault still under way (or armed). */
   settle?(): Promise<void>;
-  /** What the scorers are doing, for a stall's report. */
-  describe?(): string;
+  /** What the scorers are doing, for a stall's report (of the deployment whose database id is given). */
+  describe?(deploymentId: number): Promise<string>;
   /** Rows also wait in Kafka: a drain waits for ml.status.in_kafka = 0 as well as pending = 0. */
   readonly waitsInKafka: boolean;
 }
