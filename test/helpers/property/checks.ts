@@ -29,6 +29,7 @@ export async function drain(suite: Suite, names: Names): Promise<void> {
   const deadline = Date.now() + suite.drainTimeoutMs;
   let last: Status | undefined;
   while (Date.now() < deadline) {
+    await suite.transport.watch?.();
     last = await status(suite.db, names.deployment);
     if (!last) throw new CaseFailure(`deployment ${names.deployment} vanished from ml.status`);
     // With Kafka, rows a stopped deployment's worker received go back to its queue (pending):

@@ -1,9 +1,11 @@
 import { Kafka, logLevel } from 'kafkajs';
+import { pino } from 'pino';
+import type { Gates } from './spec.js';
 import { loadConfig } from '../../../src/config.js';
 import type { BatchFailure } from '../../../src/worker/loop.js';
 import { KafkaWorker } from '../../../src/transport/kafka.js';
 import { exited, signalGroup, startPgscore, type RunningPgscore } from '../cli.js';
-import { quietLog, type TestDatabase } from '../db.js';
+import type { TestDatabase } from '../db.js';
 import type { KafkaBroker } from '../kafka-broker.js';
 import type { KafkaProxy } from '../kafka-proxy.js';
 import type { TransportFault } from './spec.js';
@@ -19,8 +21,8 @@ const RELAY_GAVE_UP = 'its rows stay queued';
 
 export interface KafkaTransport extends Transport {
   /** What the faults did, for the summary line: a fault that never hit would show here. */
-  readonly counts: Record<TransportFault['kind'] | 'dropMissed', number>;
-  /** The in-process worker's failed chunks, by kind. */
+  readonly counts: Record<TransportFault['kind'] | 'dropMissed' | 'workerRestartedAfterCrash', number>;
+  /** The in-process worker's failed chunks, by kind and reason. */
   readonly workerFailures: Record<string, number>;
 }
 
@@ -29,7 +31,7 @@ export interface KafkaTransport extends Transport {
  * 'relay-kill' is a real kill -9) and a KafkaWorker in process, on a broker behind a proxy
  * (kafka-proxy.ts, for 'drop-ack').
  */
-export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, proxy: KafkaProxy): Promise<KafkaTransport> {
+export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, proxy: KafkaProxy, gates: Gates): Promise<KafkaTransport> {
   const env = {
     DATABASE_URL: db.workerUrl,
     KAFKA_BROKERS: broker.brokers.join(','),
@@ -42,7 +44,20 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
   };
   const config = loadConfig(env);
   const kafka = new Kafka({ clientId: 'generated-suite', brokers: broker.brokers, logLevel: logLevel.NOTHING });
-  const counts: KafkaTransport['counts'] = { 'relay-kill': 0, 'broker-restart': 0, 'broker-kill': 0, 'drop-ack': 0, dropMissed: 0 };
+  const counts: KafkaTransport['counts'] = { 'relay-kill': 0, 'broker-restart': 0, 'broker-kill': 0, 'drop-ack': 0, dropMissed: 0, workerRestartedAfterCrash: 0 };
+  /**
+   * The in-process worker's kafkajs consumer: when it crashed last, and when kafkajs last said it
+   * restarts it. A crash with no restart after it (a non-retriable error) leaves a worker that
+   * consumes nothing (F11, gated 'kafka-consumer-crash').
+   */
+  const consumer = { crashedAt: 0, crash: '', restartingAt: 0 };
+  const workerLog = pino({ level: 'error' }, {
+    write(line: string) {
+      const msg = (JSON.parse(line) as { msg?: string }).msg ?? '';
+      if (msg.startsWith('Crash: ')) Object.assign(consumer, { crashedAt: Date.now(), crash: msg });
+      else if (msg.startsWith('Restarting the consumer')) consumer.restartingAt = Date.now();
+    },
+  });
   const workerFailures: Record<string, number> = {};
   /** Relays killed on purpose: their exit is no finding. */
   const killed = new WeakSet<RunningPgscore>();
@@ -59,8 +74,12 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
   }
 
   async function startWorker(): Promise<KafkaWorker> {
-    const next = new KafkaWorker(db.workerUrl, config, quietLog);
-    next.on('failure', (failure: BatchFailure) => (workerFailures[failure.kind] = (workerFailures[failure.kind] ?? 0) + 1));
+    Object.assign(consumer, { crashedAt: 0, crash: '', restartingAt: 0 });
+    const next = new KafkaWorker(db.workerUrl, config, workerLog);
+    next.on('failure', (failure: BatchFailure) => {
+      const key = `${failure.kind}: ${failure.reason.slice(0, 160)}`;
+      workerFailures[key] = (workerFailures[key] ?? 0) + 1;
+    });
     await next.start();
     return next;
   }
@@ -119,6 +138,18 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
     },
     async stop() {
       await Promise.all([worker.stop(), stopRelay('SIGTERM')]);
+    },
+    async watch() {
+      // kafkajs logs the restart right after the crash (after a disconnect): 3 s is plenty.
+      if (consumer.crashedAt <= consumer.restartingAt || Date.now() - consumer.crashedAt < 3_000) return;
+      const crash = consumer.crash;
+      if (gates.known.has('kafka-consumer-crash')) {
+        throw new CaseFailure(`F11: the Kafka worker's consumer crashed and kafkajs does not restart it (${crash}): the worker consumes nothing from now on, silently`);
+      }
+      // The known bug, worked around so that the run goes on: a new worker.
+      counts.workerRestartedAfterCrash += 1;
+      await worker.stop().catch(() => undefined);
+      worker = await startWorker();
     },
     async settle() {
       try {

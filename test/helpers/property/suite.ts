@@ -17,6 +17,8 @@ export interface Transport {
    * starts first); resolves once what it broke runs again.
    */
   fault?(fault: TransportFault): Promise<void>;
+  /** Polled by the drain: throws CaseFailure when a scorer is gone for good. */
+  watch?(): Promise<void>;
   /** After the case's statements, before the drain: ends a fault still under way (or armed). */
   settle?(): Promise<void>;
   /** What the scorers are doing, for a stall's report (of the deployment whose database id is given). */
