@@ -127,7 +127,9 @@ export interface CaseSpec {
 export const GATED = [
   // F11 (generated-kafka.test.ts, seed 1293292820): after a broker restart, kafkajs's consumer
   // crashes with KafkaJSGroupCoordinatorNotFound (non-retriable), is not restarted, and the Kafka
-  // worker consumes nothing for good. Unless named, the Kafka suite restarts such a worker.
+  // worker consumes nothing for good. Unless named, the Kafka suite restarts such a worker. Also
+  // seen with no crash logged: after broker restarts the group stops consuming some partitions,
+  // and a new worker does not help (seed 786221164, case 10: stalled 60 s, 7 rows in Kafka).
   'kafka-consumer-crash',
   // F12 (generated-kafka.test.ts): rows that end with no prediction, no dead letter, nothing
   // pending and nothing in Kafka, after a broker kill -9 (seed 1293292820, case 5), a relay kill -9
