@@ -24,6 +24,8 @@ export interface KafkaProxy {
    * connection and refuses new ones until accept(). Resolves once the response was dropped.
    */
   dropNextProduceResponse(): Promise<void>;
+  /** Takes back a dropNextProduceResponse() that has not dropped anything yet (its promise never resolves). */
+  cancelDrop(): void;
   /**
    * While on, OffsetCommit requests never reach the broker and get no answer: a consumer group's
    * offsets stay where they were, as when a worker dies before it commits.
@@ -133,6 +135,9 @@ export async function startKafkaProxy(targetPort: number): Promise<KafkaProxy> {
       swallowCommits = on;
     },
     dropNextProduceResponse: () => new Promise<void>((resolve) => (armed = resolve)),
+    cancelDrop() {
+      armed = undefined;
+    },
     async accept() {
       if (!server) await listen();
     },

@@ -8,33 +8,41 @@ import { CaseFailure, type Suite } from './suite.js';
 interface Status {
   state: string;
   pending: string | null;
+  in_kafka: string | null;
   reason: string | null;
 }
 
 async function status(db: TestDatabase, deployment: string): Promise<Status | undefined> {
   const rows = await db.sql<Status>(
-    `SELECT s.state, s.pending::text, d.reason FROM ml.status s JOIN ml.deployments d ON d.deployment = s.deployment WHERE s.deployment = $1`,
+    `SELECT s.state, s.pending::text, s.in_kafka::text, d.reason FROM ml.status s JOIN ml.deployments d ON d.deployment = s.deployment WHERE s.deployment = $1`,
     [deployment],
   );
   return rows[0];
 }
 
 /**
- * Waits until the deployment's queue is empty, or it has stopped (invalid, with a reason). A
- * deployment still active with rows queued after the timeout has stalled: that is a finding.
+ * Waits until the deployment's queue is empty, or it has stopped (invalid, with a reason); with the
+ * Kafka transport, also until nothing of it waits in Kafka (read in the same snapshot). A deployment
+ * still active with rows queued after the timeout has stalled: that is a finding.
  */
 export async function drain(suite: Suite, names: Names): Promise<void> {
   const deadline = Date.now() + suite.drainTimeoutMs;
   let last: Status | undefined;
   while (Date.now() < deadline) {
+    await suite.transport.watch?.();
     last = await status(suite.db, names.deployment);
     if (!last) throw new CaseFailure(`deployment ${names.deployment} vanished from ml.status`);
-    if (last.state !== 'active' && last.state !== 'pending') return;
-    if (Number(last.pending) === 0) return;
+    // With Kafka, rows a stopped deployment's worker received go back to its queue (pending):
+    // wait until nothing of it is left in Kafka in either case.
+    const inKafka = suite.transport.waitsInKafka ? Number(last.in_kafka ?? 0) : 0;
+    if (last.state !== 'active' && last.state !== 'pending' && inKafka === 0) return;
+    if (Number(last.pending) === 0 && inKafka === 0) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  const [row] = await suite.db.sql<{ id: number }>('SELECT id FROM ml._deployments WHERE name = $1', [names.deployment]);
+  const scorers = suite.transport.describe && row ? `; ${await suite.transport.describe(row.id).catch((error: Error) => error.message)}` : '';
   throw new CaseFailure(
-    `stalled: after ${suite.drainTimeoutMs} ms, ${last?.pending} row(s) still pending, deployment ${last?.state}, reason ${JSON.stringify(last?.reason)}`,
+    `stalled: after ${suite.drainTimeoutMs} ms, ${last?.pending} row(s) still pending${suite.transport.waitsInKafka ? ` and ${last?.in_kafka} in Kafka` : ''}, deployment ${last?.state}, reason ${JSON.stringify(last?.reason)}${scorers}`,
   );
 }
 

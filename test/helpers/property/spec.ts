@@ -89,7 +89,28 @@ export type Fault =
   /** Another session locks every row (FOR UPDATE) for 300 ms while the statement and the worker run. */
   | { readonly kind: 'lock'; readonly at: number }
   | { readonly kind: 'undeploy'; readonly at: number }
-  | { readonly kind: 'promote'; readonly at: number };
+  | { readonly kind: 'promote'; readonly at: number }
+  | TransportFault;
+
+/**
+ * Faults of the Kafka transport (generated only by generated-kafka.test.ts), beside the statement
+ * at `at`: 'relay-kill' kill -9 of the `pgscore relay` process `afterMs` after the statement
+ * started, then a new relay; 'broker-restart' a clean stop and start of the broker;
+ * 'broker-kill' kill -9 of the broker's JVM, then a start on the same data dir and port;
+ * 'drop-ack' the proxy drops the next Produce response after the broker appended the batch and
+ * refuses connections until the relay gave the send up.
+ */
+export type TransportFault =
+  | { readonly kind: 'relay-kill'; readonly at: number; readonly afterMs: number }
+  | { readonly kind: 'broker-restart'; readonly at: number; readonly afterMs: number }
+  | { readonly kind: 'broker-kill'; readonly at: number; readonly afterMs: number }
+  | { readonly kind: 'drop-ack'; readonly at: number };
+
+export const KAFKA_FAULTS = ['relay-kill', 'broker-restart', 'broker-kill', 'drop-ack'] as const;
+
+export function isTransportFault(fault: Fault): fault is TransportFault {
+  return (KAFKA_FAULTS as readonly string[]).includes(fault.kind);
+}
 
 export interface CaseSpec {
   readonly table: TableSpec;
@@ -104,6 +125,21 @@ export interface CaseSpec {
  * PGSCORE_PROPERTY_KNOWN (a comma list of GATED names, or 1 for all; see suite-findings).
  */
 export const GATED = [
+  // K1 (generated-kafka.test.ts, seed 1293292820): after a broker restart, kafkajs's consumer
+  // crashes with KafkaJSGroupCoordinatorNotFound (non-retriable), is not restarted, and the Kafka
+  // worker consumes nothing for good. Unless named, the Kafka suite restarts such a worker. Also
+  // seen with no crash logged: after broker restarts the group stops consuming some partitions,
+  // and a new worker does not help (seed 786221164, case 10: stalled 60 s, 7 rows in Kafka; also
+  // seeds 779326357 after a drop-ack and 1476670759 after a broker restart). Unless named, the
+  // Kafka suite does not generate broker-restart, broker-kill or drop-ack (PGSCORE_PROPERTY_FAULT
+  // forces one; npm run hunt:kafka names every class).
+  'kafka-consumer-crash',
+  // K2 (generated-kafka.test.ts): rows that end with no prediction, no dead letter, nothing
+  // pending and nothing in Kafka, after a broker kill -9 (seed 1293292820, case 5), a relay kill -9
+  // (seed 2131107803, case 5) and a broker restart (seed 2131107803, case 19): races, 1 run in 2
+  // with the seed, never alone. Gates the replays in found.ts; the generators stay on, so a run may
+  // meet it (the CI seed does not).
+  'kafka-row-loss',
   // Lifted as main fixed them (they run by default): f64-cast, f64-division, i32-division,
   // prediction-check, trigger-raising, publication-nothing (b909db2); trigger-audit (8742bd4);
   // fault-undeploy (c0d3bcb); rls, trigger-hostile, inheritance (refused at deploy since 2dc726d);
@@ -113,18 +149,21 @@ export type GatedClass = (typeof GATED)[number];
 export interface Gates {
   readonly known: ReadonlySet<GatedClass>;
   readonly fault?: Fault['kind'];
+  /** 'kafka' adds the Kafka transport's faults (KAFKA_FAULTS). */
+  readonly transport: 'notify' | 'kafka';
 }
 
 const FAULTS: readonly Fault['kind'][] = ['none', 'restart', 'terminate', 'lock', 'undeploy', 'promote'];
 
-export function gatesFrom(env: string | undefined, fault?: string): Gates {
-  if (fault !== undefined && !(FAULTS as readonly string[]).includes(fault)) throw new Error(`PGSCORE_PROPERTY_FAULT is one of ${FAULTS.join(', ')}`);
+export function gatesFrom(env: string | undefined, fault?: string, transport: Gates['transport'] = 'notify'): Gates {
+  const kinds: readonly string[] = transport === 'kafka' ? [...FAULTS, ...KAFKA_FAULTS] : FAULTS;
+  if (fault !== undefined && !kinds.includes(fault)) throw new Error(`PGSCORE_PROPERTY_FAULT is one of ${kinds.join(', ')}`);
   const forced = fault as Fault['kind'] | undefined;
-  if (env === '1') return { known: new Set(GATED), fault: forced };
+  if (env === '1') return { known: new Set(GATED), fault: forced, transport };
   const names = (env ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = names.filter((n) => !(GATED as readonly string[]).includes(n));
   if (unknown.length) throw new Error(`PGSCORE_PROPERTY_KNOWN names no gated class ${unknown.join(', ')} (gated: ${GATED.join(', ')})`);
-  return { known: new Set(names as GatedClass[]), fault: forced };
+  return { known: new Set(names as GatedClass[]), fault: forced, transport };
 }
 
 /** Each value is bad one time in twelve, so about half the rows can score and a wrong prediction shows. */
@@ -188,7 +227,7 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
 
 export function tableArb(gates: Gates): fc.Arbitrary<TableSpec> {
   // No generator is gated now (see GATED); a new failure class gets a `gates.known.has(...)` switch here.
-  void gates;
+  if (gates.transport === 'kafka') return kafkaTableArb;
   return fc.record({
     key: fc.constantFrom<KeyKind>('int', 'text', 'composite'),
     // Kinds pgscore refuses at deploy (inherited, RLS, owner code on the write-back) are rarer: a
@@ -207,11 +246,54 @@ export function tableArb(gates: Gates): fc.Arbitrary<TableSpec> {
   });
 }
 
+/**
+ * The Kafka suite's tables: the same kinds, but those refused at deploy (owner triggers,
+ * publications, RLS, inheritance) rarer still, since a refused case never reaches the transport
+ * (about two cases in three deploy, against one in three above).
+ */
+const kafkaTableArb: fc.Arbitrary<TableSpec> = fc.record({
+  key: fc.constantFrom<KeyKind>('int', 'text', 'composite'),
+  layout: fc.constantFrom<Layout>(...(['plain', 'range', 'list', 'multi'] as const).flatMap((l) => [l, l, l, l]), 'inherited'),
+  odd: fc.boolean(),
+  ownSchema: fc.boolean(),
+  appCheck: fc.boolean(),
+  predictionCheck: fc.constantFrom(false, false, false, true),
+  f64: fc.constantFrom<F64Source>('column', 'generated', 'cast', 'division'),
+  i32: fc.constantFrom<I32Source>('column', 'domain', 'division'),
+  trigger: fc.constantFrom<TriggerKind>(...Array<TriggerKind>(16).fill('none'), 'guarded', 'guarded', 'guarded', 'guarded', 'noop', 'raising', 'audit', 'hostile'),
+  publication: fc.constantFrom<PublicationKind>(...Array<PublicationKind>(16).fill('none'), 'default', 'nothing'),
+  rls: fc.constantFrom(...Array<boolean>(19).fill(false), true),
+});
+
 export function faultArb(opCount: number, gates: Gates): fc.Arbitrary<Fault> {
   const at = fc.integer({ min: 0, max: Math.max(0, opCount - 1) });
   // PGSCORE_PROPERTY_FAULT=<kind> gives every case that fault (to hunt one fault's races).
   const only = gates.fault;
-  if (only && only !== 'none') return at.map((i) => ({ kind: only, at: i }));
+  // The delay before a kill or a broker stop: within the statement's commit, the relay's claim, its send.
+  const afterMs = fc.integer({ min: 0, max: 300 });
+  const kafka = {
+    'relay-kill': fc.record({ kind: fc.constant('relay-kill' as const), at, afterMs }),
+    'broker-restart': fc.record({ kind: fc.constant('broker-restart' as const), at, afterMs }),
+    'broker-kill': fc.record({ kind: fc.constant('broker-kill' as const), at, afterMs }),
+    'drop-ack': at.map((i) => ({ kind: 'drop-ack' as const, at: i })),
+  };
+  if (only && only !== 'none') return (KAFKA_FAULTS as readonly string[]).includes(only) ? kafka[only as TransportFault['kind']] : at.map((i) => ({ kind: only, at: i }) as Fault);
+  if (gates.transport === 'kafka') {
+    // Half the cases get one of the transport's own faults; the others as in the notify suite.
+    return fc.oneof(
+      { weight: 2, arbitrary: fc.constant({ kind: 'none' as const }) },
+      { weight: 1, arbitrary: at.map((i) => ({ kind: 'restart' as const, at: i })) },
+      { weight: 1, arbitrary: at.map((i) => ({ kind: 'terminate' as const, at: i })) },
+      { weight: 1, arbitrary: at.map((i) => ({ kind: 'lock' as const, at: i })) },
+      { weight: 1, arbitrary: at.map((i) => ({ kind: 'undeploy' as const, at: i })) },
+      { weight: 1, arbitrary: at.map((i) => ({ kind: 'promote' as const, at: i })) },
+      // K1: after the broker was out of reach (restart, kill -9, the proxy refusing after a drop),
+      // the group may stop consuming for good: those faults only when 'kafka-consumer-crash' is named.
+      ...Object.entries(kafka)
+        .filter(([kind]) => kind === 'relay-kill' || gates.known.has('kafka-consumer-crash'))
+        .map(([, arbitrary]) => ({ weight: 2, arbitrary: arbitrary as fc.Arbitrary<Fault> })),
+    );
+  }
   return fc.oneof(
     { weight: 4, arbitrary: fc.constant({ kind: 'none' as const }) },
     { weight: 1, arbitrary: at.map((i) => ({ kind: 'restart' as const, at: i })) },
