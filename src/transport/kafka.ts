@@ -72,6 +72,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #pool: pg.Pool;
   readonly #models: SessionCache;
   readonly #recheck = new RecheckCursor();
+  #stopping = false;
+  #restarting: Promise<void> | undefined;
   readonly #consumer: Consumer;
   readonly #kafka;
   #deployments = new Map<number, ActiveDeployment>();
@@ -148,20 +150,51 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     // Each join: the group's offsets as its coordinator has them (a worker may have died between
     // a commit and its record).
     this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => void this.#syncCommitted());
-    await this.#consumer.run({
-      eachBatchAutoResolve: false,
-      // The chunk scheduler commits each chunk's offsets once its transaction has committed.
-      autoCommit: false,
-      partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
-      eachBatch: (payload) => this.#chunks.eachBatch(payload),
+    // kafkajs starts a consumer that crashed on a retriable error again itself; one that crashed
+    // on any other (KafkaJSGroupCoordinatorNotFound after the broker was out of reach, the
+    // generated suite's K1) would stay stopped for good, its partitions unread.
+    this.#consumer.on(this.#consumer.events.CRASH, (event) => {
+      if (event.payload.restart || this.#stopping) return;
+      this.#log.warn({ err: event.payload.error }, `Kafka consumer stopped (${describe(event.payload.error)}); starting it again`);
+      this.#restarting ??= this.#restartConsumer().finally(() => (this.#restarting = undefined));
     });
+    await this.#runConsumer();
     await joined;
     await this.#upkeep.start();
     this.#drift.start();
     this.emit('ready');
   }
 
+  #runConsumer(): Promise<void> {
+    return this.#consumer.run({
+      eachBatchAutoResolve: false,
+      // The chunk scheduler commits each chunk's offsets once its transaction has committed.
+      autoCommit: false,
+      partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
+      eachBatch: (payload) => this.#chunks.eachBatch(payload),
+    });
+  }
+
+  /** Connects the crashed consumer again and rejoins the group, trying every second until it does. */
+  async #restartConsumer(): Promise<void> {
+    while (!this.#stopping) {
+      try {
+        await this.#consumer.disconnect();
+        await this.#consumer.connect();
+        await this.#consumer.subscribe({ topic: this.#config.kafkaTopic, fromBeginning: true });
+        await this.#runConsumer();
+        this.#log.info('Kafka consumer started again');
+        return;
+      } catch (error) {
+        this.#failureLog.warn('consumer-restart', { err: error }, `starting the Kafka consumer again failed: ${describe(error)}`);
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+      }
+    }
+  }
+
   async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#restarting;
     await this.#upkeep.stop();
     await this.#drift.stop();
     await this.#chunks.stop();
