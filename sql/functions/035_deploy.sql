@@ -246,11 +246,64 @@ BEGIN
 END
 $$;
 
+-- ml._recheck had two arguments until 2026-12-07: a second signature would make calls ambiguous.
+DROP FUNCTION IF EXISTS ml._recheck(int, text);
+
+-- Locks a deployment's tables (ACCESS SHARE) and then its row: the order in which DROP TABLE
+-- and ALTER TABLE take them (their event triggers lock the row). p_wait_ms NULL waits as long as
+-- it takes: the event triggers run inside the application's own statement, which holds the
+-- table already. The worker gives way instead (a DBA call holds the row, then takes the table:
+-- a worker holding the table while it waited for the row made ml.deploy fail): each try waits
+-- for nothing, a failed try gives back what it took, and after p_wait_ms it returns false.
+CREATE OR REPLACE FUNCTION ml._lock_deployment(p_id int, p_wait_ms int)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_table text;
+  v_nowait text := CASE WHEN p_wait_ms IS NULL THEN '' ELSE ' NOWAIT' END;
+  v_until timestamptz := clock_timestamp() + coalesce(p_wait_ms, 0) * interval '1 millisecond';
+  v_sleep float8 := 0.01;
+BEGIN
+  LOOP
+    BEGIN
+      FOR v_table IN
+        SELECT format('%I.%I', n.nspname, c.relname) FROM ml._deployments d
+          JOIN pg_class c ON c.oid IN (d.source, (d.plan->'target'->>'oid')::oid)
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE d.id = p_id ORDER BY c.oid
+      LOOP
+        BEGIN
+          EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE%s', v_table, v_nowait);
+        EXCEPTION WHEN undefined_table THEN
+          NULL;  -- dropped meanwhile: the caller finds out
+        END;
+      END LOOP;
+      IF p_wait_ms IS NULL THEN
+        PERFORM 1 FROM ml._deployments WHERE id = p_id FOR UPDATE;
+      ELSE
+        PERFORM 1 FROM ml._deployments WHERE id = p_id FOR UPDATE NOWAIT;
+      END IF;
+      RETURN true;
+    EXCEPTION WHEN lock_not_available THEN
+      IF clock_timestamp() >= v_until THEN
+        RETURN false;
+      END IF;
+    END;
+    PERFORM pg_sleep(least(v_sleep * (0.5 + random()), extract(epoch FROM v_until - clock_timestamp())::float8));
+    v_sleep := least(v_sleep * 2, 0.5);
+  END LOOP;
+END
+$$;
+
 -- Re-plans one deployment against its table and model as they are now: it stays (or becomes)
 -- active when the mapping still fits, turns invalid with the reason when it does not, and is
--- marked dropped when its table is gone. Returns the status. Called after schema changes (by
--- the event trigger, or by the worker where event triggers could not be installed).
-CREATE OR REPLACE FUNCTION ml._recheck(p_id int, p_context text DEFAULT NULL)
+-- marked dropped when its table is gone. Returns the status. Called after schema changes by the
+-- event triggers (p_wait_ms NULL), and by the worker where event triggers could not be
+-- installed and after a failed batch: it returns 'busy' when a DBA call or an application's
+-- DDL held the deployment or its tables for p_wait_ms.
+CREATE OR REPLACE FUNCTION ml._recheck(p_id int, p_context text DEFAULT NULL, p_wait_ms int DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -258,32 +311,28 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_status text;
-  v_table text;
 BEGIN
-  -- The deployment's tables first, then its row: the order in which DROP TABLE and ALTER TABLE
-  -- take them (their event triggers lock the row), so a re-check never deadlocks with them.
-  FOR v_table IN
-    SELECT format('%I.%I', n.nspname, c.relname) FROM ml._deployments d
-      JOIN pg_class c ON c.oid IN (d.source, (d.plan->'target'->>'oid')::oid)
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE d.id = p_id ORDER BY c.oid
-  LOOP
-    BEGIN
-      EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE', v_table);
-    EXCEPTION WHEN undefined_table THEN
-      NULL;  -- dropped meanwhile: the re-check finds out below
-    END;
-  END LOOP;
+  IF NOT ml._lock_deployment(p_id, p_wait_ms) THEN
+    RETURN 'busy';
+  END IF;
   -- Only an active deployment is re-planned: one already invalid or dropped keeps its reason
   -- (a worker that has not reloaded yet may still ask about it).
-  SELECT status INTO v_status FROM ml._deployments WHERE id = p_id FOR UPDATE;
+  SELECT status INTO v_status FROM ml._deployments WHERE id = p_id;
   IF v_status IS DISTINCT FROM 'active' THEN
     RETURN coalesce(v_status, 'undeployed');
   END IF;
   BEGIN
     PERFORM ml._activate(p_id, false, false);
-  EXCEPTION WHEN OTHERS THEN
-    PERFORM ml._invalidate(p_id, CASE WHEN p_context IS NULL THEN SQLERRM ELSE format('%s: %s', p_context, SQLERRM) END);
+  EXCEPTION
+    -- pgscore gave way to a session that waits for this one: nothing is wrong with the
+    -- deployment. The event trigger warns, and the worker checks it again.
+    WHEN lock_not_available THEN
+      IF p_wait_ms IS NULL THEN
+        RAISE;
+      END IF;
+      RETURN 'busy';
+    WHEN OTHERS THEN
+      PERFORM ml._invalidate(p_id, CASE WHEN p_context IS NULL THEN SQLERRM ELSE format('%s: %s', p_context, SQLERRM) END);
   END;
   SELECT status INTO v_status FROM ml._deployments WHERE id = p_id;
   RETURN v_status;

@@ -68,16 +68,21 @@ BEGIN
     RETURN true;
   ELSIF d.status = 'active' AND NOT (ml._plan_matches(d.source, d.plan) AND ml._triggers_complete(d.name, d.source)
                                      AND (p_watched OR ml._is_servable(d))) THEN
-    PERFORM ml._recheck(d.id, format('table %s changed', ml._relname(d.source)));
-    RETURN true;
+    -- A deployment that a DBA call or DDL holds right now is theirs to re-plan; the next round
+    -- looks again.
+    RETURN ml._recheck(d.id, format('table %s changed', ml._relname(d.source)), 0) <> 'busy';
   ELSIF d.status = 'pending' AND EXISTS (
       SELECT 1 FROM ml._models m
        WHERE m.name = d.model AND m.version = ml._resolve_version(d.model, d.version, d.alias)
-         AND (m.signature IS NOT NULL OR m.load_error IS NOT NULL)) THEN
+         AND (m.signature IS NOT NULL OR m.load_error IS NOT NULL))
+      AND ml._lock_deployment(d.id, 0) THEN
     BEGIN
       PERFORM ml._activate(d.id, true);
-    EXCEPTION WHEN OTHERS THEN
-      PERFORM ml._invalidate(d.id, SQLERRM);
+    EXCEPTION
+      WHEN lock_not_available THEN
+        RETURN false;  -- gave way to a session that waits for this one; the next round activates it
+      WHEN OTHERS THEN
+        PERFORM ml._invalidate(d.id, SQLERRM);
     END;
     RETURN true;
   END IF;

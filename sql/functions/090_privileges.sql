@@ -31,7 +31,7 @@ GRANT SELECT ON ml.models, ml.deployments, ml.status, ml.errors TO pgscore_admin
 -- writes dead letters and statistics. Its rights on queues and source tables are granted per
 -- deployment (ml._install_queue_table, ml._grant_worker).
 GRANT SELECT ON ml._models, ml._aliases, ml._deployments, ml._migrations TO pgscore_worker;
-GRANT EXECUTE ON FUNCTION ml._record_signature(text, int, jsonb, text), ml._recheck(int, text), ml._recheck_deployments(),
+GRANT EXECUTE ON FUNCTION ml._record_signature(text, int, jsonb, text), ml._recheck(int, text, int), ml._recheck_deployments(),
   ml._recheck_deployments(int, int) TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ml._dead_letters TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._invalidate_unwritable(int, text) TO pgscore_worker;

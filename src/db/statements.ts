@@ -98,8 +98,11 @@ export async function listActiveDeployments(db: pg.ClientBase | pg.Pool): Promis
  */
 export const RECHECK_DEPLOYMENTS = 'SELECT changed, next_after FROM ml._recheck_deployments($1, $2)';
 
-/** $1 deployment id: re-plan one deployment after a batch failed; returns its status. */
-export const RECHECK_DEPLOYMENT = 'SELECT ml._recheck($1, $2) AS status';
+/**
+ * $1 deployment id, $2 the context of the reason, $3 how long to try for its locks (ms): re-plan one
+ * deployment after a batch failed; returns its status, or 'busy' when a DBA call or DDL held it.
+ */
+export const RECHECK_DEPLOYMENT = 'SELECT ml._recheck($1, $2, $3) AS status';
 
 /** $1 deployment id, $2 reason: no prediction can be written to its table; it turns invalid. */
 export const INVALIDATE_UNWRITABLE = 'SELECT ml._invalidate_unwritable($1, $2)';

@@ -490,7 +490,11 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
       return;
     }
     this.#failureLog.error(`recheck:${deployment.id}`, scope, `batch failed, its rows stay queued; re-checked the deployment: ${action.reason}`);
-    if (status !== undefined && status !== 'active') this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
+    if (status === 'busy') {
+      this.#log.info({ deployment: deployment.name }, 'could not re-check the deployment: a DBA call or DDL holds it; the next reload checks it');
+    } else if (status !== undefined && status !== 'active') {
+      this.#log.warn({ deployment: deployment.name, status }, `deployment is ${status} now`);
+    }
   }
 
   async #backOff(error: unknown, message: string, deployment?: string): Promise<void> {

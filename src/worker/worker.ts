@@ -15,6 +15,9 @@ import { loadDeployments, RecheckCursor, versionsInUse, type ActiveDeployment } 
 import { checkWorkerRole } from './identity.js';
 import { QueueLoop, type LoopEvents, type LoopSettings } from './loop.js';
 
+/** How long the re-check after a failed batch tries for its deployment while a DBA call holds it. */
+const RECHECK_WAIT_MS = 10_000;
+
 export type WorkerSettings = LoopSettings & Pick<Config, 'ortThreads'> & Partial<Pick<Config, 'allowSuperuser'>>;
 
 /** `pgscore worker` with the notify transport: drains the queues, scoring each batch. */
@@ -53,7 +56,7 @@ export class Worker extends EventEmitter<LoopEvents> {
         }
       },
       async recheck(deployment, reason) {
-        const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a batch failed: ${reason}`]);
+        const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a batch failed: ${reason}`, RECHECK_WAIT_MS]);
         return rows[0]?.status ?? 'undeployed';
       },
       async close() {

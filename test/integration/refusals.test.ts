@@ -504,6 +504,42 @@ describe("pgscore's DDL never makes writers queue", () => {
     }
   });
 
+  it("ml.deploy again while the worker re-checks the deployment after a failed batch: neither fails", async () => {
+    // CI: ml.deploy took the deployment row, the worker's re-check took the table and waited
+    // for the row, and ml.deploy then gave way on the table ("gave way: session N holds
+    // public.sided and waits for this transaction"). The worker gives way now, holding nothing.
+    await db.sql(FLOWERS('rechecked'));
+    await deploy('rechecked', 'rechecked');
+    await db.sql(`ALTER TABLE rechecked ALTER COLUMN sl TYPE text`);
+    expect((await state('rechecked'))?.status).toBe('invalid');
+    await db.sql(`ALTER TABLE rechecked ALTER COLUMN sl TYPE real USING sl::real`);
+    const [{ id }] = await db.sql<{ id: number }>(`SELECT id FROM ml._deployments WHERE name = 'rechecked'`) as [{ id: number }];
+    const model = new pg.Client({ connectionString: db.url });
+    const dba = new pg.Client({ connectionString: db.url });
+    const worker = new pg.Client({ connectionString: db.url });
+    await Promise.all([model.connect(), dba.connect(), worker.connect()]);
+    try {
+      // Holds ml.deploy between the deployment row and the table: it reads the model's row next.
+      await model.query('BEGIN');
+      await model.query(`SELECT 1 FROM ml._models WHERE name = 'iris' FOR UPDATE`);
+      const deploying = dba.query(`SELECT ml.deploy('rechecked', 'rechecked', 'iris', $1, '{"species": "label"}')`, [IRIS_INPUTS])
+        .then(() => 'deployed', (error: Error) => error.message);
+      await waitFor(async () => (await db.sql<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'SELECT ml.deploy(''rechecked''%' AND wait_event_type = 'Lock'`))[0]!.n === 1,
+        'ml.deploy waiting for the model row');
+      const rechecking = worker.query<{ status: string }>(`SELECT ml._recheck($1, 'a batch failed', 10000) AS status`, [id])
+        .then(({ rows }) => rows[0]!.status, (error: Error) => error.message);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await model.query('COMMIT');
+      expect(await deploying).toBe('deployed');
+      expect(await rechecking).toBe('active');
+      expect((await state('rechecked'))?.status).toBe('active');
+    } finally {
+      await model.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([model.end(), dba.end(), worker.end()]);
+    }
+  });
+
   it('gives up with a clear error after pgscore.lock_wait', async () => {
     await db.sql(FLOWERS('stuck'));
     await deploy('stuck', 'stuck');
