@@ -98,11 +98,18 @@ export async function listActiveDeployments(db: pg.ClientBase | pg.Pool): Promis
  */
 export const RECHECK_DEPLOYMENTS = 'SELECT changed, next_after FROM ml._recheck_deployments($1, $2)';
 
+/** How long a re-check after a failed batch tries for its deployment while a DBA call holds it. */
+const RECHECK_WAIT_MS = 10_000;
+
 /**
- * $1 deployment id, $2 the context of the reason, $3 how long to try for its locks (ms): re-plan one
- * deployment after a batch failed; returns its status, or 'busy' when a DBA call or DDL held it.
+ * Re-plans one deployment after a batch failed (ml._recheck, sql/functions/035_deploy.sql); returns
+ * its status: 'undeployed' when it is gone, 'busy' when a DBA call or DDL held it for
+ * RECHECK_WAIT_MS (the worker gives way to them rather than wait holding the table).
  */
-export const RECHECK_DEPLOYMENT = 'SELECT ml._recheck($1, $2, $3) AS status';
+export async function recheckDeployment(db: pg.ClientBase | pg.Pool, id: number, context: string): Promise<string> {
+  const { rows } = await db.query<{ status: string }>('SELECT ml._recheck($1, $2, $3) AS status', [id, context, RECHECK_WAIT_MS]);
+  return rows[0]?.status ?? 'undeployed';
+}
 
 /** $1 deployment id, $2 reason: no prediction can be written to its table; it turns invalid. */
 export const INVALIDATE_UNWRITABLE = 'SELECT ml._invalidate_unwritable($1, $2)';

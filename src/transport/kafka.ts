@@ -4,7 +4,7 @@ import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { fetchModelBytes } from '../db/model-bytes.js';
-import { COUNT_CONSUMED, INVALIDATE_UNWRITABLE, listParkedDeployments, RECHECK_DEPLOYMENT, RECORD_COMMITTED, RECORD_POISON } from '../db/statements.js';
+import { COUNT_CONSUMED, INVALIDATE_UNWRITABLE, listParkedDeployments, recheckDeployment, RECORD_COMMITTED, RECORD_POISON } from '../db/statements.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log-limit.js';
@@ -370,9 +370,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       const statuses: string[] = [];
       if (action.kind === 'recheck') {
         for (const { deployment } of groups.values()) {
-          const { rows } = await this.#pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a Kafka batch failed: ${action.reason}`])
-            .catch(() => ({ rows: [] as { status: string }[] }));
-          statuses.push(rows[0]?.status ?? 'unknown');
+          statuses.push(await recheckDeployment(this.#pool, deployment.id, `a Kafka batch failed: ${action.reason}`).catch(() => 'unknown'));
         }
         this.#reloadBeforeNextChunk = true;
       }

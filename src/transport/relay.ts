@@ -3,7 +3,7 @@ import type { Message } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
-import { RECHECK_DEPLOYMENT, RECORD_RELAYED } from '../db/statements.js';
+import { recheckDeployment, RECORD_RELAYED } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { inWritebackTransaction, type BatchResult } from '../pipeline/batch.js';
 import { claimBatch, ClaimSizer } from '../queue/claim.js';
@@ -90,8 +90,7 @@ export class Relay extends EventEmitter<LoopEvents> {
         }
       },
       async recheck(deployment, reason) {
-        const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a relay batch failed: ${reason}`]);
-        return rows[0]?.status ?? 'undeployed';
+        return recheckDeployment(pool, deployment.id, `a relay batch failed: ${reason}`);
       },
       async close() {
         await pool.end();

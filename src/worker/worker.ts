@@ -4,7 +4,7 @@ import { createPool } from '../db/pool.js';
 import { forgetStaleStatements } from '../db/prepared.js';
 import { fetchModelBytes } from '../db/model-bytes.js';
 import { startupPatience } from '../db/patience.js';
-import { RECHECK_DEPLOYMENT } from '../db/statements.js';
+import { recheckDeployment } from '../db/statements.js';
 import type { Logger } from '../log.js';
 import { SessionCache } from '../models/sessions.js';
 import { claimAndScore } from '../pipeline/batch.js';
@@ -14,9 +14,6 @@ import { DriftRecorder } from '../monitoring/drift.js';
 import { loadDeployments, RecheckCursor, versionsInUse, type ActiveDeployment } from './deployments.js';
 import { checkWorkerRole } from './identity.js';
 import { QueueLoop, type LoopEvents, type LoopSettings } from './loop.js';
-
-/** How long the re-check after a failed batch tries for its deployment while a DBA call holds it. */
-const RECHECK_WAIT_MS = 10_000;
 
 export type WorkerSettings = LoopSettings & Pick<Config, 'ortThreads'> & Partial<Pick<Config, 'allowSuperuser'>>;
 
@@ -56,8 +53,7 @@ export class Worker extends EventEmitter<LoopEvents> {
         }
       },
       async recheck(deployment, reason) {
-        const { rows } = await pool.query<{ status: string }>(RECHECK_DEPLOYMENT, [deployment.id, `a batch failed: ${reason}`, RECHECK_WAIT_MS]);
-        return rows[0]?.status ?? 'undeployed';
+        return recheckDeployment(pool, deployment.id, `a batch failed: ${reason}`);
       },
       async close() {
         await drift.stop();
