@@ -26,6 +26,7 @@ import { ChunkScheduler, type CommittedOffsets, type Slice } from './kafka-batch
 import { decodeMessage, rowsIn, toClaimedRow } from './message.js';
 
 const RELOAD_EVERY_MS = 5_000;
+const IS_ACTIVE = `SELECT status = 'active' AS active FROM ml._deployments WHERE id = $1`;
 /** Rows of a paused deployment wait this long on its queue before the relay sends them again. */
 const PAUSED_REQUEUE_DELAY_MS = 5_000;
 /**
@@ -255,11 +256,17 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   /**
    * Deployments (and promotions) are re-read every few seconds by the upkeep, not in a chunk's
    * way (a message built for another version or mapping is queued again and makes the next chunk
-   * reload); a message for an unknown deployment triggers a re-read first (it may be new) before
-   * it is dropped (undeployed).
+   * reload). A message for a deployment not in the list asks the database whether it is active:
+   * one activated after the last reload read the list is loaded (a list a few ms old dropped the
+   * first rows of a new deployment: the generated suite's K2); one undeployed, dropped or
+   * invalid is not. `checked` holds the answers of one chunk.
    */
-  async #deployment(id: number): Promise<ActiveDeployment | undefined> {
-    if (!this.#deployments.has(id) && Date.now() - this.#loadedAt > 250) await this.#reload();
+  async #deployment(id: number, checked: Set<number>): Promise<ActiveDeployment | undefined> {
+    const known = this.#deployments.get(id);
+    if (known || checked.has(id)) return known;
+    checked.add(id);
+    const { rows } = await this.#pool.query<{ active: boolean }>(IS_ACTIVE, [id]);
+    if (rows[0]?.active) await this.#reload();
     return this.#deployments.get(id);
   }
 
@@ -273,6 +280,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     const poison: Poison[] = [];
     const groups = new Map<number, Group>();
     const parked = new Map<number, ReturnType<typeof parkingStatements> & { rows: ClaimedRow[] }>();
+    const checked = new Set<number>();
     for (const { topic, partition, messages } of slices) {
       for (const message of messages) {
         const decoded = decodeMessage(message.value);
@@ -281,7 +289,7 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
           continue;
         }
         const { deployment: id, fingerprint, keyCount, rows } = decoded.message;
-        const deployment = await this.#deployment(id);
+        const deployment = await this.#deployment(id, checked);
         if (!deployment) {
           // Invalid since (its queue is kept): park the rows there for ml.deploy. Undeployed or
           // dropped: nothing to write to.
