@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs';
 import { Kafka, logLevel } from 'kafkajs';
 import { pino } from 'pino';
 import type { Gates } from './spec.js';
@@ -48,14 +49,19 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
   /**
    * The in-process worker's kafkajs consumer: when it crashed last, and when kafkajs last said it
    * restarts it. A crash with no restart after it (a non-retriable error) leaves a worker that
-   * consumes nothing (F11, gated 'kafka-consumer-crash').
+   * consumes nothing (K1, gated 'kafka-consumer-crash').
    */
   const consumer = { crashedAt: 0, crash: '', restartingAt: 0 };
-  const workerLog = pino({ level: 'error' }, {
+  // PGSCORE_PROPERTY_WORKER_LOG=<file> keeps the in-process worker's whole log (info and up).
+  const keep = process.env.PGSCORE_PROPERTY_WORKER_LOG;
+  const workerLog = pino({ level: keep ? 'debug' : 'warn' }, {
     write(line: string) {
+      if (keep) appendFileSync(keep, line);
       const msg = (JSON.parse(line) as { msg?: string }).msg ?? '';
       if (msg.startsWith('Crash: ')) Object.assign(consumer, { crashedAt: Date.now(), crash: msg });
-      else if (msg.startsWith('Restarting the consumer')) consumer.restartingAt = Date.now();
+      // kafkajs restarts a consumer that crashed on a retriable error; the worker, one that
+      // crashed on any other (src/transport/kafka.ts).
+      else if (msg.startsWith('Restarting the consumer') || msg.startsWith('Kafka consumer stopped')) consumer.restartingAt = Date.now();
     },
   });
   const workerFailures: Record<string, number> = {};
@@ -144,7 +150,7 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
       if (consumer.crashedAt <= consumer.restartingAt || Date.now() - consumer.crashedAt < 3_000) return;
       const crash = consumer.crash;
       if (gates.known.has('kafka-consumer-crash')) {
-        throw new CaseFailure(`F11: the Kafka worker's consumer crashed and kafkajs does not restart it (${crash}): the worker consumes nothing from now on, silently`);
+        throw new CaseFailure(`K1: the Kafka worker's consumer crashed and nothing restarted it (${crash}): the worker consumes nothing from now on, silently`);
       }
       // The known bug, worked around so that the run goes on: a new worker.
       counts.workerRestartedAfterCrash += 1;

@@ -108,8 +108,18 @@ export async function runCase(suite: Suite, spec: CaseSpec): Promise<void> {
           });
           deployedNow = false;
         } else if (fault?.kind === 'lock') {
-          await side.query('BEGIN');
-          await side.query(`SELECT 1 FROM ${names.deployed} FOR UPDATE`);
+          // The lock holder's own SELECT … FOR UPDATE fails with 40001 when the statement beside
+          // it moves a row to another partition (Postgres, with or without pgscore): it tries again.
+          for (let attempt = 1; ; attempt++) {
+            await side.query('BEGIN');
+            try {
+              await side.query(`SELECT 1 FROM ${names.deployed} FOR UPDATE`);
+              break;
+            } catch (error) {
+              await side.query('ROLLBACK');
+              if ((error as pg.DatabaseError).code !== '40001' || attempt === 5) throw error;
+            }
+          }
           await new Promise((resolve) => setTimeout(resolve, 300));
           await side.query('COMMIT');
         } else if (fault && isTransportFault(fault)) {
