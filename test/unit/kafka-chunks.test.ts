@@ -90,6 +90,42 @@ describe('chunks across partitions', () => {
     expect(b.committed.at(-1)).toEqual(['0:120']);
   });
 
+  it('tries a failed commit again until it lands, unless its consumer stopped (K1: a partition with no later message stayed uncommitted for good)', async () => {
+    const failures: unknown[] = [];
+    const b = batch(0, [1]);
+    const payload = b.payload as { commitOffsetsIfNecessary: (offsets: unknown) => Promise<void> };
+    const commit = payload.commitOffsetsIfNecessary;
+    let tries = 0;
+    payload.commitOffsetsIfNecessary = async (offsets) => {
+      tries += 1;
+      if (tries <= 2) throw new Error('Closed connection');
+      return commit(offsets);
+    };
+    const chunker = new ChunkScheduler(
+      { rowsPerChunk: 1, lanes: 1, rowsIn: () => 1, onCommitFailure: (error) => failures.push(error), onCommitted: () => undefined },
+      async () => undefined,
+    );
+    await chunker.eachBatch(b.payload);
+    const started = performance.now();
+    while (b.committed.length === 0 && performance.now() - started < 5_000) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(b.committed).toEqual([['0:101']]);
+    expect(failures).toHaveLength(2);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1_500);
+
+    const gone = batch(1, [1]);
+    const stopped = gone.payload as { commitOffsetsIfNecessary: (offsets: unknown) => Promise<void>; isRunning: () => boolean };
+    let attempts = 0;
+    stopped.commitOffsetsIfNecessary = async () => {
+      attempts += 1;
+      gone.state.running = false;
+      throw new Error('Closed connection');
+    };
+    await chunker.eachBatch(gone.payload);
+    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    expect(attempts).toBe(1);
+    await chunker.stop();
+  });
+
   it('runs chunks of different partitions side by side, up to the lanes', async () => {
     let inFlight = 0;
     let most = 0;
