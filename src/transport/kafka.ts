@@ -75,6 +75,8 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
   readonly #recheck = new RecheckCursor();
   #stopping = false;
   #restarting: Promise<void> | undefined;
+  /** A disconnect of a consumer that kafkajs started again after stop() (#disconnectLate). */
+  #late: Promise<void> | undefined;
   readonly #consumer: Consumer;
   readonly #kafka;
   #deployments = new Map<number, ActiveDeployment>();
@@ -150,12 +152,22 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
     });
     // Each join: the group's offsets as its coordinator has them (a worker may have died between
     // a commit and its record).
-    this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => void this.#syncCommitted());
+    this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => {
+      // A join after stop() is kafkajs's restart outliving it (#disconnectLate); it counts as
+      // running once the join has returned.
+      if (this.#stopping) setImmediate(() => this.#disconnectLate());
+      else void this.#syncCommitted();
+    });
     // kafkajs starts a consumer that crashed on a retriable error again itself; one that crashed
     // on any other (KafkaJSGroupCoordinatorNotFound after the broker was out of reach, the
     // generated suite's K1) would stay stopped for good, its partitions unread.
     this.#consumer.on(this.#consumer.events.CRASH, (event) => {
-      if (event.payload.restart || this.#stopping) return;
+      if (this.#stopping) {
+        // kafkajs schedules its restart right after this event: a disconnect clears it.
+        if (event.payload.restart) setImmediate(() => this.#disconnectLate());
+        return;
+      }
+      if (event.payload.restart) return;
       this.#log.warn({ err: event.payload.error }, `Kafka consumer stopped (${describe(event.payload.error)}); starting it again`);
       this.#restarting ??= this.#restartConsumer().finally(() => (this.#restarting = undefined));
     });
@@ -172,8 +184,26 @@ export class KafkaWorker extends EventEmitter<LoopEvents> {
       // The chunk scheduler commits each chunk's offsets once its transaction has committed.
       autoCommit: false,
       partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
-      eachBatch: (payload) => this.#chunks.eachBatch(payload),
+      eachBatch: (payload) => {
+        if (!this.#stopping) return this.#chunks.eachBatch(payload);
+        this.#disconnectLate();
+        return Promise.resolve();
+      },
     });
+  }
+
+  /**
+   * kafkajs's restart of a crashed consumer can outlive stop(): a disconnect during the restart's
+   * join finds no runner running, and the join then completes. That member heartbeats and holds
+   * partitions with nothing to handle them: their messages wait until it dies (the generated
+   * suite, after a worker was stopped and replaced during a broker restart: 60 s). A batch after
+   * stop() is that member; it is disconnected again, and leaves the group.
+   */
+  #disconnectLate(): void {
+    this.#late ??= this.#consumer
+      .disconnect()
+      .catch((error: unknown) => this.#log.debug({ reason: describe(error) }, 'could not disconnect the Kafka consumer'))
+      .finally(() => (this.#late = undefined));
   }
 
   /** Connects the crashed consumer again and rejoins the group, trying every second until it does. */

@@ -4,6 +4,7 @@
  * handled by two workers at once, a redelivery, a broker restart. Skipped where Java or Maven is
  * missing, except in CI, where that fails.
  */
+import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it, test } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { BatchFailure } from '../../src/worker/loop.js';
@@ -185,6 +186,40 @@ describe.skipIf(skipReason !== undefined)('kafka transport under faults', () => 
       await relay.stop();
     }
   }, 300_000);
+
+  it('a worker stopped while the broker is out of reach leaves no member behind in the group once it is back', async () => {
+    // The generated suite: kafkajs restarts a crashed consumer (every 100 ms to 1 s while the broker
+    // is away), and a stop() during a restart's join found nothing running; the join completed
+    // later, and that member held its partitions, with nothing to handle them, for 60 s and more.
+    const { config } = await newTopic(1);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    await worker.start();
+    await broker.stop();
+    try {
+      // Long enough for several of kafkajs's crash-and-restart rounds.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      await worker.stop();
+    } finally {
+      await broker.start();
+    }
+    const admin = new Kafka({ clientId: 'faults-test', brokers: broker.brokers, logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      const members = async () => (await admin.describeGroups([config.kafkaGroup])).groups[0]?.members.length ?? -1;
+      // The member the stopped worker could not take out of the group (the broker was away) stays
+      // until its session runs out (6 s after the coordinator loaded the group again); a restart
+      // that outlived stop() rejoins and stays for good.
+      await waitFor(async () => (await members().catch(() => -1)) === 0, 'the group empty', 60_000);
+      const empty: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        empty.push(await members());
+      }
+      expect(empty).toEqual(Array(10).fill(0));
+    } finally {
+      await admin.disconnect();
+    }
+  }, 120_000);
 
   it('relay and two workers are back at work within seconds of a broker restart, clean or after kill -9', async () => {
     const { tables: [table], config } = await newTopic(1);
