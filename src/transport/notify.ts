@@ -23,6 +23,13 @@ export interface NotifyHandlers {
 /** Queue heads by deployment id (ml._queue_heads): the last number each queue handed out. */
 export type QueueHeads = Map<number, string | null>;
 
+interface HeadRow {
+  readonly deployment_id: number;
+  readonly head: string | null;
+}
+
+const headsOf = (rows: readonly HeadRow[]): QueueHeads => new Map(rows.map((row) => [row.deployment_id, row.head]));
+
 /**
  * The notify transport's wake-up: LISTEN (through pg-listen, which reconnects and re-LISTENs)
  * plus the idle lock. NOTIFY only wakes; the queue tables are the truth, and the worker polls too.
@@ -31,8 +38,9 @@ export type QueueHeads = Map<number, string | null>;
  * sql/functions/027_locks.sql), so a busy worker is never notified. A worker takes the lock
  * (SHARE on ml._wake, which only pgscore's roles can lock) when it runs out of work; it gets it
  * only once every writer that saw it busy has committed, then it reads the queue heads to find
- * the queues those writers filled. The lock's connection also reads the heads while the worker
- * is busy, outside the lock's transaction.
+ * the queues those writers filled (on the worker's pool: reading a sequence would hold it in the
+ * lock's transaction). The lock's connection reads the heads while the worker is busy, outside
+ * the lock's transaction.
  */
 export class NotifyWakeup {
   readonly #handlers: NotifyHandlers;
@@ -46,6 +54,8 @@ export class NotifyWakeup {
     private readonly connectionString: string,
     private readonly log: Logger,
     handlers: NotifyHandlers,
+    /** The worker's pool: where the heads are read while the lock is held. */
+    private readonly pool: pg.Pool,
   ) {
     this.#handlers = handlers;
     this.#subscriber = this.#newSubscriber();
@@ -156,10 +166,23 @@ export class NotifyWakeup {
   }
 
   async #queueHeads(): Promise<QueueHeads | undefined> {
+    // Reading a sequence locks it to the end of the transaction (even inside a savepoint that
+    // rolls back). Inside the lock's transaction that held every queue's sequence while the
+    // worker slept: ml.undeploy, holding a queue, waited for its sequence, the worker's safety
+    // poll for the queue, and neither ever ended (the generated suite: 19 minutes). While the
+    // lock is held, the heads are read on the worker's pool, idle then, in a statement of their
+    // own; it still sees every row committed before the lock was taken.
+    if (this.#holding) {
+      try {
+        return headsOf((await this.pool.query<HeadRow>(QUEUE_HEADS)).rows);
+      } catch (error) {
+        this.log.warn({ err: error }, 'could not read the queue heads');
+        return undefined;
+      }
+    }
     try {
       const client = await this.#client();
-      const { rows } = await client.query<{ deployment_id: number; head: string | null }>(QUEUE_HEADS);
-      return new Map(rows.map((row) => [row.deployment_id, row.head]));
+      return headsOf((await client.query<HeadRow>(QUEUE_HEADS)).rows);
     } catch (error) {
       this.#dropClient(error);
       return undefined;

@@ -186,7 +186,7 @@ export class QueueLoop extends EventEmitter<LoopEvents> {
         this.#safetyDue = true;
         this.#wake();
       },
-    });
+    }, pool);
   }
 
   get deployments(): readonly ActiveDeployment[] {

@@ -540,6 +540,30 @@ describe("pgscore's DDL never makes writers queue", () => {
     }
   });
 
+  it('ml.undeploy beside a sleeping worker finishes at once (the worker held the queue\'s sequence while it slept)', async () => {
+    // The generated suite (a 19-minute hang): the sleeping worker read the queue heads inside its
+    // idle-lock transaction and held each queue's sequence until it woke; ml.undeploy, holding
+    // the queue, waited for the sequence without a limit; the worker's safety poll waited for the
+    // queue, and the worker never woke.
+    await db.sql(FLOWERS('sleepy'));
+    await deploy('sleepy', 'sleepy');
+    const worker = await startWorker(db, { pollIntervalMs: 20_000 });
+    try {
+      await insertRows('sleepy', [1, 2]);
+      await waitFor(async () => (await db.sql(`SELECT 1 FROM sleepy WHERE species IS NOT NULL`)).length === 2, 'rows scored');
+      // Asleep: its idle-lock transaction open.
+      await waitFor(async () => (await db.sql<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgscore idle lock' AND state = 'idle in transaction'`))[0]!.n === 1,
+        'the worker asleep', 10_000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const started = performance.now();
+      await db.sql(`SELECT ml.undeploy('sleepy')`);
+      expect(performance.now() - started).toBeLessThan(3_000);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('gives up with a clear error after pgscore.lock_wait', async () => {
     await db.sql(FLOWERS('stuck'));
     await deploy('stuck', 'stuck');
