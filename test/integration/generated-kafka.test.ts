@@ -56,7 +56,7 @@ describe.skipIf(skipReason !== undefined)('generated cases with the Kafka transp
       gates: GATES,
       // A broker restart costs the consumer group its session (about 6 s) and a crash back-off.
       drainTimeoutMs: Number(process.env.PGSCORE_PROPERTY_DRAIN_MS ?? 60_000),
-      start: async (db) => (transport = await kafkaTransport(db, broker!, proxy!, GATES)),
+      start: async (db) => (transport = await kafkaTransport(db, broker!, proxy!)),
     }));
     console.log(`generated Kafka suite: ${RUNS} cases, seed ${SEED} (PGSCORE_PROPERTY_SEED=${SEED} replays them)`);
   });

@@ -1,7 +1,6 @@
 import { appendFileSync } from 'node:fs';
 import { Kafka, logLevel } from 'kafkajs';
 import { pino } from 'pino';
-import type { Gates } from './spec.js';
 import { loadConfig } from '../../../src/config.js';
 import type { BatchFailure } from '../../../src/worker/loop.js';
 import { KafkaWorker } from '../../../src/transport/kafka.js';
@@ -22,7 +21,7 @@ const RELAY_GAVE_UP = 'its rows stay queued';
 
 export interface KafkaTransport extends Transport {
   /** What the faults did, for the summary line: a fault that never hit would show here. */
-  readonly counts: Record<TransportFault['kind'] | 'dropMissed' | 'workerRestartedAfterCrash', number>;
+  readonly counts: Record<TransportFault['kind'] | 'dropMissed', number>;
   /** The in-process worker's failed chunks, by kind and reason. */
   readonly workerFailures: Record<string, number>;
 }
@@ -32,7 +31,7 @@ export interface KafkaTransport extends Transport {
  * 'relay-kill' is a real kill -9) and a KafkaWorker in process, on a broker behind a proxy
  * (kafka-proxy.ts, for 'drop-ack').
  */
-export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, proxy: KafkaProxy, gates: Gates): Promise<KafkaTransport> {
+export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, proxy: KafkaProxy): Promise<KafkaTransport> {
   const env = {
     DATABASE_URL: db.workerUrl,
     KAFKA_BROKERS: broker.brokers.join(','),
@@ -45,11 +44,11 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
   };
   const config = loadConfig(env);
   const kafka = new Kafka({ clientId: 'generated-suite', brokers: broker.brokers, logLevel: logLevel.NOTHING });
-  const counts: KafkaTransport['counts'] = { 'relay-kill': 0, 'broker-restart': 0, 'broker-kill': 0, 'drop-ack': 0, dropMissed: 0, workerRestartedAfterCrash: 0 };
+  const counts: KafkaTransport['counts'] = { 'relay-kill': 0, 'broker-restart': 0, 'broker-kill': 0, 'drop-ack': 0, dropMissed: 0 };
   /**
    * The in-process worker's kafkajs consumer: when it crashed last, and when kafkajs last said it
    * restarts it. A crash with no restart after it (a non-retriable error) leaves a worker that
-   * consumes nothing (K1, gated 'kafka-consumer-crash').
+   * consumes nothing (K1, fixed 2026-12-07: the worker restarts it).
    */
   const consumer = { crashedAt: 0, crash: '', restartingAt: 0 };
   // PGSCORE_PROPERTY_WORKER_LOG=<file> keeps the in-process worker's whole log (info and up).
@@ -148,14 +147,7 @@ export async function kafkaTransport(db: TestDatabase, broker: KafkaBroker, prox
     async watch() {
       // kafkajs logs the restart right after the crash (after a disconnect): 3 s is plenty.
       if (consumer.crashedAt <= consumer.restartingAt || Date.now() - consumer.crashedAt < 3_000) return;
-      const crash = consumer.crash;
-      if (gates.known.has('kafka-consumer-crash')) {
-        throw new CaseFailure(`K1: the Kafka worker's consumer crashed and nothing restarted it (${crash}): the worker consumes nothing from now on, silently`);
-      }
-      // The known bug, worked around so that the run goes on: a new worker.
-      counts.workerRestartedAfterCrash += 1;
-      await worker.stop().catch(() => undefined);
-      worker = await startWorker();
+      throw new CaseFailure(`K1: the Kafka worker's consumer crashed and nothing restarted it (${consumer.crash}): the worker consumes nothing from now on, silently`);
     },
     async settle() {
       try {
