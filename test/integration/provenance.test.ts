@@ -24,8 +24,16 @@ describe('provenance', () => {
   it('names the version that actually scored each row, through a promotion mid-traffic', async () => {
     await table('sums');
     await db.sql(`SELECT ml.deploy('sums', 'sums', 'sums', $1, '{"total": "total"}')`, [INPUTS]);
+    // Traffic goes on until the promotion has taken effect (a fixed 4,000 rows were sometimes all
+    // scored by version 1 before the worker had reloaded), and 20 batches more.
+    let promoted = false;
+    let inserted = 0;
     const writer = (async () => {
-      for (let i = 0; i < 40; i++) await insert('sums', i * 100 + 1, (i + 1) * 100);
+      for (let after = 0; after < 20 && inserted < 100_000; ) {
+        await insert('sums', inserted + 1, inserted + 100);
+        inserted += 100;
+        if (promoted || (promoted = (await db.sql(`SELECT 1 FROM sums WHERE sums_model = 'sums@2' LIMIT 1`)).length === 1)) after += 1;
+      }
     })();
     await waitFor(async () => (await db.sql(`SELECT 1 FROM sums WHERE total IS NOT NULL LIMIT 1`)).length === 1, 'first predictions');
     await db.sql(`SELECT ml.promote('sums', 2)`);
@@ -38,7 +46,7 @@ describe('provenance', () => {
     // Both versions scored part of the traffic; every prediction is the one its named version gives.
     expect(rollout.map((r) => r.model)).toEqual(['sums@1', 'sums@2']);
     for (const r of rollout) expect(r.consistent).toBe(r.rows);
-    expect(rollout.reduce((n, r) => n + Number(r.rows), 0)).toBe(4000);
+    expect(rollout.reduce((n, r) => n + Number(r.rows), 0)).toBe(inserted);
     // ml.status shows both versions that wrote predictions in the last hour, most rows first.
     const [status] = await db.sql<{ model: string; versions_in_use: string[] }>(`SELECT model, versions_in_use FROM ml.status WHERE deployment = 'sums'`);
     expect(status!.model).toBe('sums@2');
