@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { runBatchJob, type BatchJobRun } from '../lib/batch-job.js';
+import { findPostmaster, treeCpuSeconds } from '../lib/cpu.js';
 import { pick, type Context, type Scenario } from '../lib/context.js';
 import { createFeatureTable, deploy, FEATURES, freshDatabase, insertSelectSql, modelPath, MODELS, type BenchDatabase } from '../lib/db.js';
 import { drainNotify, queueRows } from '../lib/drain.js';
@@ -49,6 +50,19 @@ interface Tally {
   readonly rates: Map<Key, number[]>;
   readonly jobs: Map<'plain' | 'ranged', BatchJobRun[]>;
   readonly agreement: Map<Key, Agreement[]>;
+  /** Postgres CPU (the postmaster's whole process tree: backends, walwriter, checkpointer, autovacuum) per row, µs. */
+  readonly cpu: Map<Key, number[]>;
+}
+
+/** Contenders whose Postgres CPU per row is measured: the database is the part that does not scale out. */
+const CPU_MEASURED: readonly Key[] = ['pgscore', 'pgscoreLean', 'ranged', 'writeLimit'];
+
+/** Runs `work` (which returns the rows it handled) and returns Postgres CPU µs per row, NaN when the server is not local. */
+async function postgresCpuPerRow(postmaster: number | undefined, work: () => Promise<number>): Promise<number> {
+  const before = postmaster === undefined ? undefined : await treeCpuSeconds(postmaster);
+  const rows = await work();
+  const after = postmaster === undefined ? undefined : await treeCpuSeconds(postmaster);
+  return before === undefined || after === undefined ? Number.NaN : ((after - before) * 1e6) / rows;
 }
 
 /** A table made ready for a timed run alike for every contender: statistics, visibility map, clean buffers. */
@@ -70,6 +84,8 @@ const perSecond = (rows: number, started: number) => rows / ((performance.now() 
 interface Services {
   readonly node: RestService;
   readonly fastapi: RestService | undefined;
+  /** The postmaster's pid, when the server runs on this machine (for Postgres CPU per row). */
+  readonly postmaster: number | undefined;
 }
 
 /** One round: every contender once, in CONTENDERS order, each on a freshly filled table. */
@@ -86,7 +102,12 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
   await db.query('TRUNCATE ml._prediction_batches');
   await queueRows(db, pgTable, n);
   await settle(db, pgTable);
-  const drained = await drainNotify(db, pgTable, n, ctx.log);
+  const cpu = (key: Key, perRow: number) => tally.cpu.get(key)!.push(perRow);
+  let drained = { rowsPerSec: Number.NaN };
+  cpu('pgscore', await postgresCpuPerRow(services.postmaster, async () => {
+    drained = await drainNotify(db, pgTable, n, ctx.log);
+    return n;
+  }));
   record('pgscore', drained.rowsPerSec);
   const unscored = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${pgTable} WHERE label IS NULL OR p1 IS NULL`);
   if (Number(unscored[0]!.n) !== 0) throw new Error(`pgscore left ${unscored[0]!.n} rows of ${pgTable} unscored`);
@@ -95,7 +116,12 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
   await db.query(`TRUNCATE ${leanTable}`);
   await queueRows(db, leanTable, n);
   await settle(db, leanTable);
-  record('pgscoreLean', (await drainNotify(db, leanTable, n, ctx.log)).rowsPerSec);
+  let lean = { rowsPerSec: Number.NaN };
+  cpu('pgscoreLean', await postgresCpuPerRow(services.postmaster, async () => {
+    lean = await drainNotify(db, leanTable, n, ctx.log);
+    return n;
+  }));
+  record('pgscoreLean', lean.rowsPerSec);
   const leanUnscored = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${leanTable} WHERE label IS NULL OR p1 IS NULL`);
   if (Number(leanUnscored[0]!.n) !== 0) throw new Error(`pgscore left ${leanUnscored[0]!.n} rows of ${leanTable} unscored`);
 
@@ -106,8 +132,14 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
     }
     await refill(db, work, source);
     const started = performance.now();
-    const job = await runBatchJob(db.url, work, modelPath(model), { ranged: variant === 'ranged', chunkRows: CHUNK, explain: first });
+    let job: BatchJobRun | undefined;
+    const perRow = await postgresCpuPerRow(services.postmaster, async () => {
+      job = await runBatchJob(db.url, work, modelPath(model), { ranged: variant === 'ranged', chunkRows: CHUNK, explain: first });
+      return job.rows;
+    });
+    if (!job) throw new Error('the batch job did not run');
     const rate = perSecond(job.rows, started);
+    if (variant === 'ranged') cpu('ranged', perRow);
     await agree(work, variant);
     record(variant, rate);
     tally.jobs.get(variant)!.push(job);
@@ -116,7 +148,11 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
 
   await refill(db, work, source);
   let started = performance.now();
-  const written = await writePathLimit(db.url, work, saved, CHUNK);
+  let written = 0;
+  cpu('writeLimit', await postgresCpuPerRow(services.postmaster, async () => {
+    written = await writePathLimit(db.url, work, saved, CHUNK);
+    return written;
+  }));
   const writeRate = perSecond(written, started);
   if (written !== n) throw new Error(`the write-path limit updated ${written} rows, not ${n}`);
   await agree(work, 'writeLimit');
@@ -181,9 +217,13 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
     rates: new Map(CONTENDERS.map((c) => [c.key, []])),
     jobs: new Map([['plain', []], ['ranged', []]]),
     agreement: new Map(CONTENDERS.map((c) => [c.key, []])),
+    cpu: new Map(CONTENDERS.map((c) => [c.key, []])),
   };
+  const found = await findPostmaster(ctx.server.adminUrl);
+  const postmaster = found.ok ? found.pid : undefined;
+  if (!found.ok) out.notes.push(`Postgres CPU per row not measured: ${found.reason}`);
   try {
-    for (let r = 0; r < rounds; r++) await round(ctx, db, model, n, r === 0, { node, fastapi }, tally, out.notes);
+    for (let r = 0; r < rounds; r++) await round(ctx, db, model, n, r === 0, { node, fastapi, postmaster }, tally, out.notes);
   } finally {
     await Promise.allSettled([node.stop(), fastapi?.stop()]);
     await db.query('SELECT ml.undeploy($1)', [pgTable]);
@@ -206,6 +246,19 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
     if (!ratios.some(Number.isFinite)) continue;
     out.metrics.push(metric(SCENARIO, model, `${size}: ${c.ratio}`, 'ratio', ratios, c.target));
     ctx.shared.set(`contenders.${model}.${n}.${c.key}`, summarize(ratios.filter(Number.isFinite)).median);
+  }
+  // Postgres CPU per row beside each drain, and pgscore's ÷ the ranged batch job's (goal: ≤ 1).
+  for (const key of CPU_MEASURED) {
+    const perRow = tally.cpu.get(key)!;
+    if (!perRow.some(Number.isFinite)) continue;
+    const c = CONTENDERS.find((x) => x.key === key)!;
+    out.metrics.push(metric(SCENARIO, model, `${size}: ${c.label}, Postgres CPU per row`, 'µs', perRow));
+  }
+  for (const key of ['pgscore', 'pgscoreLean'] as const) {
+    const ratios = tally.cpu.get(key)!.map((perRow, i) => perRow / tally.cpu.get('ranged')![i]!);
+    if (!ratios.some(Number.isFinite)) continue;
+    const who = key === 'pgscore' ? 'pgscore' : 'pgscore (log and provenance off)';
+    out.metrics.push(metric(SCENARIO, model, `${size}: Postgres CPU per row, ${who} ÷ batch job (ranged)`, 'ratio', ratios, key === 'pgscore' ? { op: '<=', value: 1 } : undefined));
   }
   // The same two goals for pgscore doing only the batch job's work (no log, no provenance): what
   // those defaults cost, beside what the pipeline itself does.
