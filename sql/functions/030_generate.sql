@@ -10,6 +10,10 @@
 
 -- Queue rows hold primary keys in chunks: one row per statement for single-row writes, one per
 -- 100 rows for bulk statements (so a million-row INSERT adds 10,000 queue rows, not a million).
+-- A bulk INSERT whose keys are one integer column and nearly contiguous (a serial or identity
+-- key, a load in key order) queues key ranges instead, one per 500 key values
+-- (ml._enqueue_ranges_sql): a million-row INSERT adds 2,000 small rows, and the claim reads each
+-- range with one index range scan instead of a primary-key lookup per key.
 -- Key column i of the table is the array column pgscore_k<i>; pgscore_n counts the keys. This
 -- builds the INSERT that queues the keys selected by p_from (a query returning the key columns
 -- in primary-key order).
@@ -31,6 +35,21 @@ AS $$
   FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)
 $$;
 
+-- Whether a deployment's bulk INSERTs may queue key ranges: its primary key is one integer column.
+CREATE OR REPLACE FUNCTION ml._ranged(p_plan jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT jsonb_array_length(p_plan->'keys') = 1 AND p_plan->'keys'->0->>'type' IN ('smallint', 'integer', 'bigint')
+$$;
+
+-- Keys per range entry: the claim takes whole entries, so this is also the smallest batch a
+-- ranged backlog is claimed in.
+CREATE OR REPLACE FUNCTION ml._range_size()
+RETURNS int
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT 500 $$;
+
 -- Creates the queue of a deployment, or brings an existing one (with its queued keys) to the
 -- current layout. Fresh and upgraded queues go through the same steps, so they end up equal.
 CREATE OR REPLACE FUNCTION ml._install_queue_table(p_id int, p_plan jsonb)
@@ -43,7 +62,7 @@ DECLARE
   v_oid oid;
   v_key record;
   v_old record;
-  v_fixed text[] := ARRAY['pgscore_seq', 'pgscore_priority', 'pgscore_queued_at', 'pgscore_n', 'pgscore_attempts', 'pgscore_not_before'];
+  v_fixed text[] := ARRAY['pgscore_seq', 'pgscore_priority', 'pgscore_queued_at', 'pgscore_n', 'pgscore_attempts', 'pgscore_not_before', 'pgscore_lo', 'pgscore_hi'];
   v_existing text[];
 BEGIN
   IF to_regclass(format('ml.%I', v_queue)) IS NULL THEN
@@ -86,6 +105,20 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_oid AND attname = 'pgscore_attempts' AND NOT attisdropped) THEN
     EXECUTE format('ALTER TABLE ml.%I ADD COLUMN pgscore_attempts smallint NOT NULL DEFAULT 0, ADD COLUMN pgscore_not_before timestamptz', v_queue);
   END IF;
+  -- Version 3: range entries (pgscore_lo .. pgscore_hi, both included; NULL in key entries).
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_oid AND attname = 'pgscore_lo' AND NOT attisdropped) THEN
+    EXECUTE format('ALTER TABLE ml.%I ADD COLUMN pgscore_lo bigint, ADD COLUMN pgscore_hi bigint', v_queue);
+  END IF;
+  -- A key that is no longer one integer column (ALTER TABLE ... TYPE) cannot be read by range:
+  -- its range entries become key entries, each key value of the range (a value no row has is
+  -- found missing by the claim, like a deleted row's).
+  IF NOT ml._ranged(p_plan) THEN
+    EXECUTE format(
+      'UPDATE ml.%1$I SET pgscore_k1 = ARRAY(SELECT g::text::%2$s FROM generate_series(pgscore_lo, pgscore_hi) g),
+                          pgscore_n = pgscore_hi - pgscore_lo + 1, pgscore_lo = NULL, pgscore_hi = NULL
+        WHERE pgscore_lo IS NOT NULL',
+      v_queue, p_plan->'keys'->0->>'type');
+  END IF;
   IF to_regclass(format('ml.%I', v_queue || '_claim')) IS NULL THEN
     EXECUTE format('CREATE INDEX %I ON ml.%I (pgscore_priority, pgscore_seq)', v_queue || '_claim', v_queue);
   END IF;
@@ -116,6 +149,32 @@ AS $$
     format('_queue_%s', p_id),
     string_agg(format('pgscore_keys%1$s[i:i + 99]', k.i), ', ' ORDER BY k.i))
   FROM jsonb_array_elements(p_plan->'keys') WITH ORDINALITY k(key, i)
+$$;
+
+-- A bulk INSERT's keys as range entries, as PL/pgSQL statements: when the inserted keys (from
+-- p_from) span at most 1.25 times their number, one queue row per 500 key values that holds at
+-- least one of them, with the count it holds (ml.status counts exactly), in key order; otherwise
+-- the key slices (ml._enqueue_slices_sql). The claim reads a range's current rows by key; a row
+-- another statement wrote inside the range is read too, and scored once more at most (the
+-- write-back is idempotent). Needs variables pgscore_rows bigint, pgscore_first bigint,
+-- pgscore_last bigint (the statement's row count, least and greatest key) and the slices'.
+-- Nothing here can overflow: offsets are taken from the least key, and the span is checked
+-- in numeric first.
+CREATE OR REPLACE FUNCTION ml._enqueue_ranges_sql(p_id int, p_plan jsonb, p_from text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT format(
+    'IF pgscore_last::numeric - pgscore_first < pgscore_rows * 1.25 THEN
+          INSERT INTO ml.%1$I (pgscore_n, pgscore_k1, pgscore_lo, pgscore_hi)
+          SELECT count(*), ''{}'', pgscore_first + b * %2$s, pgscore_first + b * %2$s + least(%2$s - 1, pgscore_last - pgscore_first - b * %2$s)
+            FROM (SELECT (k::bigint - pgscore_first) / %2$s AS b FROM (%3$s) f(k)) s
+           GROUP BY b ORDER BY b;
+        ELSE
+          %4$s;
+        END IF',
+    format('_queue_%s', p_id), ml._range_size(), p_from, ml._enqueue_slices_sql(p_id, p_plan, p_from))
 $$;
 
 -- Whether values of a type can be compared with IS DISTINCT FROM (a record comparison needs a
@@ -204,10 +263,12 @@ BEGIN
     #variable_conflict use_column
     DECLARE
       pgscore_rows bigint;
+      pgscore_first bigint;
+      pgscore_last bigint;
       %4$s
     BEGIN
       IF TG_OP = 'INSERT' THEN
-        SELECT count(*) INTO pgscore_rows FROM pgscore_new;
+        SELECT count(*)%9$s INTO pgscore_rows%10$s FROM pgscore_new;
         IF pgscore_rows <= 100 THEN
           -- The common case (single-row writes): one queue row, without chunking machinery.
           INSERT INTO ml.%5$I (pgscore_n, %6$s) SELECT pgscore_rows, %7$s FROM pgscore_new HAVING count(*) > 0;
@@ -223,7 +284,8 @@ BEGIN
     END
     $body$ $f$,
     v_function,
-    ml._enqueue_slices_sql(p_id, p_plan, format('SELECT %s FROM pgscore_new', v_keys)),
+    CASE WHEN ml._ranged(p_plan) THEN ml._enqueue_ranges_sql(p_id, p_plan, format('SELECT %s FROM pgscore_new', v_keys))
+         ELSE ml._enqueue_slices_sql(p_id, p_plan, format('SELECT %s FROM pgscore_new', v_keys)) END,
     ml._enqueue_sql(p_id, p_plan, format(
       'SELECT %1$s FROM (SELECT %2$s, %3$s AS features FROM pgscore_new) n
          LEFT JOIN (SELECT %2$s, %3$s AS features FROM pgscore_old) o ON %4$s
@@ -234,7 +296,9 @@ BEGIN
     format('_queue_%s', p_id),
     (SELECT string_agg(format('pgscore_k%s', i), ', ' ORDER BY i) FROM generate_series(1, jsonb_array_length(p_plan->'keys')) i),
     (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k),
-    p_id);
+    p_id,
+    CASE WHEN ml._ranged(p_plan) THEN format(', min(%1$I), max(%1$I)', p_plan->'keys'->0->>'column') ELSE '' END,
+    CASE WHEN ml._ranged(p_plan) THEN ', pgscore_first, pgscore_last' ELSE '' END);
   -- Attached to another table, it would queue that table's keys on this deployment.
   EXECUTE format('REVOKE ALL ON FUNCTION ml.%I() FROM PUBLIC', v_function);
 END

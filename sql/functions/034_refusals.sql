@@ -370,3 +370,31 @@ END
 $$;
 REVOKE ALL ON FUNCTION ml._dead_letter_unseen(int, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ml._dead_letter_unseen(int, jsonb) TO pgscore_worker;
+
+-- The keys of the rows in a range entry (ml._enqueue_ranges_sql), read with the installer's
+-- rights: the claim reads ranges itself, except on a table under row-level security, where it
+-- takes their keys from here and looks each one up as the worker. A row the worker cannot see
+-- is then found missing, and ml._dead_letter_unseen records it, as for any queued key. Keys
+-- only, of a deployment's own table: what the worker may already read of rows it can see, and
+-- what a dead letter names of rows it cannot.
+CREATE OR REPLACE FUNCTION ml._range_keys(p_id int, p_lo bigint, p_hi bigint)
+RETURNS SETOF bigint
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d ml._deployments;
+  v_rel text;
+BEGIN
+  SELECT * INTO d FROM ml._deployments WHERE id = p_id;
+  v_rel := ml._relname(d.source);
+  IF d.plan IS NULL OR v_rel IS NULL OR NOT ml._ranged(d.plan) THEN
+    RETURN;
+  END IF;
+  RETURN QUERY EXECUTE format('SELECT t.%1$I::bigint FROM %2$s t WHERE t.%1$I BETWEEN $1 AND $2', d.plan->'keys'->0->>'column', v_rel)
+    USING p_lo, p_hi;
+END
+$$;
+REVOKE ALL ON FUNCTION ml._range_keys(int, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ml._range_keys(int, bigint, bigint) TO pgscore_worker;

@@ -9,19 +9,20 @@ const q = pg.escapeIdentifier;
 /**
  * The claim: lock at most $2 queue rows that are due (SKIP LOCKED; the worker sizes $2 from how
  * many keys a row held lately), take the oldest of them up to $1 keys (at least one row),
- * delete those, and read each key's current inputs with one primary-key lookup. $3 is the
+ * delete those, and read each key's current inputs with one primary-key lookup, and each range
+ * entry's rows (030_generate.sql) with one index range scan. $3 is the
  * version (xmin) of the deployment's row the worker loaded: once ml.promote, ml.split or a
  * schema change re-planned the deployment, the claim takes nothing until the worker reloaded,
  * so no row queued after a promotion is scored by the version before it.
  * Columns: key texts..., age_ms, xmin, ctid, queue rows taken, attempts, input values (see
  * read-layout.ts: one column per source, or one packed array per float input)...; xmin, ctid
- * and values are NULL for a claimed key whose row the worker did not find.
+ * and values are NULL for a claimed key whose row the worker did not find. A key may come twice
+ * (queued by a key and inside a range): decodeClaim keeps the first.
  */
 export function claimSql(deploymentId: number, plan: Plan, table: string): string {
   const keys = plan.keys.map((k) => q(k.column));
   const values = valueColumnsSql(plan);
-  return `
-    ${claimKeysCtes(deploymentId, plan)}
+  const keyed = `
     SELECT ${keys.map((k) => `c.${k}::text`).join(', ')},
            (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
            s.pgscore_xmin,
@@ -34,6 +35,39 @@ export function claimSql(deploymentId: number, plan: Plan, table: string): strin
       -- statistics of a table that was just bulk-loaded say. A row not found (ctid NULL) was
       -- deleted since, or is hidden from the worker by row-level security (see claimBatch).
       LEFT JOIN LATERAL (${lookupSql(plan, table)}) s ON true`;
+  if (!ranged(plan)) return `${claimKeysCtes(deploymentId, plan, table, 'read')}${keyed}`;
+  const key = q(plan.keys[0]!.column);
+  return `${claimKeysCtes(deploymentId, plan, table, 'read')}${keyed}
+    UNION ALL
+    SELECT s.pgscore_key::text,
+           (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
+           s.pgscore_xmin,
+           s.pgscore_tid,
+           (SELECT count(*) FROM claimed)::int,
+           c.pgscore_attempts::int,
+           ${values.map((_, i) => `s.pgscore_${i}`).join(', ')}
+      FROM claimed c
+      -- ORDER BY ... LIMIT pins the plan to one index range scan per entry (an entry spans at
+      -- most RANGE_SIZE key values), whatever the statistics say.
+      JOIN LATERAL (
+        SELECT t.${key} AS pgscore_key, t.xmin AS pgscore_xmin, t.ctid AS pgscore_tid, ${values.map((sql, i) => `${sql} AS pgscore_${i}`).join(', ')}
+          FROM ${table} t
+         WHERE t.${key} BETWEEN c.pgscore_lo AND c.pgscore_hi
+         ORDER BY t.${key} LIMIT ${RANGE_SIZE}) s ON true
+     WHERE c.pgscore_lo IS NOT NULL AND NOT ${rowSecuritySql(table)}`;
+}
+
+/** Key values per range entry (ml._range_size()). */
+export const RANGE_SIZE = 500;
+
+/** Whether the deployment's bulk INSERTs queue key ranges (ml._ranged): its key is one integer column. */
+export function ranged(plan: Plan): boolean {
+  return plan.keys.length === 1 && ['smallint', 'integer', 'bigint'].includes(plan.keys[0]!.type);
+}
+
+/** Whether the table is under row-level security now (evaluated once per claim). */
+function rowSecuritySql(table: string): string {
+  return `(SELECT c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid = ${pg.escapeLiteral(table)}::regclass)`;
 }
 
 /** One key's row and input values: the claim's lookup, over claimed keys aliased c. */
@@ -51,11 +85,22 @@ export function lookupSql(plan: Plan, table: string): string {
  * The claim's first half: lock due queue rows, delete those of the batch and return their keys
  * (claimed_keys: the key columns, pgscore_queued_at, pgscore_attempts). $1 batch size in keys,
  * $2 most queue rows to lock, $3 the deployment row's version the worker loaded.
+ * Range entries (claimed.pgscore_lo .. pgscore_hi) add the keys of their rows to claimed_keys,
+ * read by ml._range_keys with the installer's rights, when `ranges` is 'keys' (the step-by-step
+ * claim), or only under row-level security when it is 'read' (the claim reads the other ranges
+ * itself): a row the worker cannot see is then found missing and dead-lettered, never skipped.
  */
-export function claimKeysCtes(deploymentId: number, plan: Plan): string {
+export function claimKeysCtes(deploymentId: number, plan: Plan, table: string, ranges: 'keys' | 'read'): string {
   const queue = queueTable(deploymentId);
   const keys = plan.keys.map((k) => q(k.column));
   const queueKeys = plan.keys.map((_, i) => `pgscore_k${i + 1}`);
+  const rangeKeys = ranged(plan)
+    ? `
+        UNION ALL
+        SELECT r.k::${plan.keys[0]!.type}, c.pgscore_queued_at, c.pgscore_attempts
+          FROM claimed c, ml._range_keys(${deploymentId}, c.pgscore_lo, c.pgscore_hi) r(k)
+         WHERE c.pgscore_lo IS NOT NULL${ranges === 'read' ? ` AND ${rowSecuritySql(table)}` : ''}`
+    : '';
   return `
     WITH locked AS MATERIALIZED (
       SELECT ctid AS tid, pgscore_n, pgscore_priority, pgscore_seq FROM ${queue}
@@ -69,11 +114,13 @@ export function claimKeysCtes(deploymentId: number, plan: Plan): string {
     ), claimed AS (
       -- By ctid: a TID scan, whatever the planner believes about a queue that just grew.
       DELETE FROM ${queue} q WHERE q.ctid = ANY (ARRAY(SELECT tid FROM picked))
-      RETURNING ${queueKeys.map((k) => `q.${k}`).join(', ')}, q.pgscore_queued_at, q.pgscore_attempts
+      RETURNING ${queueKeys.map((k) => `q.${k}`).join(', ')}, q.pgscore_queued_at, q.pgscore_attempts, q.pgscore_lo, q.pgscore_hi
     ), claimed_keys AS (
-      SELECT ${keys.map((k) => `u.${k}`).join(', ')}, min(c.pgscore_queued_at) AS pgscore_queued_at,
-             max(c.pgscore_attempts) AS pgscore_attempts
-        FROM claimed c, unnest(${queueKeys.map((k) => `c.${k}`).join(', ')}) AS u(${keys.join(', ')})
+      SELECT ${keys.map((k) => `u.${k}`).join(', ')}, min(u.pgscore_queued_at) AS pgscore_queued_at,
+             max(u.pgscore_attempts) AS pgscore_attempts
+        FROM (
+        SELECT ${keys.map((k) => `u.${k}`).join(', ')}, c.pgscore_queued_at, c.pgscore_attempts
+          FROM claimed c, unnest(${queueKeys.map((k) => `c.${k}`).join(', ')}) AS u(${keys.join(', ')})${rangeKeys}) u
        GROUP BY ${keys.map((k) => `u.${k}`).join(', ')}
     )`;
 }
@@ -90,12 +137,16 @@ export interface Claimed {
 export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: number, layout: readonly InputRead[]): Claimed {
   const rows: ClaimedRow[] = [];
   const notFound: string[][] = [];
+  const seen = new Set<string>();
   for (const row of raw) {
     const keys = row.slice(0, keyCount) as string[];
     if (row[keyCount + 2] === null) {
       notFound.push(keys);
       continue;
     }
+    const id = JSON.stringify(keys);
+    if (seen.has(id)) continue;
+    seen.add(id);
     rows.push({
       keys,
       ageMs: row[keyCount] as number,
@@ -105,7 +156,12 @@ export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: numb
       values: unpackValues(layout, row.slice(keyCount + 5)),
     });
   }
-  return { rows, notFound, queueRows: raw.length > 0 ? Number(raw[0]![keyCount + 3]) : 0 };
+  return {
+    rows,
+    // A key queued alone whose row a range entry of the same claim read was found.
+    notFound: notFound.filter((keys) => !seen.has(JSON.stringify(keys))),
+    queueRows: raw.length > 0 ? Number(raw[0]![keyCount + 3]) : 0,
+  };
 }
 
 /**

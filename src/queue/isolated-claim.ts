@@ -34,7 +34,7 @@ export async function claimIsolated(
   const { plan, keyCount } = deployment;
   const keys = plan.keys.map((k) => q(k.column));
   const { rows: claimed } = await client.query<unknown[]>({
-    text: `${claimKeysCtes(deployment.id, plan)}
+    text: `${claimKeysCtes(deployment.id, plan, deployment.table, 'keys')}
       SELECT ${keys.map((k) => `c.${k}::text`).join(', ')},
              (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
              (SELECT count(*) FROM claimed)::int,

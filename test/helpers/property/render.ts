@@ -206,6 +206,12 @@ export function renderOp(names: Names, state: TableState, op: Op): Rendered {
           `INSERT INTO ${t} (${cols}) VALUES ${op.rows.map(([i, v]) => `(${rowValues(names, i, v).join(', ')})`).join(', ')} ON CONFLICT (${keys}) ${action}`,
       };
     }
+    case 'bulk': {
+      const keys = names.spec.table.key === 'int' ? ['g'] : names.spec.table.key === 'text' ? [`'b' || g`] : [`'y'`, 'g'];
+      const values = VALUE_COLUMNS.map((c) => typed(names, c, op.values[c] ?? null));
+      const last = op.first + (op.count - 1) * op.step;
+      return { sql: (t) => `INSERT INTO ${t} (${cols}) SELECT ${[...keys, ...values].join(', ')} FROM generate_series(${op.first}, ${last}, ${op.step}) g` };
+    }
     case 'copy':
       return { sql: (t) => `COPY ${t} (${cols}) FROM STDIN`, copy: op.rows.map(([i, v]) => copyLine(names, i, v)).join('') };
     case 'merge': {

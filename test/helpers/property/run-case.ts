@@ -42,6 +42,7 @@ const bothFailOnData = (twin: Outcome, deployed: Outcome) =>
 
 function multiRow(op: Op): boolean {
   if ('rows' in op) return op.rows.length > 1;
+  if (op.kind === 'bulk') return true;
   if ('where' in op) return op.where === 'all' || op.where.length > 1;
   return false;
 }
