@@ -259,7 +259,7 @@ describe('upgrading from the previous release (e565d96)', () => {
     expect(await old.sql('SELECT deployment, pending::text FROM ml.status ORDER BY deployment')).toEqual(pendingBefore);
     expect(await old.sql(DEAD_LETTERS)).toEqual(deadBefore);
     expect(await queueColumns(old, '_queue_2')).toEqual([
-      'pgscore_seq', 'pgscore_priority', 'pgscore_queued_at', 'pgscore_n', 'pgscore_k1', 'pgscore_k2', 'pgscore_attempts', 'pgscore_not_before']);
+      'pgscore_seq', 'pgscore_priority', 'pgscore_queued_at', 'pgscore_n', 'pgscore_k1', 'pgscore_k2', 'pgscore_attempts', 'pgscore_not_before', 'pgscore_lo', 'pgscore_hi']);
   });
 
   it('a worker of this release scores every queued row from its own inputs, and dead-letters the NULL one', async () => {
