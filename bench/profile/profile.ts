@@ -16,6 +16,7 @@ import { scoreRows } from '../../src/scoring/score.js';
 import { Worker } from '../../src/worker/worker.js';
 import { writePredictions } from '../../src/writeback/writeback.js';
 import { createFeatureTable, deploy, FEATURES, freshDatabase, insertSelectSql, modelBytes, queueSize, SINGLE_INSERT_VALUES, startServer, type BenchDatabase } from '../lib/db.js';
+import { findPostmaster, treeCpuSeconds } from '../lib/cpu.js';
 import { measureLatency } from '../lib/latency.js';
 import { sleep, waitUntil } from '../lib/stats.js';
 import { WORKER_DEFAULTS } from '../lib/worker.js';
@@ -27,13 +28,17 @@ const want = (name: string) => which.length === 0 || which.includes(name);
 const say = (text: string) => process.stdout.write(`${text}\n`);
 const server = await startServer();
 
-async function setup(name: string, options: { fillfactor?: number } = {}): Promise<BenchDatabase> {
+async function setup(name: string, options: { fillfactor?: number; deploy?: Record<string, unknown> } = {}): Promise<BenchDatabase> {
   const db = await freshDatabase(server, name);
   await createFeatureTable(db, 't');
   if (options.fillfactor) await db.query(`ALTER TABLE t SET (fillfactor = ${options.fillfactor})`);
-  await deploy(db, 't', 'logreg');
+  await deploy(db, 't', 'logreg', 't', options.deploy);
   return db;
 }
+
+const postmaster = await findPostmaster(server.adminUrl);
+/** Postgres CPU (the server's whole process tree) so far, in seconds; NaN when the server is not local. */
+const postgresCpu = async () => (postmaster.ok ? ((await treeCpuSeconds(postmaster.pid)) ?? Number.NaN) : Number.NaN);
 
 async function drain(db: BenchDatabase, n: number, settings: Partial<typeof WORKER_DEFAULTS> = {}) {
   await db.query(insertSelectSql('t', n));
@@ -50,13 +55,16 @@ async function drain(db: BenchDatabase, n: number, settings: Partial<typeof WORK
     p.write += b.phases!.writeMs;
   });
   const t = performance.now();
+  const cpuBefore = await postgresCpu();
   await worker.start();
   await waitUntil(async () => written >= n, 'drain', 600_000, 5);
   const secs = (performance.now() - t) / 1000;
+  const postgresUsPerRow = +((((await postgresCpu()) - cpuBefore) * 1e6) / n).toFixed(1);
   await worker.stop();
   const stats = await db.query<{ n_tup_upd: string; n_tup_hot_upd: string }>("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 't'");
   return {
     rowsPerSec: Math.round(n / secs),
+    postgresUsPerRow,
     perBatchMs: { claim: +(p.claim / p.batches).toFixed(1), score: +(p.score / p.batches).toFixed(1), write: +(p.write / p.batches).toFixed(1) },
     avgBatch: Math.round(p.claimed / p.batches),
     hotUpdates: `${stats[0]?.n_tup_hot_upd}/${stats[0]?.n_tup_upd}`,
@@ -138,8 +146,13 @@ try {
 
   if (want('drain')) {
     say('\n== backlog drain variants (logreg, 100k rows, in-process notify worker) ==');
-    const variants: [string, { fillfactor?: number }, Partial<typeof WORKER_DEFAULTS>, string?][] = [
+    const variants: [string, { fillfactor?: number; deploy?: Record<string, unknown> }, Partial<typeof WORKER_DEFAULTS>, string?][] = [
       ['baseline (defaults)', {}, {}],
+      ['prediction log off (log_sample 0)', { deploy: { log_sample: 0 } }, {}],
+      ['provenance off', { deploy: { provenance: false } }, {}],
+      ['log and provenance off', { deploy: { log_sample: 0, provenance: false } }, {}],
+      ['log and provenance off, update trigger disabled', { deploy: { log_sample: 0, provenance: false } }, {}, 'ALTER TABLE t DISABLE TRIGGER pgscore_t_update'],
+      ['log and provenance off, fillfactor 70', { fillfactor: 70, deploy: { log_sample: 0, provenance: false } }, {}],
       ['table fillfactor 50', { fillfactor: 50 }, {}],
       ['update trigger disabled (no transition-table capture on write-back)', {}, {}, 'ALTER TABLE t DISABLE TRIGGER pgscore_t_update'],
       ['concurrency 1', {}, { concurrency: 1 }],

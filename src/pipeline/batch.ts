@@ -175,19 +175,23 @@ async function claimAndScoreOnce(
   const result = await inWritebackTransaction(pool, async (client) => {
     let unreadable: { dead: number; deadReason?: string } = { dead: 0 };
     let rows: ClaimedRow[];
+    let missing: number;
     if (isolate) {
       const claimed = await claimIsolated(client, deployment, batchSize, sizer);
-      rows = claimed.rows;
+      ({ rows, missing } = claimed);
       unreadable = { dead: claimed.dead.length, ...(claimed.dead[0] ? { deadReason: claimed.dead[0].reason } : {}) };
     } else {
-      rows = await claimBatch(client, deployment, batchSize, sizer);
+      ({ rows, missing } = await claimBatch(client, deployment, batchSize, sizer));
     }
     const claimedAt = performance.now();
-    if (rows.length === 0) return { claimed: unreadable.dead, written: 0, requeued: 0, ...unreadable };
+    // Keys whose row is gone count as claimed: the claim took their queue rows, and the worker
+    // must look again rather than take the queue for empty (the generated suite's F14: a deleted
+    // bulk load was worked off one queue row per safety poll).
+    if (rows.length === 0) return { claimed: unreadable.dead + missing, written: 0, requeued: 0, ...unreadable };
     const { scoredAt, ...written } = await scoreBatch(client, deployment, models, rows, claimedAt, observer, isolate);
     timing = { claimedAt, scoredAt };
     const deadReason = unreadable.deadReason ?? written.deadReason;
-    return { claimed: rows.length + unreadable.dead, ...written, dead: written.dead + unreadable.dead, ...(deadReason ? { deadReason } : {}) };
+    return { claimed: rows.length + unreadable.dead + missing, ...written, dead: written.dead + unreadable.dead, ...(deadReason ? { deadReason } : {}) };
   }, 'redoable');
   const done = performance.now();
   return {

@@ -35,9 +35,16 @@ export function claimSql(deploymentId: number, plan: Plan, table: string): strin
       -- statistics of a table that was just bulk-loaded say. A row not found (ctid NULL) was
       -- deleted since, or is hidden from the worker by row-level security (see claimBatch).
       LEFT JOIN LATERAL (${lookupSql(plan, table)}) s ON true`;
-  if (!ranged(plan)) return `${claimKeysCtes(deploymentId, plan, table, 'read')}${keyed}`;
+  // A last row with NULL keys: the queue rows the claim took and the keys they held (in the
+  // attempts column), also when no row came back (every key's row deleted since).
+  const taken = `
+    UNION ALL
+    SELECT ${keys.map(() => 'NULL::text').join(', ')}, NULL::float8, NULL::xid, NULL::tid, count(*)::int, sum(c.pgscore_n)::int,
+           ${values.map(() => 'NULL').join(', ')}
+      FROM claimed c HAVING count(*) > 0`;
+  if (!ranged(plan)) return `${claimKeysCtes(deploymentId, plan, table, 'read')}${keyed}${taken}`;
   const key = q(plan.keys[0]!.column);
-  return `${claimKeysCtes(deploymentId, plan, table, 'read')}${keyed}
+  return `${claimKeysCtes(deploymentId, plan, table, 'read')}${keyed}${taken}
     UNION ALL
     SELECT s.pgscore_key::text,
            (extract(epoch FROM clock_timestamp() - c.pgscore_queued_at) * 1000)::float8,
@@ -114,7 +121,7 @@ export function claimKeysCtes(deploymentId: number, plan: Plan, table: string, r
     ), claimed AS (
       -- By ctid: a TID scan, whatever the planner believes about a queue that just grew.
       DELETE FROM ${queue} q WHERE q.ctid = ANY (ARRAY(SELECT tid FROM picked))
-      RETURNING ${queueKeys.map((k) => `q.${k}`).join(', ')}, q.pgscore_queued_at, q.pgscore_attempts, q.pgscore_lo, q.pgscore_hi
+      RETURNING ${queueKeys.map((k) => `q.${k}`).join(', ')}, q.pgscore_queued_at, q.pgscore_attempts, q.pgscore_lo, q.pgscore_hi, q.pgscore_n
     ), claimed_keys AS (
       SELECT ${keys.map((k) => `u.${k}`).join(', ')}, min(u.pgscore_queued_at) AS pgscore_queued_at,
              max(u.pgscore_attempts) AS pgscore_attempts
@@ -129,8 +136,10 @@ export interface Claimed {
   readonly rows: ClaimedRow[];
   /** Key texts of claimed keys whose row the worker did not find (deleted, or hidden by RLS). */
   readonly notFound: string[][];
-  /** Queue rows the claim took (a queue row holds 1 to 100 keys). */
+  /** Queue rows the claim took (a queue row holds 1 to 100 keys, or a range of 500 key values). */
   readonly queueRows: number;
+  /** Keys those queue rows held (their pgscore_n), found or not. */
+  readonly keys: number;
 }
 
 /** Decodes the claim's rows (array mode) into named rows, with values in plan source order. */
@@ -138,8 +147,13 @@ export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: numb
   const rows: ClaimedRow[] = [];
   const notFound: string[][] = [];
   const seen = new Set<string>();
+  let taken = { queueRows: 0, keys: 0 };
   for (const row of raw) {
     const keys = row.slice(0, keyCount) as string[];
+    if (keys[0] === null) {
+      taken = { queueRows: Number(row[keyCount + 3]), keys: Number(row[keyCount + 4]) };
+      continue;
+    }
     if (row[keyCount + 2] === null) {
       notFound.push(keys);
       continue;
@@ -160,7 +174,7 @@ export function decodeClaim(raw: readonly (readonly unknown[])[], keyCount: numb
     rows,
     // A key queued alone whose row a range entry of the same claim read was found.
     notFound: notFound.filter((keys) => !seen.has(JSON.stringify(keys))),
-    queueRows: raw.length > 0 ? Number(raw[0]![keyCount + 3]) : 0,
+    ...taken,
   };
 }
 
@@ -199,7 +213,12 @@ export function pendingSql(deploymentId: number): string {
   return `SELECT EXISTS (SELECT 1 FROM ${queueTable(deploymentId)} WHERE pgscore_not_before IS NULL OR pgscore_not_before <= now())`;
 }
 
-/** Claims a batch (see claimSql) in the caller's transaction and tells the sizer what it got. */
+/**
+ * Claims a batch (see claimSql) in the caller's transaction and tells the sizer what it got.
+ * `missing` counts queued keys the claim took whose row did not come back (deleted since, or
+ * dead-lettered as hidden by row-level security, or counted twice): the claim took queue rows, so
+ * the queue may hold more, even when no row came back.
+ */
 export async function claimBatch(
   client: pg.ClientBase,
   deployment: {
@@ -210,13 +229,13 @@ export async function claimBatch(
   },
   batchSize: number,
   sizer: ClaimSizer,
-): Promise<ClaimedRow[]> {
+): Promise<{ rows: ClaimedRow[]; missing: number }> {
   const { rows: raw } = await client.query<unknown[]>({
     ...deployment.sql.claim,
     values: [batchSize, sizer.limit(deployment.id), deployment.rowVersion],
   });
-  const { rows, notFound, queueRows } = decodeClaim(raw, deployment.keyCount, deployment.sql.claimLayout);
-  sizer.observe(deployment.id, rows.length + notFound.length, queueRows);
+  const { rows, notFound, queueRows, keys } = decodeClaim(raw, deployment.keyCount, deployment.sql.claimLayout);
+  sizer.observe(deployment.id, keys, queueRows);
   if (notFound.length > 0) await client.query(DEAD_LETTER_UNSEEN, [deployment.id, JSON.stringify(notFound)]);
-  return rows;
+  return { rows, missing: Math.max(0, keys - rows.length) };
 }

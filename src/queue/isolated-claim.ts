@@ -30,7 +30,7 @@ export async function claimIsolated(
   },
   batchSize: number,
   sizer: ClaimSizer,
-): Promise<{ rows: ClaimedRow[]; dead: DeadRow[] }> {
+): Promise<{ rows: ClaimedRow[]; dead: DeadRow[]; missing: number }> {
   const { plan, keyCount } = deployment;
   const keys = plan.keys.map((k) => q(k.column));
   const { rows: claimed } = await client.query<unknown[]>({
@@ -101,7 +101,7 @@ export async function claimIsolated(
   const seen = new Set([...rows, ...dead, ...retry].map((row) => JSON.stringify(row.keys)));
   const notFound = queued.filter((row) => !seen.has(JSON.stringify(row.keys))).map((row) => row.keys);
   if (notFound.length > 0) await client.query(DEAD_LETTER_UNSEEN, [deployment.id, JSON.stringify(notFound)]);
-  return { rows, dead };
+  return { rows, dead, missing: notFound.length };
 }
 
 /** A row locked by someone else when its inputs failed is tried again after this. */

@@ -154,14 +154,16 @@ async function relayBatch(
   let claimedAt = started;
   let sentAt = started;
   let dead = 0;
+  // Claimed keys whose row is gone: counted as claimed, so that the relay looks again (see claimAndScore).
+  let missing = 0;
   const claimed = await inWritebackTransaction(pool, async (client) => {
     let rows: ClaimedRow[];
     if (isolate) {
       const result = await claimIsolated(client, deployment, config.batchSize, sizer);
-      rows = result.rows;
+      ({ rows, missing } = result);
       dead = result.dead.length;
     } else {
-      rows = await claimBatch(client, deployment, config.batchSize, sizer);
+      ({ rows, missing } = await claimBatch(client, deployment, config.batchSize, sizer));
     }
     claimedAt = performance.now();
     if (rows.length === 0) return 0;
@@ -188,7 +190,7 @@ async function relayBatch(
   const done = performance.now();
   return {
     deployment: deployment.name,
-    claimed: claimed + dead,
+    claimed: claimed + dead + missing,
     written: claimed,
     dead,
     requeued: 0,

@@ -240,7 +240,7 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
       await producer.connect();
       const deployment = (await listDeployments(pool, quietLog)).find((d) => d.name === table)!;
       const relayed = await inWritebackTransaction(pool, async (client) => {
-        const rows = await claimBatch(client, deployment, 1000, new ClaimSizer(1000));
+        const { rows } = await claimBatch(client, deployment, 1000, new ClaimSizer(1000));
         const now = Date.now();
         await producer.send({ topic: config.kafkaTopic, acks: -1, compression: CompressionTypes.None, messages: rows.map((row) => formatOneMessage(deployment, row, now)) });
         await client.query(COUNT_RELAYED, [deployment.id, rows.length]);

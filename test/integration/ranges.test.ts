@@ -125,6 +125,23 @@ describe('range entries for bulk INSERTs', () => {
     expect(dead[0]).toEqual({ n: '58', reason: expect.stringMatching(/division by zero/) });
   });
 
+  it('a queue whose rows were all deleted before the claim empties at once, ranges and key entries alike (F14)', async () => {
+    await stopWorker();
+    await db.sql(`CREATE TABLE vanished_rows (id int PRIMARY KEY, ${COLUMNS})`);
+    await deploy('vanished_rows');
+    await db.sql(`INSERT INTO vanished_rows SELECT g, ${VALUES('g')} FROM generate_series(1, 3000) g`);
+    await db.sql(`INSERT INTO vanished_rows SELECT g * 10, ${VALUES('g')} FROM generate_series(1000, 2000) g`);
+    expect(await queue('vanished_rows')).toEqual([{ ranges: '6', keyed: '11', n: '4001' }]);
+    await db.sql(`DELETE FROM vanished_rows`);
+    // Small batches: one queue row per claim. A claim that found none of its rows used to count
+    // as an empty queue, and the worker slept until its next safety poll (about 2 s) each time.
+    worker = await startWorker(db, { batchSize: 100 });
+    const started = Date.now();
+    await waitFor(async () => (await pending(db, 'vanished_rows')) === 0, 'the queue emptied', 10_000);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(await db.sql(`SELECT * FROM ml.errors WHERE deployment = 'vanished_rows'`)).toEqual([]);
+  });
+
   it('a table range-partitioned by its key: one INSERT across three partitions is scored', async () => {
     await stopWorker();
     await db.sql(`CREATE TABLE parted_rows (id int PRIMARY KEY, ${COLUMNS}) PARTITION BY RANGE (id)`);

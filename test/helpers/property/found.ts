@@ -148,4 +148,213 @@ export const FOUND: readonly Found[] = [
     transport: 'kafka',
     spec: {"table": {"key": "text", "layout": "multi", "odd": true, "ownSchema": false, "appCheck": false, "predictionCheck": false, "f64": "generated", "i32": "column", "trigger": "guarded", "publication": "none", "rls": false}, "before": [], "ops": [{"kind": "upsert", "rows": [[5, {"a": "-3", "b": "1", "c": "100", "ctxt": null, "z": "1", "d": "1", "num": null, "den": null, "e": "-9", "ok": "true", "tag": "ü", "note": "changed"}]], "action": "nothing"}, {"kind": "upsert", "rows": [[1, {"a": "NaN", "b": "-3", "c": "100", "ctxt": "1.5", "z": "2", "d": "42", "num": null, "den": "0", "e": "9223372036854775807", "ok": null, "tag": "tab\there", "note": "n"}], [6, {"a": "3.4e38", "b": "2.5", "c": "100", "ctxt": "NaN", "z": "0", "d": "0", "num": "1", "den": "2", "e": "123456789", "ok": "false", "tag": null, "note": "\\N"}]], "action": "nothing"}, {"kind": "upsert", "rows": [[8, {"a": "3.4e38", "b": "2.5", "c": "NaN", "ctxt": "-2", "z": "-4", "d": "0", "num": "0", "den": "-3", "e": "-9", "ok": "false", "tag": "x", "note": "o'q"}]], "action": "update"}, {"kind": "insert", "rows": [[4, {"a": "-3", "b": "1", "c": "1e308", "ctxt": "1.5", "z": "-4", "d": "2147483647", "num": "-5", "den": "1", "e": "7", "ok": "false", "tag": "", "note": "changed"}], [4, {"a": "1000", "b": "0", "c": "NaN", "ctxt": " 7 ", "z": "-4", "d": "42", "num": null, "den": "-3", "e": "7", "ok": "true", "tag": "x", "note": "n"}], [1, {"a": "1000", "b": "3.4e38", "c": "1.25", "ctxt": "-2", "z": "0", "d": "42", "num": "1", "den": "2", "e": "9223372036854775807", "ok": "false", "tag": "boom", "note": "\\N"}], [1, {"a": "3.4e38", "b": "1", "c": "1e308", "ctxt": "1.5", "z": "1", "d": "-5", "num": "-5", "den": "-3", "e": "9007199254740993", "ok": "false", "tag": "tab\there", "note": "o'q"}]]}], "fault": {"kind": "relay-kill", "at": 3, "afterMs": 4}},
   },
+  {
+    title: 'F14: a bulk INSERT then TRUNCATE after a failing batch: claims of vanished rows counted as an empty queue (seed 909101)',
+    gated: false,
+    spec: {
+      "table": {
+        "key": "composite",
+        "layout": "multi",
+        "odd": false,
+        "ownSchema": true,
+        "appCheck": true,
+        "predictionCheck": true,
+        "f64": "column",
+        "i32": "division",
+        "trigger": "guarded",
+        "publication": "default",
+        "rls": false
+      },
+      "before": [],
+      "ops": [
+        {
+          "kind": "insert",
+          "rows": [
+            [
+              5,
+              {
+                "a": "1000",
+                "b": "1",
+                "c": "100",
+                "ctxt": "1.5",
+                "z": "1",
+                "d": "-5",
+                "num": "1",
+                "den": "1",
+                "e": "9007199254740993",
+                "ok": "true",
+                "tag": "it's",
+                "note": "changed"
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "bulk",
+          "first": 1421,
+          "count": 924,
+          "step": 1,
+          "values": {
+            "a": "0",
+            "b": "2.5",
+            "c": "0",
+            "ctxt": "-2",
+            "z": "-4",
+            "d": "-5",
+            "num": "0",
+            "den": "1",
+            "e": "7",
+            "ok": "false",
+            "tag": "boom",
+            "note": "n"
+          }
+        },
+        {
+          "kind": "move",
+          "from": 8,
+          "to": 5
+        },
+        {
+          "kind": "insert",
+          "rows": [
+            [
+              3,
+              {
+                "a": null,
+                "b": "3.4e38",
+                "c": "0",
+                "ctxt": "-2",
+                "z": "0.5",
+                "d": "42",
+                "num": "42",
+                "den": "2",
+                "e": "0",
+                "ok": null,
+                "tag": "ü",
+                "note": null
+              }
+            ],
+            [
+              6,
+              {
+                "a": "3.4e38",
+                "b": "1",
+                "c": "NaN",
+                "ctxt": "1e3",
+                "z": "-4",
+                "d": "1",
+                "num": "0",
+                "den": "-3",
+                "e": "0",
+                "ok": "false",
+                "tag": "x",
+                "note": "o'q"
+              }
+            ],
+            [
+              5,
+              {
+                "a": "0",
+                "b": "1000",
+                "c": "100",
+                "ctxt": "1.5",
+                "z": "-4",
+                "d": "2147483647",
+                "num": "42",
+                "den": "2",
+                "e": "9007199254740993",
+                "ok": "true",
+                "tag": "it's",
+                "note": "changed"
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "truncate"
+        },
+        {
+          "kind": "copy",
+          "rows": [
+            [
+              5,
+              {
+                "a": "-3",
+                "b": "1000",
+                "c": "1.25",
+                "ctxt": " 7 ",
+                "z": "-4",
+                "d": null,
+                "num": "42",
+                "den": "1",
+                "e": "7",
+                "ok": "false",
+                "tag": "it's",
+                "note": "\\N"
+              }
+            ],
+            [
+              2,
+              {
+                "a": "3.4e38",
+                "b": "2.5",
+                "c": "1.25",
+                "ctxt": "1.5",
+                "z": "-4",
+                "d": "1",
+                "num": "1",
+                "den": "1",
+                "e": "7",
+                "ok": "true",
+                "tag": "tab\there",
+                "note": "o'q"
+              }
+            ],
+            [
+              1,
+              {
+                "a": "0",
+                "b": "NaN",
+                "c": "0",
+                "ctxt": "1e3",
+                "z": "1",
+                "d": "42",
+                "num": "1",
+                "den": "1",
+                "e": "7",
+                "ok": "false",
+                "tag": "ü",
+                "note": "\\N"
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "merge",
+          "rows": [
+            [
+              3,
+              {
+                "a": "3.4e38",
+                "b": "1",
+                "c": "0",
+                "ctxt": " 7 ",
+                "z": "0.5",
+                "d": "42",
+                "num": "0",
+                "den": "2",
+                "e": "9007199254740993",
+                "ok": "true",
+                "tag": "tab\there",
+                "note": "n"
+              }
+            ]
+          ]
+        }
+      ],
+      "fault": {
+        "kind": "none"
+      }
+    },
+  },
 ];
