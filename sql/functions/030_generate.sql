@@ -156,8 +156,8 @@ $$;
 -- least one of them, with the count it holds (ml.status counts exactly), in key order; otherwise
 -- the key slices (ml._enqueue_slices_sql). The claim reads a range's current rows by key; a row
 -- another statement wrote inside the range is read too, and scored once more at most (the
--- write-back is idempotent). Needs variables pgscore_rows bigint, pgscore_first bigint,
--- pgscore_last bigint (the statement's row count, least and greatest key) and the slices'.
+-- write-back is idempotent). Needs variables pgscore_rows bigint (the statement's row count),
+-- pgscore_first bigint, pgscore_last bigint and the slices'. Single-row writes never come here.
 -- Nothing here can overflow: offsets are taken from the least key, and the span is checked
 -- in numeric first.
 CREATE OR REPLACE FUNCTION ml._enqueue_ranges_sql(p_id int, p_plan jsonb, p_from text)
@@ -166,7 +166,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT format(
-    'IF pgscore_last::numeric - pgscore_first < pgscore_rows * 1.25 THEN
+    'SELECT min(k), max(k) INTO pgscore_first, pgscore_last FROM (%3$s) f(k);
+        IF pgscore_last::numeric - pgscore_first < pgscore_rows * 1.25 THEN
           INSERT INTO ml.%1$I (pgscore_n, pgscore_k1, pgscore_lo, pgscore_hi)
           SELECT count(*), ''{}'', pgscore_first + b * %2$s, pgscore_first + b * %2$s + least(%2$s - 1, pgscore_last - pgscore_first - b * %2$s)
             FROM (SELECT (k::bigint - pgscore_first) / %2$s AS b FROM (%3$s) f(k)) s
@@ -268,7 +269,7 @@ BEGIN
       %4$s
     BEGIN
       IF TG_OP = 'INSERT' THEN
-        SELECT count(*)%9$s INTO pgscore_rows%10$s FROM pgscore_new;
+        SELECT count(*) INTO pgscore_rows FROM pgscore_new;
         IF pgscore_rows <= 100 THEN
           -- The common case (single-row writes): one queue row, without chunking machinery.
           INSERT INTO ml.%5$I (pgscore_n, %6$s) SELECT pgscore_rows, %7$s FROM pgscore_new HAVING count(*) > 0;
@@ -296,9 +297,7 @@ BEGIN
     format('_queue_%s', p_id),
     (SELECT string_agg(format('pgscore_k%s', i), ', ' ORDER BY i) FROM generate_series(1, jsonb_array_length(p_plan->'keys')) i),
     (SELECT string_agg(format('array_agg(%I)', k->>'column'), ', ') FROM jsonb_array_elements(p_plan->'keys') k),
-    p_id,
-    CASE WHEN ml._ranged(p_plan) THEN format(', min(%1$I), max(%1$I)', p_plan->'keys'->0->>'column') ELSE '' END,
-    CASE WHEN ml._ranged(p_plan) THEN ', pgscore_first, pgscore_last' ELSE '' END);
+    p_id);
   -- Attached to another table, it would queue that table's keys on this deployment.
   EXECUTE format('REVOKE ALL ON FUNCTION ml.%I() FROM PUBLIC', v_function);
 END
