@@ -1,5 +1,5 @@
 /**
- * The goals of the issue "Step 7 performance", each read from the run: from the metrics a scenario
+ * The goals of the performance issues (Step 7, and Step 9's cost per prediction), each read from the run: from the metrics a scenario
  * tagged with the goal's id (their own targets decide met / not met), or, for scenario 11, from the
  * ratios it leaves in ctx.shared (`contenders.<model>.<rows>.ranged` / `.writeLimit`).
  */
@@ -22,7 +22,9 @@ const BOTH: readonly GoalModel[] = ['logreg', 'gbm'];
 export const GOALS: readonly Goal[] = [
   { id: 'contenders.ranged', scenario: '11', text: 'Backlog drain, 300k and 1M rows: notify ÷ hand-written batch job (ranged UPDATE)', models: BOTH, shared: { suffix: 'ranged', target: { op: '>=', value: 1.2 } } },
   { id: 'contenders.writeLimit', scenario: '11', text: 'Backlog drain, 300k and 1M rows: notify ÷ write-path limit', models: BOTH, shared: { suffix: 'writeLimit', target: { op: '>=', value: 0.5 } } },
-  { id: 'oltp16', scenario: '3', text: 'OLTP ingest, 16 clients: with ÷ without deployment', models: BOTH },
+  { id: 'contenders.cpu', scenario: '11', text: 'Backlog drain, 300k and 1M rows: Postgres CPU per row, pgscore ÷ batch job (ranged)', models: BOTH, shared: { suffix: 'cpu', target: { op: '<=', value: 1 } } },
+  { id: 'oltp16', scenario: '3', text: 'OLTP ingest, 16 clients: with a deployment and a worker ÷ without', models: BOTH },
+  { id: 'oltp16capture', scenario: '3', text: 'OLTP ingest, 16 clients: the capture alone (no worker) ÷ without', models: BOTH },
   { id: 'copy', scenario: '2', text: 'Bulk COPY: with ÷ without deployment', models: BOTH },
   { id: 'kafkaOverNotify', scenario: '4', text: 'Backlog drain: Kafka ÷ notify', models: BOTH },
   { id: 'kafkaP99', scenario: '5', text: 'Kafka commit→prediction p99 at 1k rows/s', models: BOTH },

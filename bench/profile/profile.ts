@@ -1,7 +1,7 @@
 /**
  * Where the time goes, for the targets the bench misses (not part of `npm run bench`):
  *   node --import tsx bench/profile/profile.ts [experiments...]   (default: all)
- * Experiments: explain, drain, oltp, bulk, latency. Uses BENCH_DATABASE_URL or its own embedded Postgres.
+ * Experiments: explain, drain, capture, oltp, bulk, latency. Uses BENCH_DATABASE_URL or its own embedded Postgres.
  * explain shows the write-back's fast form; FORM=careful shows the careful one (src/writeback/sql.ts).
  */
 import { execFile } from 'node:child_process';
@@ -193,6 +193,39 @@ try {
     await db.query('ALTER TABLE ml._queue_1 SET LOGGED');
     await db.query('DROP INDEX ml._queue_1_claim');
     say(`queue without its (priority, seq) index: deployed ${(await time(insertSelectSql('t', 100_000))).toFixed(0)} ms`);
+    await db.close();
+  }
+
+  if (want('capture')) {
+    say('\n== OLTP capture alone (no worker), 16 pgbench clients, 8 s: what each part costs ==');
+    const db = await setup('prof_capture');
+    await createFeatureTable(db, 'plain');
+    const script = `/tmp/pgscore-prof-${process.pid}.sql`;
+    const tps = async (table: string) => {
+      await writeFile(script, `INSERT INTO ${table} (${FEATURES.join(', ')}) VALUES (${SINGLE_INSERT_VALUES});\n`);
+      await db.query(`TRUNCATE ${table}`);
+      await db.query('TRUNCATE ml._queue_1');
+      await db.query('CHECKPOINT');
+      const cpuBefore = await postgresCpu();
+      const { stdout } = await run('pgbench', ['-n', '-M', 'prepared', '-c', '16', '-j', '2', '-T', '8', '-f', script, db.url]);
+      const rows = Number(/number of transactions actually processed: (\d+)/.exec(stdout)![1]);
+      return { tps: Number(/tps = ([\d.]+)/.exec(stdout)![1]), postgresUsPerInsert: +((((await postgresCpu()) - cpuBefore) * 1e6) / rows).toFixed(1) };
+    };
+    const plain = await tps('plain');
+    say(`no deployment: ${JSON.stringify(plain)}`);
+    const report = async (label: string) => {
+      const r = await tps('t');
+      say(`${label}: ${JSON.stringify(r)} (${(r.tps / plain.tps).toFixed(2)} of plain)`);
+    };
+    await report('capture (statement trigger, queue insert, wake check)');
+    await db.query('DROP INDEX ml._queue_1_claim');
+    await report('capture, queue without its (priority, seq) index');
+    await db.query(`CREATE OR REPLACE FUNCTION ml._enqueue_1() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+    await report('trigger that does nothing (the trigger machinery and its transition table)');
+    await db.query('DROP TRIGGER pgscore_t_insert ON t');
+    await report('no insert trigger (the update trigger stays)');
+    say(`no deployment again: ${JSON.stringify(await tps('plain'))}`);
+    await rm(script, { force: true });
     await db.close();
   }
 

@@ -259,6 +259,7 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
     if (!ratios.some(Number.isFinite)) continue;
     const who = key === 'pgscore' ? 'pgscore' : 'pgscore (log and provenance off)';
     out.metrics.push(metric(SCENARIO, model, `${size}: Postgres CPU per row, ${who} ÷ batch job (ranged)`, 'ratio', ratios, key === 'pgscore' ? { op: '<=', value: 1 } : undefined));
+    if (key === 'pgscore') ctx.shared.set(`contenders.${model}.${n}.cpu`, summarize(ratios.filter(Number.isFinite)).median);
   }
   // The same two goals for pgscore doing only the batch job's work (no log, no provenance): what
   // those defaults cost, beside what the pipeline itself does.
