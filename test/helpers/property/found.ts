@@ -357,4 +357,168 @@ export const FOUND: readonly Found[] = [
       }
     },
   },
+  {
+    title: 'F15: a 601-row bulk INSERT whose every prediction violates a CHECK: dead-lettering one write per try and per row took 8 s (seed 909202)',
+    gated: false,
+    spec: {
+      "table": {
+        "key": "int",
+        "layout": "list",
+        "odd": true,
+        "ownSchema": true,
+        "appCheck": true,
+        "predictionCheck": true,
+        "f64": "column",
+        "i32": "column",
+        "trigger": "none",
+        "publication": "none",
+        "rls": false
+      },
+      "before": [
+        {
+          "kind": "addColumn"
+        },
+        {
+          "kind": "upsert",
+          "rows": [
+            [
+              4,
+              {
+                "a": "2.5",
+                "b": "1e39",
+                "c": "-7",
+                "ctxt": "1.5",
+                "z": "2",
+                "d": "0",
+                "num": "1",
+                "den": "-3",
+                "e": "9223372036854775807",
+                "ok": "true",
+                "tag": "it's",
+                "note": "changed"
+              }
+            ],
+            [
+              3,
+              {
+                "a": "3.4e38",
+                "b": "-3",
+                "c": "100",
+                "ctxt": " 7 ",
+                "z": "-4",
+                "d": "-5",
+                "num": "0",
+                "den": "-3",
+                "e": "9223372036854775807",
+                "ok": "true",
+                "tag": "x",
+                "note": "o'q"
+              }
+            ],
+            [
+              3,
+              {
+                "a": "-3",
+                "b": "1e39",
+                "c": "100",
+                "ctxt": "-2",
+                "z": "2",
+                "d": "1",
+                "num": "0",
+                "den": "1",
+                "e": "9223372036854775807",
+                "ok": null,
+                "tag": "it's",
+                "note": "changed"
+              }
+            ]
+          ],
+          "action": "nothing"
+        },
+        {
+          "kind": "bulk",
+          "first": 1002,
+          "count": 601,
+          "step": 1,
+          "values": {
+            "a": "3.4e38",
+            "b": "2.5",
+            "c": "0",
+            "ctxt": "-2",
+            "z": "-4",
+            "d": "1",
+            "num": "0",
+            "den": "-3",
+            "e": "-9",
+            "ok": "true",
+            "tag": "tab\there",
+            "note": null
+          }
+        }
+      ],
+      "ops": [
+        {
+          "kind": "merge",
+          "rows": [
+            [
+              6,
+              {
+                "a": "1000",
+                "b": "1000",
+                "c": "1.25",
+                "ctxt": "1.5",
+                "z": "2",
+                "d": "0",
+                "num": "-5",
+                "den": "2",
+                "e": null,
+                "ok": "false",
+                "tag": "ü",
+                "note": "changed"
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "renameNote"
+        },
+        {
+          "kind": "update",
+          "where": "all",
+          "set": {
+            "a": "3.4e38",
+            "b": "1",
+            "ctxt": " 7 ",
+            "z": "2",
+            "d": "-5",
+            "num": "42",
+            "den": "2",
+            "e": "-9",
+            "ok": "false",
+            "tag": "tab\there"
+          }
+        },
+        {
+          "kind": "update",
+          "where": "all",
+          "set": {
+            "b": "3.4e38",
+            "c": "1.25",
+            "z": "-4",
+            "d": "-5",
+            "num": "42",
+            "den": "-3",
+            "e": "9007199254740993",
+            "ok": "false",
+            "tag": "it's",
+            "note": "\\N"
+          }
+        }
+      ],
+      "fault": {
+        "kind": "restart",
+        "at": 1
+      }
+    },
+  },
 ];
