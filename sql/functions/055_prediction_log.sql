@@ -182,27 +182,10 @@ $$;
 
 CREATE VIEW ml.compare AS SELECT * FROM ml.compare() c WHERE ml._may_read_deployment_named(current_user, c.deployment);
 
--- Replaced by the view's own expressions (a reader may not execute ml's functions).
-DROP FUNCTION IF EXISTS ml._column_row(jsonb, int);
-
 -- The log a row per prediction (0007_prediction_batches.sql), of the tables the reader may read:
--- the view runs as its owner, whom row security does not restrict. A batch is logged in one of
--- two forms: an object per prediction (row_keys, outputs), or an array per column (columns,
--- 0012_columnar_log.sql), which this reads back into the same objects.
+-- the view runs as its owner, whom row security does not restrict.
 CREATE OR REPLACE VIEW ml._predictions AS
 SELECT b.deployment_id, p.row_key, b.model, b.role, p.outputs, p.error, b.score_us, b.scored_at
   FROM ml._prediction_batches b
- CROSS JOIN LATERAL (
-   SELECT u.row_key, u.outputs, u.error FROM unnest(b.row_keys, b.outputs, b.errors) AS u(row_key, outputs, error)
-    WHERE b.columns IS NULL
-   UNION ALL
-   -- Element i of every column: the prediction's key and (unless the batch has an error for it)
-   -- its outputs.
-   SELECT (SELECT jsonb_object_agg(c.key, c.value -> i) FROM jsonb_each(b.columns -> 'keys') c),
-          CASE WHEN b.columns ? 'outputs' AND b.errors[i + 1] IS NULL
-               THEN (SELECT jsonb_object_agg(c.key, c.value -> i) FROM jsonb_each(b.columns -> 'outputs') c) END,
-          b.errors[i + 1]
-     FROM generate_series(0, jsonb_array_length((SELECT c.value FROM jsonb_each(b.columns -> 'keys') c LIMIT 1)) - 1) i
-    WHERE b.columns IS NOT NULL
- ) p
+ CROSS JOIN LATERAL unnest(b.row_keys, b.outputs, b.errors) AS p(row_key, outputs, error)
  WHERE ml._may_read_deployment(current_user, b.deployment_id);

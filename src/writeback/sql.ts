@@ -89,18 +89,12 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
   const sampled = shadow || plan.log_sample >= 1 ? '' : `WHERE random() < ${plan.log_sample}`;
   const outputsJson = (value: (i: number) => string) =>
     `jsonb_build_object(${plan.outputs.map((o, i) => `${pg.escapeLiteral(o.column)}, ${value(i)}`).join(', ')})`;
-  // One log row per batch, model and role. The written predictions go in by column, an array
-  // per key column and per output (0012_columnar_log.sql): a jsonb object per prediction cost
-  // about 4 µs each. Dead letters and a shadow's predictions, rarer, keep an object per row
-  // (0007_prediction_batches.sql).
-  const columnsJson = `jsonb_build_object(
-        'keys', jsonb_build_object(${plan.keys.map((k, i) => `${pg.escapeLiteral(k.column)}, jsonb_agg(${castKey('w', i)})`).join(', ')}),
-        'outputs', jsonb_build_object(${plan.outputs.map((o, i) => `${pg.escapeLiteral(o.column)}, jsonb_agg(w.pgscore_o${i})`).join(', ')}))`;
+  // One log row per batch, model and role, with one array element per prediction (0007_prediction_batches.sql).
   const logCtes = [
     ...(logged
       ? [`logged AS (
-      INSERT INTO ml._prediction_batches (deployment_id, columns, model, role, score_us)
-      SELECT $1, ${columnsJson}, ${modelParam}::text, '${role}', ${scoreUsParam}::real
+      INSERT INTO ml._prediction_batches (deployment_id, row_keys, model, role, outputs, score_us)
+      SELECT $1, array_agg(${rowKey('w')}), ${modelParam}::text, '${role}', array_agg(w.pgscore_outputs), ${scoreUsParam}::real
         FROM written w ${sampled} HAVING count(*) > 0
     )`,
         `dead_logged AS (
@@ -124,7 +118,7 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
   const uOutput = (alias: string, i: number) => `${alias}.o${i}${plan.outputs[i]!.array ? `::${plan.outputs[i]!.sql_type}` : ''}`;
   const loggedColumns = (alias: string) => [
     // From u, not t: the worker may update prediction columns, not read them.
-    ...(logged ? plan.outputs.map((_, i) => `${uOutput(alias, i)} AS pgscore_o${i}`) : []),
+    ...(logged ? [`${outputsJson((i) => uOutput(alias, i))} AS pgscore_outputs`] : []),
     ...shadowCols.map((c) => `${alias}.${c}`),
   ];
   const updateCtes = `${careful ? `locked AS (
