@@ -160,7 +160,12 @@ try {
       ['batch 5000', {}, { batchSize: 5000 }],
       ['fillfactor 50 + update trigger disabled + batch 5000', { fillfactor: 50 }, { batchSize: 5000 }, 'ALTER TABLE t DISABLE TRIGGER pgscore_t_update'],
     ];
-    for (const [label, tableOptions, settings, extra] of variants) {
+    // PROFILE_VARIANTS=baseline,log runs only the variants whose label contains one of those words,
+    // PROFILE_ROUNDS=3 each of them that many times, alternating.
+    const only = process.env.PROFILE_VARIANTS?.split(',');
+    const chosen = variants.filter(([label]) => !only || only.some((word) => label.includes(word)));
+    const rounds = Array.from({ length: Number(process.env.PROFILE_ROUNDS ?? 1) }, () => chosen).flat();
+    for (const [label, tableOptions, settings, extra] of rounds) {
       const db = await setup('prof_drain', tableOptions);
       if (extra) await db.query(extra);
       say(`${label}: ${JSON.stringify(await drain(db, 100_000, settings))}`);
