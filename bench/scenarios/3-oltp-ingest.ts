@@ -81,6 +81,12 @@ export const oltpIngest: Scenario = {
         scripts[table] = path.join(dir, `pgscore-bench-${process.pid}-${table}.sql`);
         await writeFile(scripts[table]!, `INSERT INTO ${table} (${FEATURES.join(', ')}) VALUES (${SINGLE_INSERT_VALUES});\n`);
       }
+      /** tx/s of single-row INSERTs into an emptied `table` from `clients` clients. */
+      const measure = async (table: string, clients: number): Promise<number> => {
+        await db.query(`TRUNCATE ${table}`);
+        await db.query('CHECKPOINT');
+        return pgbench ? pgbenchTps(pgbench, db.url, scripts[table]!, clients, seconds) : nodeTps(db.url, table, clients, seconds);
+      };
       const tps: Record<string, number[]> = {};
       const backlog: Record<string, number[]> = {};
       // The capture alone: the same deployments before the worker starts, rows left queued (the
@@ -89,10 +95,7 @@ export const oltpIngest: Scenario = {
       for (let rep = 0; rep < reps; rep++) {
         for (const clients of CLIENTS) {
           for (const table of variants) {
-            await db.query(`TRUNCATE ${table}`);
-            await db.query('CHECKPOINT');
-            const value = pgbench ? await pgbenchTps(pgbench, db.url, scripts[table]!, clients, seconds) : await nodeTps(db.url, table, clients, seconds);
-            (capture[`${table}.${clients}`] ??= []).push(value);
+            (capture[`${table}.${clients}`] ??= []).push(await measure(table, clients));
             if (table !== 't_plain') await db.query(`TRUNCATE ml.${pg.escapeIdentifier(`_queue_${await deploymentId(db, table)}`)}`);
           }
           ctx.progress(`oltp capture alone rep ${rep + 1}/${reps}, ${clients} clients`);
@@ -102,10 +105,7 @@ export const oltpIngest: Scenario = {
       for (let rep = 0; rep < reps; rep++) {
         for (const clients of CLIENTS) {
           for (const table of variants) {
-            await db.query(`TRUNCATE ${table}`);
-            await db.query('CHECKPOINT');
-            const value = pgbench ? await pgbenchTps(pgbench, db.url, scripts[table]!, clients, seconds) : await nodeTps(db.url, table, clients, seconds);
-            (tps[`${table}.${clients}`] ??= []).push(value);
+            (tps[`${table}.${clients}`] ??= []).push(await measure(table, clients));
             if (table !== 't_plain') {
               (backlog[`${table}.${clients}`] ??= []).push(await queueSize(db, table));
               // Let the worker finish before the next run, so it does not compete with the next baseline.

@@ -136,9 +136,7 @@ describe('range entries for bulk INSERTs', () => {
     // Small batches: one queue row per claim. A claim that found none of its rows used to count
     // as an empty queue, and the worker slept until its next safety poll (about 2 s) each time.
     worker = await startWorker(db, { batchSize: 100 });
-    const started = Date.now();
     await waitFor(async () => (await pending(db, 'vanished_rows')) === 0, 'the queue emptied', 10_000);
-    expect(Date.now() - started).toBeLessThan(10_000);
     expect(await db.sql(`SELECT * FROM ml.errors WHERE deployment = 'vanished_rows'`)).toEqual([]);
   });
 
