@@ -121,9 +121,11 @@ program
 program
   .command('create-worker-role <name>')
   .description('create (or update) a login role in the pgscore_worker group for workers and relays (password from env PGSCORE_WORKER_PASSWORD)')
-  .action(async (name: string, _options, command: Command) => {
-    await withPool(config(command), (pool) => createWorkerRole(pool, name, process.env.PGSCORE_WORKER_PASSWORD || undefined));
-    process.stdout.write(`role ${name} can run pgscore worker and pgscore relay\n`);
+  .option('--replication', 'let it read the WAL, for deployments with "capture": "wal" (it can then read every change in the cluster)')
+  .action(async (name: string, options: { replication?: boolean }, command: Command) => {
+    await withPool(config(command), (pool) =>
+      createWorkerRole(pool, name, process.env.PGSCORE_WORKER_PASSWORD || undefined, { replication: options.replication ?? false }));
+    process.stdout.write(`role ${name} can run pgscore worker and pgscore relay${options.replication ? ', and read the WAL' : ''}\n`);
   });
 
 program

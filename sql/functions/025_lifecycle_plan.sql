@@ -18,6 +18,7 @@
 --   drift_threshold     number   PSI above which ml.drift flags a feature (default 0.2)
 --   label               text     column the application fills with the truth later (ml.performance)
 --   quality_margin      number   drop of live quality below the version's validation figures that flags it (default 0.05)
+--   capture             text     'trigger' (statement triggers, default) or 'wal' (logical replication, 032_capture.sql)
 
 -- Parses a model reference: 'churn' follows production, 'churn@3' pins version 3,
 -- 'churn@staging' follows an alias. p_what names the reference in messages ('shadow ', ...).
@@ -133,14 +134,14 @@ BEGIN
   FOR v_key, v_value IN SELECT * FROM jsonb_each(p_options) LOOP
     v_kind := CASE
       WHEN v_key IN ('backfill', 'provenance', 'rescore_on_promote', 'drift') THEN 'boolean'
-      WHEN v_key IN ('shadow', 'schedule', 'timezone', 'filter', 'target', 'mode', 'row_security') THEN 'string'
+      WHEN v_key IN ('shadow', 'schedule', 'timezone', 'filter', 'target', 'mode', 'row_security', 'capture') THEN 'string'
       WHEN v_key IN ('log_sample', 'drift_threshold', 'quality_margin') THEN 'number'
       WHEN v_key = 'label' THEN 'string'
       WHEN v_key = 'variants' THEN 'object' END;
     IF v_kind IS NULL THEN
       RAISE EXCEPTION 'option "%" is not supported by this version of pgscore', v_key
         USING ERRCODE = 'feature_not_supported',
-              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift, drift_threshold, label, quality_margin, row_security.';
+              HINT = 'Supported options: backfill, provenance, variants, shadow, log_sample, mode, schedule, timezone, filter, target, rescore_on_promote, drift, drift_threshold, label, quality_margin, row_security, capture.';
     END IF;
     IF jsonb_typeof(v_value) <> v_kind THEN
       RAISE EXCEPTION 'option "%" must be %, not %', v_key,
@@ -183,6 +184,13 @@ BEGIN
   END IF;
   IF coalesce(p_options->>'mode', 'live') NOT IN ('live', 'batch') THEN
     RAISE EXCEPTION 'option "mode" must be ''live'' or ''batch'', not %', p_options->'mode' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF coalesce(p_options->>'capture', 'trigger') NOT IN ('trigger', 'wal') THEN
+    RAISE EXCEPTION 'option "capture" must be ''trigger'' or ''wal'', not %', p_options->'capture' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_options->>'capture' = 'wal' AND p_options->>'mode' = 'batch' THEN
+    RAISE EXCEPTION 'option "capture" applies to live deployments: a batch deployment''s rows are queued by its runs'
+      USING ERRCODE = 'invalid_parameter_value';
   END IF;
   IF coalesce(p_options->>'mode', 'live') <> 'batch' THEN
     FOREACH v_key IN ARRAY ARRAY['schedule', 'timezone'] LOOP

@@ -366,11 +366,19 @@ AS $$
   SELECT to_regprocedure(format('ml.%I()', format('_enqueue_%s', d.id))) FROM ml._deployments d WHERE d.name = p_name
 $$;
 
+-- Whether a deployment's plan captures from the WAL (032_capture.sql).
+CREATE OR REPLACE FUNCTION ml._captures_wal(p_plan jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT coalesce(p_plan->>'capture', 'trigger') = 'wal'
+$$;
+
 CREATE OR REPLACE FUNCTION ml._wants_triggers(p_plan jsonb)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 AS $$
-  SELECT coalesce(p_plan->>'mode', 'live') <> 'batch'
+  SELECT coalesce(p_plan->>'mode', 'live') <> 'batch' AND NOT ml._captures_wal(p_plan)
 $$;
 
 -- Whether the table and each of its partitions carry the deployment's two triggers (none for a
@@ -394,7 +402,8 @@ $$;
 -- Earlier releases had ml._install_triggers(int, text, oid); the plan now says whether there are triggers.
 DROP FUNCTION IF EXISTS ml._install_triggers(int, text, oid);
 
--- A batch deployment (mode 'batch') has no triggers: its rows are queued by runs only.
+-- A batch deployment (mode 'batch') has no triggers: its rows are queued by runs only; nor has a
+-- deployment that captures from the WAL (032_capture.sql).
 CREATE OR REPLACE FUNCTION ml._install_triggers(p_id int, p_name text, p_source oid, p_plan jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -483,6 +492,7 @@ BEGIN
   PERFORM ml._lock_tables(ARRAY(SELECT ml._trigger_tables(p_source)), 'ACCESS EXCLUSIVE', 'pgscore (installing its triggers)');
   PERFORM ml._install_queue_table(p_id, p_plan);
   PERFORM ml._install_enqueue_function(p_id, p_plan);
+  PERFORM ml._install_capture_function(p_id, p_plan);
   PERFORM ml._install_triggers(p_id, p_name, p_source, p_plan);
 END
 $$;

@@ -104,6 +104,18 @@ BEGIN
             HINT = 'Deploy on a permanent table (an UNLOGGED table is fine).';
   END LOOP;
 
+  -- 1b. Capture from the WAL needs logical decoding, and a replica identity on every published table.
+  IF p_options->>'capture' = 'wal' THEN
+    v_problem := ml._capture_problem(p_source);
+    IF v_problem IS NOT NULL THEN
+      RAISE EXCEPTION '%', v_problem
+        USING ERRCODE = 'feature_not_supported',
+              HINT = CASE WHEN v_problem LIKE '%wal_level%'
+                          THEN 'Set wal_level = logical (a restart), or deploy with the default "capture": "trigger". README "Capture from the WAL" lists what the server needs.'
+                          ELSE 'Give the table a replica identity (REPLICA IDENTITY DEFAULT uses its primary key), or deploy with "capture": "trigger".' END;
+    END IF;
+  END IF;
+
   -- 2. Inheritance (not partitioning): a ctid or a key of the parent does not name one row of
   -- the tree, and rows written to a child fire no trigger of the parent.
   SELECT string_agg(ml._relname(i.inhrelid), ', ' ORDER BY ml._relname(i.inhrelid)) INTO v_other

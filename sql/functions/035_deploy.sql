@@ -80,6 +80,10 @@ BEGIN
   SELECT * INTO STRICT d FROM ml._deployments WHERE id = p_id FOR UPDATE;
   PERFORM ml._drop_triggers(d.name, d.source);
   UPDATE ml._deployments SET status = 'invalid', reason = p_reason WHERE id = p_id;
+  -- Out of the publication too: a table whose replica identity went away must not stay published.
+  IF ml._captures_wal(d.plan) THEN
+    PERFORM ml._sync_publication();
+  END IF;
   PERFORM ml._grant_worker(d.source);
   PERFORM ml._grant_worker_target((d.plan->'target'->>'oid')::oid);
   RAISE WARNING 'pgscore: deployment "%" is invalid now: %', d.name, p_reason
@@ -212,7 +216,8 @@ BEGIN
         JOIN pg_attribute a ON a.attrelid = d.source AND a.attname = e.p->>'column' AND NOT a.attisdropped));
     v_plan := v_plan || jsonb_build_object('target', NULL);
   END IF;
-  v_plan := v_plan || ml._plan_lifecycle(d, v_plan, v_mapping.inputs, v_mapping.outputs);
+  v_plan := v_plan || ml._plan_lifecycle(d, v_plan, v_mapping.inputs, v_mapping.outputs)
+                   || jsonb_build_object('capture', coalesce(d.options->>'capture', 'trigger'));
   -- Tables pgscore cannot serve (temporary, inherited, hidden by RLS, with owner code that would
   -- run as the worker) are refused here: at deploy, and on every re-check after a change.
   PERFORM ml._check_servable(d.source, (v_plan->'target'->>'oid')::oid, ml._written_columns(v_plan), d.options);
@@ -231,6 +236,9 @@ BEGIN
       -- A partition was created or attached since.
       PERFORM ml._install_triggers(d.id, d.name, d.source, v_plan);
     END IF;
+  END IF;
+  IF ml._captures_wal(v_plan) OR ml._captures_wal(d.plan) THEN
+    PERFORM ml._sync_publication();
   END IF;
   PERFORM ml._grant_worker(d.source);
   PERFORM ml._grant_worker_target((v_plan->'target'->>'oid')::oid);
@@ -467,8 +475,12 @@ BEGIN
   END IF;
   PERFORM ml._drop_triggers(d.name, d.source);
   EXECUTE format('DROP FUNCTION IF EXISTS ml.%I()', format('_enqueue_%s', d.id));
+  EXECUTE format('DROP FUNCTION IF EXISTS ml.%I(jsonb)', format('_capture_%s', d.id));
   EXECUTE format('DROP TABLE IF EXISTS ml.%I', format('_queue_%s', d.id));
   DELETE FROM ml._deployments WHERE id = d.id;
+  IF ml._captures_wal(d.plan) THEN
+    PERFORM ml._sync_publication();
+  END IF;
   PERFORM ml._grant_worker(d.source);
   -- A side table keeps its predictions; only the worker's right to append goes.
   PERFORM ml._grant_worker_target((d.plan->'target'->>'oid')::oid);

@@ -35,6 +35,8 @@ GRANT EXECUTE ON FUNCTION ml._record_signature(text, int, jsonb, text), ml._rech
   ml._recheck_deployments(int, int) TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ml._dead_letters TO pgscore_worker;
 GRANT EXECUTE ON FUNCTION ml._invalidate_unwritable(int, text) TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._capture(jsonb), ml._capture_started(), ml._capture_slot(), ml._capture_slot_state() TO pgscore_worker;
+GRANT EXECUTE ON FUNCTION ml._capture_slot_state() TO pgscore_admin;
 GRANT SELECT, INSERT, DELETE ON ml._batches TO pgscore_worker;
 GRANT INSERT ON ml._poison_messages TO pgscore_worker;
 GRANT SELECT, INSERT, UPDATE ON ml._kafka_counts TO pgscore_worker;

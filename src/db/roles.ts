@@ -4,9 +4,15 @@ import { UsageError } from '../errors.js';
 /**
  * Creates (or updates) a login role in the pgscore_worker group, for `pgscore worker` and
  * `pgscore relay` to connect as: `pgscore create-worker-role`, `pgscore up`, docker-compose.
- * Idempotent; the password is set when given.
+ * Idempotent; the password is set when given. `replication` lets it read the WAL, which
+ * deployments with "capture": "wal" need (and which lets it read every change in the cluster).
  */
-export async function createWorkerRole(db: pg.ClientBase | pg.Pool, name: string, password?: string): Promise<void> {
+export async function createWorkerRole(
+  db: pg.ClientBase | pg.Pool,
+  name: string,
+  password?: string,
+  options: { replication?: boolean } = {},
+): Promise<void> {
   if (!/^[a-z_][a-z0-9_$]{0,62}$/.test(name)) {
     throw new UsageError(`role name "${name}" is not valid`, { hint: 'Use lower-case letters, digits and "_" (at most 63 characters).' });
   }
@@ -15,6 +21,7 @@ export async function createWorkerRole(db: pg.ClientBase | pg.Pool, name: string
   if (!rowCount) await db.query(`CREATE ROLE ${role} LOGIN`);
   if (password !== undefined) await db.query(`ALTER ROLE ${role} PASSWORD ${pg.escapeLiteral(password)}`);
   await db.query(`GRANT pgscore_worker TO ${role}`);
+  if (options.replication) await db.query(`ALTER ROLE ${role} REPLICATION`);
 }
 
 /** The same connection string, logging in as another role. */

@@ -48,6 +48,8 @@ export interface DeploymentRow {
   /** The source table, schema-qualified and quoted. */
   readonly table: string;
   readonly partitioned: boolean;
+  /** The source table's oid (what the WAL names it by). */
+  readonly source: number;
   readonly plan: Plan;
   /** The xmin of the deployment's row when it was read: a claim checks it is still current. */
   readonly rowVersion: string;
@@ -61,6 +63,7 @@ const deploymentRow = z.object({
   schema: z.string(),
   relname: z.string(),
   partitioned: z.boolean(),
+  source: z.coerce.number(),
   plan: planSchema,
   row_version: z.string(),
 });
@@ -68,7 +71,7 @@ const deploymentRow = z.object({
 export async function listActiveDeployments(db: pg.ClientBase | pg.Pool): Promise<DeploymentRow[]> {
   const { rows } = await db.query(`
     SELECT d.id, d.name, d.model, ml._resolve_version(d.model, d.version, d.alias) AS version,
-           n.nspname AS schema, c.relname, c.relkind = 'p' AS partitioned, d.plan, d.xmin::text AS row_version
+           n.nspname AS schema, c.relname, c.relkind = 'p' AS partitioned, c.oid AS source, d.plan, d.xmin::text AS row_version
       FROM ml._deployments d
       JOIN pg_class c ON c.oid = d.source
       JOIN pg_namespace n ON n.oid = c.relnamespace

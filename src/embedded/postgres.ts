@@ -62,7 +62,9 @@ export async function startEmbeddedPostgres(options: {
         onError: remember,
       }).initialise();
     }
-    const flags = ['-c', 'listen_addresses=localhost', '-c', 'max_connections=200', ...(options.extraFlags ?? [])];
+    // wal_level=logical: deployments may capture from the WAL ("capture": "wal"); a slot keeps at most 1 GB.
+    const flags = ['-c', 'listen_addresses=localhost', '-c', 'max_connections=200', '-c', 'wal_level=logical',
+      '-c', 'max_slot_wal_keep_size=1GB', ...(options.extraFlags ?? [])];
     server = await launch((await embeddedBinaries()).postgres, ['-D', dataDir, '-p', String(options.port), ...flags], {
       dataDir,
       runAs: asRoot ? await postgresUser() : undefined,

@@ -46,7 +46,7 @@ export async function up(config: Config, log: Logger, options: { metricsOptional
         client.release();
       }
       await ensureExample(pool);
-      await createWorkerRole(pool, UP_WORKER_ROLE, UP_WORKER_PASSWORD);
+      await createWorkerRole(pool, UP_WORKER_ROLE, UP_WORKER_PASSWORD, { replication: true });
     } finally {
       await pool.end();
     }

@@ -66,6 +66,8 @@ export const planSchema = z.object({
   drift: z.boolean().default(true),
   /** A side table the predictions are appended to, instead of the source rows. */
   target: z.object({ table: z.string(), oid: z.number() }).nullable().default(null),
+  /** trigger: statement triggers queue written rows; wal: the worker queues them from the WAL (src/capture/). */
+  capture: z.enum(['trigger', 'wal']).default('trigger'),
 });
 
 export type Plan = z.infer<typeof planSchema>;

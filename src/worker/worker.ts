@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { WalCapture } from '../capture/wal.js';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { forgetStaleStatements } from '../db/prepared.js';
@@ -35,11 +36,13 @@ export class Worker extends EventEmitter<LoopEvents> {
     });
     const sizer = new ClaimSizer(settings.batchSize);
     const drift = new DriftRecorder(pool, log);
+    const capture = new WalCapture(connectionString, pool, log);
     this.#loop = new QueueLoop(connectionString, pool, settings, log, {
       async load() {
         const deployments = await loadDeployments(pool, models, log, recheck);
         statementsInUse = new Set(deployments.flatMap((d) => preparedNames(d.sql)));
         await drift.load(deployments.flatMap(versionsInUse));
+        await capture.update(deployments);
         return deployments;
       },
       async handle(deployment, batchSize = settings.batchSize) {
@@ -56,6 +59,7 @@ export class Worker extends EventEmitter<LoopEvents> {
         return recheckDeployment(pool, deployment.id, `a batch failed: ${reason}`);
       },
       async close() {
+        await capture.stop();
         await drift.stop();
         await models.close();
         await pool.end();

@@ -207,5 +207,13 @@ export function writeBackSql(deploymentId: number, plan: Plan, table: string, pa
       INSERT INTO ml._batches (deployment_id, scored, dead, latency_hist, model)
       SELECT $1, (SELECT count(*) FROM written), (SELECT count(*) FROM dead_kept), ${histogramParam}::int[], ${modelParam}::text
     )${logCtes.map((cte) => `, ${cte}`).join('')}
-    SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM dead_kept)::int AS dead`;
+    SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM dead_kept)::int AS dead${
+      plan.capture === 'wal' ? `,
+           ${WRITE_BACK_MARKER} AS marked` : ''}`;
 }
+
+/**
+ * A deployment captured from the WAL (src/capture/) marks its write-back transactions with a
+ * logical message: the capture skips their changes, as the triggers skip them by pgscore.writeback.
+ */
+export const WRITE_BACK_MARKER = "pg_catalog.pg_logical_emit_message(true, 'pgscore', 'writeback')";

@@ -40,10 +40,25 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       await pool.end();
       const dropper = new pg.Client({ connectionString: adminUrl });
       await dropper.connect();
+      await dropReplicationSlots(dropper, name);
       await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await dropper.end();
     },
   };
+}
+
+/** A database with a replication slot (WAL capture) cannot be dropped: its slots go first, readers stopped. */
+async function dropReplicationSlots(admin: pg.Client, database: string): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const { rows } = await admin.query<{ slot_name: string; active_pid: number | null }>(
+      'SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = $1', [database]);
+    if (rows.length === 0) return;
+    for (const slot of rows) {
+      if (slot.active_pid !== null) await admin.query('SELECT pg_terminate_backend($1)', [slot.active_pid]);
+      else await admin.query('SELECT pg_drop_replication_slot($1)', [slot.slot_name]).catch(() => undefined);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 export const MODELS = new URL('../../examples/models/', import.meta.url);

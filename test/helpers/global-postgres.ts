@@ -47,7 +47,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const template = new pg.Client({ connectionString: withDatabase(adminUrl, TEMPLATE) });
   await template.connect();
   await migrate(template);
-  await createWorkerRole(template, WORKER_ROLE, WORKER_PASSWORD);
+  await createWorkerRole(template, WORKER_ROLE, WORKER_PASSWORD, { replication: true });
   await template.end();
 
   project.provide('adminUrl', adminUrl);

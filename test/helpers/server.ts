@@ -75,7 +75,7 @@ export async function startDedicatedServer(serverOptions: DedicatedServerOptions
   let port = 0;
   const start = async () => {
     // pg_ctl hands -o to /bin/sh; the socket folder is ours (mkdtemp), quoted in case TMPDIR has spaces.
-    const options = `-p ${port} -c listen_addresses=localhost -c max_connections=200 -k '${root}'${settings.join('')}`;
+    const options = `-p ${port} -c listen_addresses=localhost -c max_connections=200 -c wal_level=logical -k '${root}'${settings.join('')}`;
     await tool('pg_ctl', ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', options]);
   };
   const stopServer = () => tool('pg_ctl', ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60']);
