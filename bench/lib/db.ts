@@ -48,6 +48,9 @@ export async function freshDatabase(server: BenchServer, name: string): Promise<
   const dbName = `pgscore_bench_${name}`;
   const admin = new pg.Client({ connectionString: server.adminUrl });
   await admin.connect();
+  // A database with a replication slot (a deployment that captured from the WAL) cannot be dropped.
+  await admin.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, [dbName]);
+  await admin.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, [dbName]).catch(() => undefined);
   await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
   await admin.query(`CREATE DATABASE ${dbName}`);
   await admin.end();

@@ -25,6 +25,8 @@ export const GOALS: readonly Goal[] = [
   { id: 'contenders.cpu', scenario: '11', text: 'Backlog drain, 300k and 1M rows: Postgres CPU per row, pgscore ÷ batch job (ranged)', models: BOTH, shared: { suffix: 'cpu', target: { op: '<=', value: 1 } } },
   { id: 'oltp16', scenario: '3', text: 'OLTP ingest, 16 clients: with a deployment and a worker ÷ without', models: BOTH },
   { id: 'oltp16capture', scenario: '3', text: 'OLTP ingest, 16 clients: the capture alone (no worker) ÷ without', models: BOTH },
+  { id: 'oltp16wal', scenario: '3', text: 'OLTP ingest, 16 clients, capture from the WAL: with a deployment and a worker ÷ without', models: BOTH },
+  { id: 'oltp16capturewal', scenario: '3', text: 'OLTP ingest, 16 clients, capture from the WAL: the capture alone (no reader) ÷ without', models: BOTH },
   { id: 'copy', scenario: '2', text: 'Bulk COPY: with ÷ without deployment', models: BOTH },
   { id: 'kafkaOverNotify', scenario: '4', text: 'Backlog drain: Kafka ÷ notify', models: BOTH },
   { id: 'kafkaP99', scenario: '5', text: 'Kafka commit→prediction p99 at 1k rows/s', models: BOTH },

@@ -9,7 +9,9 @@ import { preparePythonVenv, startPythonService, type PythonSetup } from '../lib/
 import { batchedDrain, startRestService, type RestService } from '../lib/rest.js';
 import { fmt, metric, type ModelKey, type ScenarioOutcome, type Target } from '../lib/result.js';
 import { checkScored, sampleRows, type Agreement } from '../lib/scored-check.js';
-import { summarize } from '../lib/stats.js';
+import { summarize, waitUntil } from '../lib/stats.js';
+import { WORKER_DEFAULTS } from '../lib/worker.js';
+import { Worker } from '../../src/worker/worker.js';
 
 const SCENARIO = '11 contenders';
 const CHUNK = 10_000;
@@ -23,7 +25,7 @@ const SAMPLE_STEP = 97;
  */
 const PLAIN_ONCE_FROM = 1_000_000;
 
-type Key = 'pgscore' | 'pgscoreLean' | 'plain' | 'ranged' | 'writeLimit' | 'readLimit' | 'nodeRest' | 'fastapi';
+type Key = 'pgscore' | 'pgscoreLean' | 'pgscoreWal' | 'plain' | 'ranged' | 'writeLimit' | 'readLimit' | 'nodeRest' | 'fastapi';
 
 interface Contender {
   readonly key: Key;
@@ -37,6 +39,7 @@ interface Contender {
 const CONTENDERS: readonly Contender[] = [
   { key: 'pgscore', label: 'pgscore, one notify worker' },
   { key: 'pgscoreLean', label: 'pgscore, one notify worker, prediction log and provenance off (the batch job\'s work)' },
+  { key: 'pgscoreWal', label: 'pgscore, capture from the WAL, one notify worker (reads the slot, then drains)' },
   { key: 'plain', label: 'batch job, plain UPDATE … FROM', ratio: 'pgscore ÷ batch job (plain)' },
   { key: 'ranged', label: 'batch job, ranged UPDATE … FROM', ratio: 'pgscore ÷ batch job (ranged)', target: { op: '>=', value: 1.2 } },
   { key: 'writeLimit', label: 'write-path limit (ranged UPDATE alone)', ratio: 'pgscore ÷ write-path limit', target: { op: '>=', value: 0.5 } },
@@ -55,7 +58,7 @@ interface Tally {
 }
 
 /** Contenders whose Postgres CPU per row is measured: the database is the part that does not scale out. */
-const CPU_MEASURED: readonly Key[] = ['pgscore', 'pgscoreLean', 'ranged', 'writeLimit'];
+const CPU_MEASURED: readonly Key[] = ['pgscore', 'pgscoreLean', 'pgscoreWal', 'ranged', 'writeLimit'];
 
 /** Runs `work` (which returns the rows it handled) and returns Postgres CPU µs per row, NaN when the server is not local. */
 async function postgresCpuPerRow(postmaster: number | undefined, work: () => Promise<number>): Promise<number> {
@@ -82,10 +85,29 @@ async function refill(db: BenchDatabase, table: string, source: string): Promise
 const perSecond = (rows: number, started: number) => rows / ((performance.now() - started) / 1000);
 
 interface Services {
+  /** The database of the WAL-captured deployment: its slot is read only during its own drain. */
+  readonly walDb: BenchDatabase;
   readonly node: RestService;
   readonly fastapi: RestService | undefined;
   /** The postmaster's pid, when the server runs on this machine (for Postgres CPU per row). */
   readonly postmaster: number | undefined;
+}
+
+/**
+ * Runs a worker on the WAL-captured database until its slot has read everything written so far
+ * (creating the slot the first time), so that a timed drain reads only its own rows' WAL.
+ */
+async function catchUp(db: BenchDatabase, ctx: Context): Promise<void> {
+  const worker = new Worker(db.url, WORKER_DEFAULTS, ctx.log);
+  await worker.start();
+  try {
+    const [{ lsn }] = (await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')) as [{ lsn: string }];
+    await waitUntil(async () => (await db.query<{ done: boolean }>(
+      'SELECT confirmed_flush_lsn >= $1::pg_lsn AS done FROM pg_replication_slots WHERE slot_name = ml._capture_slot()', [lsn]))[0]?.done === true,
+    'the WAL capture to catch up', 120_000, 50);
+  } finally {
+    await worker.stop();
+  }
 }
 
 /** One round: every contender once, in CONTENDERS order, each on a freshly filled table. */
@@ -124,6 +146,24 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
   record('pgscoreLean', lean.rowsPerSec);
   const leanUnscored = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${leanTable} WHERE label IS NULL OR p1 IS NULL`);
   if (Number(leanUnscored[0]!.n) !== 0) throw new Error(`pgscore left ${leanUnscored[0]!.n} rows of ${leanTable} unscored`);
+
+  // Capture from the WAL: the slot caught up before the load, the rows written with no worker
+  // running (they wait in the WAL), then one worker reads them from the slot and drains them.
+  const { walDb } = services;
+  const walTable = `${pgTable}_wal`;
+  await walDb.query(`TRUNCATE ${walTable}`);
+  await walDb.query('TRUNCATE ml._prediction_batches');
+  await catchUp(walDb, ctx);
+  await queueRows(walDb, walTable, n);
+  await settle(walDb, walTable);
+  let walDrained = { rowsPerSec: Number.NaN };
+  cpu('pgscoreWal', await postgresCpuPerRow(services.postmaster, async () => {
+    walDrained = await drainNotify(walDb, walTable, n, ctx.log);
+    return n;
+  }));
+  record('pgscoreWal', walDrained.rowsPerSec);
+  const walUnscored = await walDb.query<{ n: string }>(`SELECT count(*) AS n FROM ${walTable} WHERE label IS NULL OR p1 IS NULL`);
+  if (Number(walUnscored[0]!.n) !== 0) throw new Error(`pgscore left ${walUnscored[0]!.n} rows of ${walTable} unscored`);
 
   for (const variant of ['plain', 'ranged'] as const) {
     if (variant === 'plain' && !first && n >= PLAIN_ONCE_FROM) {
@@ -187,10 +227,12 @@ async function round(ctx: Context, db: BenchDatabase, model: ModelKey, n: number
 }
 
 /** Every round of one model at one size, then its metrics, notes and shared ratios. */
-async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: number, rounds: number, python: PythonSetup, out: { metrics: ScenarioOutcome['metrics']; notes: string[] }): Promise<void> {
+async function contend(ctx: Context, db: BenchDatabase, walDb: BenchDatabase, model: ModelKey, n: number, rounds: number, python: PythonSetup, out: { metrics: ScenarioOutcome['metrics']; notes: string[] }): Promise<void> {
   const [pgTable, work, rest, reference] = [`c_${model}_pgscore`, `c_${model}_work`, `c_${model}_rest`, `c_${model}_reference`];
   await createFeatureTable(db, pgTable);
   await deploy(db, pgTable, model);
+  await createFeatureTable(walDb, `${pgTable}_wal`);
+  await deploy(walDb, `${pgTable}_wal`, model, `${pgTable}_wal`, { capture: 'wal' });
   await createFeatureTable(db, `${pgTable}_lean`);
   await deploy(db, `${pgTable}_lean`, model, `${pgTable}_lean`, { log_sample: 0, provenance: false });
   await createFeatureTable(db, work);
@@ -223,11 +265,13 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
   const postmaster = found.ok ? found.pid : undefined;
   if (!found.ok) out.notes.push(`Postgres CPU per row not measured: ${found.reason}`);
   try {
-    for (let r = 0; r < rounds; r++) await round(ctx, db, model, n, r === 0, { node, fastapi, postmaster }, tally, out.notes);
+    for (let r = 0; r < rounds; r++) await round(ctx, db, model, n, r === 0, { walDb, node, fastapi, postmaster }, tally, out.notes);
   } finally {
     await Promise.allSettled([node.stop(), fastapi?.stop()]);
     await db.query('SELECT ml.undeploy($1)', [pgTable]);
     await db.query('SELECT ml.undeploy($1)', [`${pgTable}_lean`]);
+    await walDb.query('SELECT ml.undeploy($1)', [`${pgTable}_wal`]);
+    await walDb.query(`DROP TABLE IF EXISTS ${pg.escapeIdentifier(`${pgTable}_wal`)}`);
     for (const table of [pgTable, `${pgTable}_lean`, work, rest, reference, `c_${model}_saved`]) await db.query(`DROP TABLE IF EXISTS ${pg.escapeIdentifier(table)}`);
   }
 
@@ -254,21 +298,23 @@ async function contend(ctx: Context, db: BenchDatabase, model: ModelKey, n: numb
     const c = CONTENDERS.find((x) => x.key === key)!;
     out.metrics.push(metric(SCENARIO, model, `${size}: ${c.label}, Postgres CPU per row`, 'µs', perRow));
   }
-  for (const key of ['pgscore', 'pgscoreLean'] as const) {
+  for (const key of ['pgscore', 'pgscoreLean', 'pgscoreWal'] as const) {
     const ratios = tally.cpu.get(key)!.map((perRow, i) => perRow / tally.cpu.get('ranged')![i]!);
     if (!ratios.some(Number.isFinite)) continue;
-    const who = key === 'pgscore' ? 'pgscore' : 'pgscore (log and provenance off)';
+    const who = { pgscore: 'pgscore', pgscoreLean: 'pgscore (log and provenance off)', pgscoreWal: 'pgscore (capture from the WAL)' }[key];
     out.metrics.push(metric(SCENARIO, model, `${size}: Postgres CPU per row, ${who} ÷ batch job (ranged)`, 'ratio', ratios, key === 'pgscore' ? { op: '<=', value: 1 } : undefined));
     if (key === 'pgscore') ctx.shared.set(`contenders.${model}.${n}.cpu`, summarize(ratios.filter(Number.isFinite)).median);
   }
   // The same two goals for pgscore doing only the batch job's work (no log, no provenance): what
   // those defaults cost, beside what the pipeline itself does.
-  const lean = tally.rates.get('pgscoreLean')!;
-  for (const key of ['ranged', 'writeLimit'] as const) {
-    const c = CONTENDERS.find((x) => x.key === key)!;
-    const ratios = tally.rates.get(key)!.map((rate, i) => lean[i]! / rate);
-    if (!ratios.some(Number.isFinite)) continue;
-    out.metrics.push(metric(SCENARIO, model, `${size}: ${c.ratio!.replace('pgscore', 'pgscore (log and provenance off)')}`, 'ratio', ratios));
+  for (const [variant, who] of [['pgscoreLean', 'pgscore (log and provenance off)'], ['pgscoreWal', 'pgscore (capture from the WAL)']] as const) {
+    const rates = tally.rates.get(variant)!;
+    for (const key of ['ranged', 'writeLimit'] as const) {
+      const c = CONTENDERS.find((x) => x.key === key)!;
+      const ratios = tally.rates.get(key)!.map((rate, i) => rates[i]! / rate);
+      if (!ratios.some(Number.isFinite)) continue;
+      out.metrics.push(metric(SCENARIO, model, `${size}: ${c.ratio!.replace('pgscore', who)}`, 'ratio', ratios));
+    }
   }
   const jobs = (['plain', 'ranged'] as const).map((variant) => {
     const runs = tally.jobs.get(variant)!;
@@ -298,16 +344,18 @@ export const contenders: Scenario = {
     const python = await preparePythonVenv(ctx.progress);
     ctx.progress(python.ok ? `python: ${python.note}` : `python: FastAPI contender skipped: ${python.reason}`);
     const db = await freshDatabase(ctx.server, 'contenders');
+    const walDb = await freshDatabase(ctx.server, 'contenderswal');
     try {
       for (const n of sizes) {
         // One data set per size: every contender but pgscore (which queues its own rows, as in
         // scenario 4) gets a copy of it, and pgscore scores a sample of it for comparison.
         await createFeatureTable(db, 'c_source');
         for (let done = 0; done < n; done += 100_000) await db.query(insertSelectSql('c_source', Math.min(100_000, n - done)));
-        for (const model of MODELS) await contend(ctx, db, model, n, rounds, python, out);
+        for (const model of MODELS) await contend(ctx, db, walDb, model, n, rounds, python, out);
       }
     } finally {
       await db.close();
+      await walDb.close();
     }
     out.notes.push(...methodNotes(ctx, sizes, rounds, python));
   },
@@ -316,7 +364,7 @@ export const contenders: Scenario = {
 function methodNotes(ctx: Context, sizes: readonly number[], rounds: number, python: PythonSetup): string[] {
   return [
     `Sizes ${sizes.map((n) => n.toLocaleString('en-US')).join(' and ')} rows, ${rounds} round(s); each round runs every contender in the order listed, each on a table freshly filled with the same number of rows (TRUNCATE, INSERT, then VACUUM ANALYZE and CHECKPOINT before the timed run). Ratios are pgscore ÷ contender within a round, then the median over rounds. All in one process with the bench's embedded Postgres, on the same 2 shared cores; onnxruntime with 1 intra-op thread everywhere.`,
-    `pgscore: exactly scenario 4's drain: ml.deploy with the defaults (so it also writes its provenance columns and appends every prediction to ml._predictions, truncated before each drain, which no contender does), rows queued by INSERT … SELECT with no worker running, then one notify worker (defaults: batch 1000, concurrency 2) timed from start() until every row is written. Its data is random like the others' but not the same rows; a ${SAMPLE_STEP}th of the contenders' data is scored by pgscore separately (untimed, also warming the process up) and every other contender's predictions are compared with it (labels equal, p1 within 1e-5) after its run, besides a check that all rows have label and p1.`,
+    `pgscore: exactly scenario 4's drain: ml.deploy with the defaults (so it also writes its provenance columns and appends every prediction to ml._predictions, truncated before each drain, which no contender does), rows queued by INSERT … SELECT with no worker running, then one notify worker (defaults: batch 1000, concurrency 2) timed from start() until every row is written. Its data is random like the others' but not the same rows; a ${SAMPLE_STEP}th of the contenders' data is scored by pgscore separately (untimed, also warming the process up) and every other contender's predictions are compared with it (labels equal, p1 within 1e-5) after its run, besides a check that all rows have label and p1. pgscore with capture from the WAL: the same, deployed with "capture": "wal" in a database of its own; before the rows are written a worker runs until the slot has read all WAL so far, then the rows are written with no worker running (they wait in the WAL, not in the queue), and one worker is timed from start() until every row is written: reading the slot (the walsender's logical decoding, which the Postgres CPU includes), queueing the keys, and the drain.`,
     `Batch job (bench/lib/batch-job.ts, no pgscore code): a reader connection runs \`DECLARE … NO SCROLL CURSOR FOR SELECT id, f0..f29 FROM t ORDER BY id\` in one REPEATABLE READ READ ONLY transaction and \`FETCH 10000\` (array rows); each chunk goes into one Float32Array and one session.run (onnxruntime-node, the same .onnx, label and probabilities[:,1]); a writer connection runs, per chunk, BEGIN, a binary \`COPY predictions (id, label, p1) FROM STDIN\` (pg-copy-streams) into a temp table ON COMMIT DELETE ROWS, one prepared \`UPDATE t SET label = p.label, p1 = p.p1 FROM predictions p WHERE t.id = p.id\` and COMMIT. The next chunk is fetched and scored while the writer applies the one before (one chunk in the writer at a time). Ranged adds \`AND t.id BETWEEN <first> AND <last id of the chunk>\`. Timed from before the session is created to the last commit (in the first round that includes one EXPLAIN of the first chunk's UPDATE).${ctx.quick ? '' : ` From ${PLAIN_ONCE_FROM.toLocaleString('en-US')} rows on, the plain variant runs in the first round only (its UPDATE scans the whole table for every chunk).`}`,
     `Write-path limit (bench/lib/limits.ts): the batch job's predictions, saved untimed in an unlogged table keyed by id, applied to a freshly filled table by \`UPDATE t … FROM saved p WHERE t.id = p.id AND t.id BETWEEN lo AND hi AND p.id BETWEEN lo AND hi\`, one 10k-id range per statement, each its own transaction; timed over the whole table. Read-path limit: \`COPY (SELECT id, f0..f29 FROM t ORDER BY id) TO STDOUT (FORMAT binary)\` read to the end by the client (pg-copy-streams), bytes counted (checked to be every row) and dropped.`,
     `REST loops (bench/lib/rest.ts, scenario 6's batched loop): read 1,000 unscored rows (\`… WHERE p1 IS NULL ORDER BY id LIMIT 1000\`, partial index on unscored rows), one JSON POST, one \`UPDATE … FROM unnest(…)\`, one batch at a time until none is left. Node: bench/lib/rest-server.ts (node:http + onnxruntime-node, child process). FastAPI: bench/python/service.py (FastAPI + onnxruntime + numpy under uvicorn, one worker process, uvloop + httptools, request validated by pydantic from the raw body, response by json.dumps), from a venv built from bench/python/requirements.txt; ${python.ok ? python.note : `skipped: ${python.reason}`}.`,

@@ -67,26 +67,37 @@ export const oltpIngest: Scenario = {
     const reps = pick(ctx, 2, 3);
     const pgbench = await findPgbench();
     const db = await freshDatabase(ctx.server, 'oltp');
+    // Deployments that capture from the WAL live in a database of their own: its worker reads the
+    // replication slot, which must not run beside the other variants' measurements.
+    const walDb = await freshDatabase(ctx.server, 'oltpwal');
     const dir = tmpdir();
     const scripts: Record<string, string> = {};
     const worker = new Worker(db.url, WORKER_DEFAULTS, ctx.log);
+    const walWorker = new Worker(walDb.url, WORKER_DEFAULTS, ctx.log);
     try {
       await createFeatureTable(db, 't_plain');
       for (const model of MODELS) {
         await createFeatureTable(db, `t_${model}`);
         await deploy(db, `t_${model}`, model);
+        await createFeatureTable(walDb, `w_${model}`);
+        await deploy(walDb, `w_${model}`, model, `w_${model}`, { capture: 'wal' });
       }
-      const variants = ['t_plain', ...MODELS.map((m) => `t_${m}`)];
+      const variants = ['t_plain', ...MODELS.map((m) => `t_${m}`), ...MODELS.map((m) => `w_${m}`)];
+      const dbOf = (table: string) => (table.startsWith('w_') ? walDb : db);
       for (const table of variants) {
         scripts[table] = path.join(dir, `pgscore-bench-${process.pid}-${table}.sql`);
         await writeFile(scripts[table]!, `INSERT INTO ${table} (${FEATURES.join(', ')}) VALUES (${SINGLE_INSERT_VALUES});\n`);
       }
       /** tx/s of single-row INSERTs into an emptied `table` from `clients` clients. */
       const measure = async (table: string, clients: number): Promise<number> => {
-        await db.query(`TRUNCATE ${table}`);
-        await db.query('CHECKPOINT');
-        return pgbench ? pgbenchTps(pgbench, db.url, scripts[table]!, clients, seconds) : nodeTps(db.url, table, clients, seconds);
+        const target = dbOf(table);
+        await target.query(`TRUNCATE ${table}`);
+        await target.query('CHECKPOINT');
+        return pgbench ? pgbenchTps(pgbench, target.url, scripts[table]!, clients, seconds) : nodeTps(target.url, table, clients, seconds);
       };
+      /** Rows of a table not scored yet (for WAL capture: also those not read from the WAL yet). */
+      const unscored = async (table: string) =>
+        Number((await dbOf(table).query<{ n: string }>(`SELECT count(*) AS n FROM ${table} WHERE label IS NULL`))[0]!.n);
       const tps: Record<string, number[]> = {};
       const backlog: Record<string, number[]> = {};
       // The capture alone: the same deployments before the worker starts, rows left queued (the
@@ -96,20 +107,23 @@ export const oltpIngest: Scenario = {
         for (const clients of CLIENTS) {
           for (const table of variants) {
             (capture[`${table}.${clients}`] ??= []).push(await measure(table, clients));
-            if (table !== 't_plain') await db.query(`TRUNCATE ml.${pg.escapeIdentifier(`_queue_${await deploymentId(db, table)}`)}`);
+            if (table.startsWith('t_') && table !== 't_plain') await db.query(`TRUNCATE ml.${pg.escapeIdentifier(`_queue_${await deploymentId(db, table)}`)}`);
           }
           ctx.progress(`oltp capture alone rep ${rep + 1}/${reps}, ${clients} clients`);
         }
       }
       await worker.start();
+      await walWorker.start();
+      for (const model of MODELS) await waitUntil(async () => (await unscored(`w_${model}`)) === 0, 'the WAL worker to start', 60_000, 50);
       for (let rep = 0; rep < reps; rep++) {
         for (const clients of CLIENTS) {
           for (const table of variants) {
             (tps[`${table}.${clients}`] ??= []).push(await measure(table, clients));
             if (table !== 't_plain') {
-              (backlog[`${table}.${clients}`] ??= []).push(await queueSize(db, table));
+              (backlog[`${table}.${clients}`] ??= []).push(await unscored(table));
               // Let the worker finish before the next run, so it does not compete with the next baseline.
-              await waitUntil(async () => (await queueSize(db, table)) === 0, `queue of ${table} to drain`, 120_000, 50);
+              await waitUntil(async () => (await unscored(table)) === 0 && (await queueSize(dbOf(table), table)) === 0,
+                `${table} to be scored`, 120_000, 50);
               await sleep(200);
             }
           }
@@ -120,25 +134,31 @@ export const oltpIngest: Scenario = {
         const plain = tps[`t_plain.${clients}`]!;
         out.metrics.push(metric('3 OLTP ingest', '-', `tx/s without deployment, ${clients} clients`, 'tx/s', plain));
         for (const model of MODELS) {
-          const withTps = tps[`t_${model}.${clients}`]!;
-          out.metrics.push(metric('3 OLTP ingest', model, `tx/s with deployment, ${clients} clients`, 'tx/s', withTps));
-          const ratio = metric('3 OLTP ingest', model, `with ÷ without, ${clients} clients`, 'ratio', withTps.map((v, i) => v / plain[i]!), clients === 16 ? { op: '>=', value: 0.7 } : undefined);
-          out.metrics.push(clients === 16 ? { ...ratio, goal: 'oltp16' } : ratio);
-          // Ratios within a capture-alone round: without and with ran back to back there too.
-          const capturePlain = capture[`t_plain.${clients}`]!;
-          const captureRatio = metric('3 OLTP ingest', model, `capture alone (no worker, rows left queued) ÷ without, ${clients} clients`, 'ratio',
-            capture[`t_${model}.${clients}`]!.map((v, i) => v / capturePlain[i]!), clients === 16 ? { op: '>=', value: 0.9 } : undefined);
-          out.metrics.push(clients === 16 ? { ...captureRatio, goal: 'oltp16capture' } : captureRatio);
-          out.metrics.push(metric('3 OLTP ingest', model, `queue left at end of run, ${clients} clients`, 'rows', backlog[`t_${model}.${clients}`]!));
+          for (const [prefix, how] of [['t', 'trigger'], ['w', 'WAL']] as const) {
+            const table = `${prefix}_${model}`;
+            const label = prefix === 't' ? '' : ' (capture from the WAL)';
+            const withTps = tps[`${table}.${clients}`]!;
+            out.metrics.push(metric('3 OLTP ingest', model, `tx/s with deployment${label}, ${clients} clients`, 'tx/s', withTps));
+            const ratio = metric('3 OLTP ingest', model, `with ÷ without${label}, ${clients} clients`, 'ratio', withTps.map((v, i) => v / plain[i]!), clients === 16 ? { op: '>=', value: 0.7 } : undefined);
+            out.metrics.push(clients === 16 ? { ...ratio, goal: `oltp16${how === 'WAL' ? 'wal' : ''}` } : ratio);
+            // Ratios within a capture-alone round: without and with ran back to back there too.
+            const capturePlain = capture[`t_plain.${clients}`]!;
+            const captureRatio = metric('3 OLTP ingest', model, `capture alone${label} (no worker${how === 'WAL' ? ', slot not read' : ', rows left queued'}) ÷ without, ${clients} clients`, 'ratio',
+              capture[`${table}.${clients}`]!.map((v, i) => v / capturePlain[i]!), clients === 16 ? { op: '>=', value: 0.9 } : undefined);
+            out.metrics.push(clients === 16 ? { ...captureRatio, goal: `oltp16capture${how === 'WAL' ? 'wal' : ''}` } : captureRatio);
+            out.metrics.push(metric('3 OLTP ingest', model, `rows not scored at end of run${label}, ${clients} clients`, 'rows', backlog[`${table}.${clients}`]!));
+          }
         }
       }
       out.notes.push(
-        `${pgbench ? `pgbench (${pgbench}) -M prepared -T ${seconds} with a one-line custom script (INSERT of 30 random reals)` : `node clients (pgbench not found), ${seconds} s`}; per repetition and client count: without, with logreg, with gbm back to back, first with no worker running (the capture alone: the statement trigger and the queue insert; the rows stay queued, and the queue is emptied after each run), then with a notify worker. The worker (defaults: batch 1000, concurrency 2, 1 ORT thread) runs in the bench process throughout, and scores the rows while they arrive; "queue left" is what it had not scored when the run ended.`,
+        `${pgbench ? `pgbench (${pgbench}) -M prepared -T ${seconds} with a one-line custom script (INSERT of 30 random reals)` : `node clients (pgbench not found), ${seconds} s`}; per repetition and client count: without, with logreg, with gbm back to back, first with no worker running (the capture alone: the statement trigger and the queue insert; the rows stay queued, and the queue is emptied after each run), then with a notify worker. The WAL-captured variants (w_) are deployed with "capture": "wal" in a database of their own, with a worker of their own that reads the replication slot (its walsender decodes all WAL, the other variants' too, while it runs); their capture alone has no reader (wal_level = logical for all variants). The worker (defaults: batch 1000, concurrency 2, 1 ORT thread) runs in the bench process throughout, and scores the rows while they arrive; "queue left" is what it had not scored when the run ended.`,
       );
     } finally {
       await worker.stop().catch(() => undefined);
+      await walWorker.stop().catch(() => undefined);
       for (const file of Object.values(scripts)) await rm(file, { force: true });
       await db.close();
+      await walDb.close();
     }
   },
 };

@@ -184,7 +184,7 @@ BEGIN
 END
 $$;
 
--- The WAL the slot keeps for the worker: how far behind it is, and whether the server still keeps
+-- The WAL the slot keeps for the worker (one row of NULLs when there is no slot): how far behind it is, and whether the server still keeps
 -- enough (wal_status 'lost' means max_slot_wal_keep_size removed WAL the slot needed: the worker
 -- drops the slot, creates it again and backfills, see ml._capture_started).
 CREATE OR REPLACE FUNCTION ml._capture_slot_state(
@@ -197,4 +197,31 @@ AS $$
          (pg_current_wal_lsn() - coalesce(s.confirmed_flush_lsn, s.restart_lsn))::bigint,
          s.wal_status, s.safe_wal_size
     FROM pg_replication_slots s WHERE s.slot_name = ml._capture_slot()
+$$;
+
+-- Why the capture needs attention (the alert 'capture_lag', 075_alerts.sql), or NULL: the slot is
+-- missing while deployments capture from the WAL (no worker created it yet, or it was dropped),
+-- the server may soon remove WAL it needs (wal_status 'unreserved' or 'lost', from
+-- max_slot_wal_keep_size), or it keeps more than 1 GB for a worker that is behind or stopped.
+CREATE OR REPLACE FUNCTION ml._capture_lag()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM ml._deployments d WHERE d.status = 'active' AND ml._captures_wal(d.plan)) THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO v FROM ml._capture_slot_state();
+  IF v.slot IS NULL THEN
+    RETURN jsonb_build_object('slot', ml._capture_slot(), 'problem', 'no replication slot: is a worker (or the Kafka relay) running?');
+  ELSIF v.wal_status IN ('unreserved', 'lost') OR v.retained_bytes > 1024 * 1024 * 1024 THEN
+    RETURN jsonb_build_object('slot', v.slot, 'active', v.active, 'retained_bytes', v.retained_bytes,
+                              'wal_status', v.wal_status, 'safe_wal_bytes', v.safe_wal_bytes);
+  END IF;
+  RETURN NULL;
+END
 $$;

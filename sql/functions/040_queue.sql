@@ -115,7 +115,9 @@ RETURNS TABLE (
   dead_letters bigint,
   last_scored_at timestamptz,
   in_kafka bigint,
-  versions_in_use text[])
+  versions_in_use text[],
+  capture text,
+  capture_lag_bytes bigint)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -124,7 +126,9 @@ AS $$
 DECLARE
   d ml._deployments;
   v_hist bigint[];
+  v_slot record;
 BEGIN
+  SELECT * INTO v_slot FROM ml._capture_slot_state();
   FOR d IN SELECT * FROM ml._deployments ORDER BY name LOOP
     deployment := d.name;
     model := format('%s@%s', d.model, ml._resolve_version(d.model, d.version, d.alias));
@@ -160,6 +164,9 @@ BEGIN
     SELECT coalesce(array_agg(v.model ORDER BY v.rows DESC, v.model), '{}') INTO versions_in_use FROM (
       SELECT b.model, sum(b.scored) AS rows FROM ml._batches b
        WHERE b.deployment_id = d.id AND b.model IS NOT NULL AND b.scored > 0 GROUP BY b.model) v;
+    -- 'wal': the WAL the replication slot keeps, not read yet (rows written and not queued yet are in it).
+    capture := CASE WHEN ml._captures_wal(d.plan) THEN 'wal' ELSE 'trigger' END;
+    capture_lag_bytes := CASE WHEN capture = 'wal' THEN v_slot.retained_bytes END;
     RETURN NEXT;
   END LOOP;
 END

@@ -2,7 +2,7 @@
 -- above its PSI threshold over the last hour), degrades (live quality worse than validation
 -- over the last day) or gets new dead letters, and when that ends, pgscore sends
 --   NOTIFY pgscore_alerts, '{"id": …, "deployment": …, "alert": "invalid" | "drifted" | "degraded" |
---     "dead_letters", "state": "raised" | "cleared", "detail": {…}, "at": …}'
+--     "dead_letters" | "capture_lag", "state": "raised" | "cleared", "detail": {…}, "at": …}'
 -- once per change. The workers call ml._check_alerts every few seconds and log each change.
 -- Any role may NOTIFY on any channel: "id" names the change's row of ml.alert_events, which only
 -- pgscore writes, so a listener that reads it back (SELECT ... WHERE id = …) and finds the same
@@ -26,6 +26,7 @@ DECLARE
   v_old ml._alert_state;
   v_dead bigint;
   v_event bigint;
+  v_lag jsonb;
 BEGIN
   -- One checker at a time: the others find the changes sent already.
   IF NOT ml._lock_task('alerts', false) THEN
@@ -40,12 +41,14 @@ BEGIN
      WHERE p.degraded GROUP BY p.deployment) x;
   END IF;
 
+  v_lag := ml._capture_lag();
   FOR d IN SELECT * FROM ml._deployments ORDER BY id LOOP
     SELECT count(*) INTO v_dead FROM ml._dead_letters e WHERE e.deployment_id = d.id;
     FOR v_condition IN
       SELECT * FROM (VALUES
         ('invalid', d.status IN ('invalid', 'dropped'), jsonb_build_object('status', d.status, 'reason', d.reason)),
         ('drifted', v_drifted ? d.name, jsonb_build_object('features', v_drifted->d.name)),
+        ('capture_lag', d.status = 'active' AND ml._captures_wal(d.plan) AND v_lag IS NOT NULL, v_lag),
         ('degraded', CASE WHEN p_quality THEN v_degraded ? d.name
                           ELSE coalesce((SELECT s.raised FROM ml._alert_state s WHERE s.deployment_id = d.id AND s.alert = 'degraded'), false) END,
          CASE WHEN p_quality THEN jsonb_build_object('models', v_degraded->d.name)

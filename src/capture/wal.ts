@@ -148,10 +148,16 @@ export class WalCapture {
           return;
       }
     });
+    let acknowledged: string | undefined;
     service.on('heartbeat', async (lsn: string, _time: number, shouldRespond: boolean) => {
-      // Nothing waits to be queued: the server's position is safe to confirm (WAL of other tables).
+      // Nothing waits to be queued: the server's position is safe to confirm (WAL of other
+      // tables, or none). An idle server sends this when the slot's position is behind: confirming
+      // it lets the server free that WAL, and shows the capture caught up.
       if (!open && this.#buffer.empty && !this.#flushing) this.#confirmed = maxLsn(this.#confirmed, lsn);
-      if (shouldRespond && this.#confirmed) await service.acknowledge(this.#confirmed);
+      if (this.#confirmed && (shouldRespond || this.#confirmed !== acknowledged)) {
+        acknowledged = this.#confirmed;
+        await service.acknowledge(this.#confirmed);
+      }
     });
     service.on('error', (error: Error) => this.#log.debug({ err: error }, 'replication connection error'));
     await service.subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: ['pgscore'], messages: true }), slot);

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Message } from 'kafkajs';
 import type pg from 'pg';
+import { WalCapture } from '../capture/wal.js';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
 import { recheckDeployment, RECORD_RELAYED } from '../db/statements.js';
@@ -65,6 +66,8 @@ export class Relay extends EventEmitter<LoopEvents> {
     const sizer = new ClaimSizer(config.batchSize);
     const recheck = new RecheckCursor();
     const primed = new Set<number>();
+    // Deployments that capture from the WAL: the relay queues their rows (a slot has one reader).
+    const capture = new WalCapture(connectionString, pool, log);
     this.#pool = pool;
     this.#loop = new QueueLoop(connectionString, pool, config, log, {
       async load() {
@@ -77,6 +80,7 @@ export class Relay extends EventEmitter<LoopEvents> {
           if (!primed.has(deployment.id)) sizer.observe(deployment.id, BULK_KEYS_PER_QUEUE_ROW, 1);
           primed.add(deployment.id);
         }
+        await capture.update(deployments);
         return deployments;
       },
       async handle(deployment) {
@@ -93,6 +97,7 @@ export class Relay extends EventEmitter<LoopEvents> {
         return recheckDeployment(pool, deployment.id, `a relay batch failed: ${reason}`);
       },
       async close() {
+        await capture.stop();
         await pool.end();
       },
     });

@@ -36,7 +36,7 @@ describe('the pgscore command', () => {
     expect(applied).toHaveLength(1);
     const again = await pgscore(['migrate'], { DATABASE_URL: emptyUrl });
     expect(again.code).toBe(0);
-    expect(again.stdout).toBe('ml schema at version 11: schema already current; functions refreshed\n');
+    expect(again.stdout).toBe('ml schema at version 12: schema already current; functions refreshed\n');
   });
 
   it('model push registers a model with its signature and prints its version', async () => {

@@ -140,6 +140,31 @@ describe.skipIf(skipReason !== undefined)('kafka transport', () => {
     }
   });
 
+  it('a deployment that captures from the WAL: the relay reads the slot, and rows written before and after a relay restart are scored', async () => {
+    const { table, config } = await newTable();
+    await db.sql(`SELECT ml.undeploy($1)`, [table]);
+    await db.sql(`SELECT ml.deploy($1, $2, 'typed', $3, '{"total": "total"}', '{"capture": "wal"}')`, [table, table, INPUTS]);
+    let relay = new Relay(db.workerUrl, config, quietLog);
+    const worker = new KafkaWorker(db.workerUrl, config, quietLog);
+    await relay.start();
+    await worker.start();
+    try {
+      await insert(table, 1, 5_000);
+      await db.sql(`UPDATE ${table} SET a = a + 1 WHERE id % 4 = 0`);
+      await waitFor(async () => (await wrong(table)) === 0, '5,000 rows scored', 60_000);
+      await relay.stop();
+      await insert(table, 5_001, 6_000);
+      relay = new Relay(db.workerUrl, config, quietLog);
+      await relay.start();
+      await waitFor(async () => (await wrong(table)) === 0 && (await pending(db, table)) === 0, '6,000 rows scored', 60_000);
+      expect((await db.sql<{ n: string }>(`SELECT count(total) AS n FROM ${table}`))[0]!.n).toBe('6000');
+    } finally {
+      await worker.stop();
+      await relay.stop();
+      await db.sql(`SELECT ml.undeploy($1)`, [table]);
+    }
+  });
+
   it('a killed worker hands its partitions to the other; nothing is lost', async () => {
     const { table, env } = await newTable();
     const relay = startPgscore(['relay'], env);

@@ -248,8 +248,8 @@ describe('upgrading from the previous release (e565d96)', () => {
   });
 
   it('migrate upgrades it and reports every deployment active', () => {
-    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql', '0006_monitoring.sql', '0007_prediction_batches.sql', '0009_kafka_offsets.sql', '0010_models.sql', '0011_locks.sql']);
-    expect(upgrade.schemaVersion).toBe(11);
+    expect(upgrade.applied).toEqual(['0003_safety.sql', '0004_batch_models.sql', '0005_lifecycle.sql', '0006_monitoring.sql', '0007_prediction_batches.sql', '0009_kafka_offsets.sql', '0010_models.sql', '0011_locks.sql', '0012_capture.sql']);
+    expect(upgrade.schemaVersion).toBe(12);
     expect(upgrade.deployments).toEqual(NAMES.map((deployment) => ({ deployment, status: 'active', reason: null })));
   });
 
@@ -380,7 +380,7 @@ describe('upgrading from the previous release (e565d96)', () => {
     await fresh.sql(`INSERT INTO ml._migrations (version, name) VALUES (999, '0999_future.sql')`);
     const before = await dumpAll(fresh);
     await expect(fresh.migrate()).rejects.toMatchObject({
-      message: 'the ml schema is at version 999, newer than this pgscore knows (11)',
+      message: 'the ml schema is at version 999, newer than this pgscore knows (12)',
       hint: 'Upgrade pgscore; an older version must not rewrite the functions of a newer schema.',
     });
     expect(await dumpAll(fresh)).toBe(before);

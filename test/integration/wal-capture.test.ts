@@ -74,9 +74,19 @@ describe('capture from the WAL', () => {
   it('a slot dropped while the worker was down is created again, and the table backfilled', async () => {
     await drained('wal_rows');
     await stopWorker();
+    const [status] = await db.sql(`SELECT capture, capture_lag_bytes >= 0 AS lag_known FROM ml.status WHERE deployment = 'wal_rows'`);
+    expect(status).toEqual({ capture: 'wal', lag_known: true });
     await db.sql(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()`);
+    // No slot: the alert says so, and the rows written now are in no WAL pgscore reads.
+    expect(await db.sql(`SELECT deployment, alert, state, detail->>'problem' AS problem FROM ml._check_alerts(false) WHERE alert = 'capture_lag'`))
+      .toEqual([{ deployment: 'wal_rows', alert: 'capture_lag', state: 'raised', problem: expect.stringMatching(/no replication slot/) }]);
     await db.sql(`INSERT INTO wal_rows (a, b, c, d, e, ok, tag) SELECT ${VALUES('g')} FROM generate_series(1, 300) g`);
     expect(await drained('wal_rows')).toEqual({ total: '2870', scored: '2870', wrong: '0' });
+    // The worker's own alert check may clear it first.
+    await waitFor(async () => {
+      await db.sql(`SELECT ml._check_alerts(false)`);
+      return (await db.sql(`SELECT 1 FROM ml.alerts WHERE alert = 'capture_lag'`)).length === 0;
+    }, 'capture_lag cleared', 15_000);
     expect(await db.sql(`SELECT kind FROM ml.runs WHERE deployment = 'wal_rows' ORDER BY started_at DESC LIMIT 1`)).toEqual([{ kind: 'backfill' }]);
   });
 

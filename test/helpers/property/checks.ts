@@ -20,6 +20,13 @@ async function status(db: TestDatabase, deployment: string): Promise<Status | un
   return rows[0];
 }
 
+/** Whether the capture's slot confirmed `lsn` (or there is no slot: the deployment stopped, or was never active). */
+async function captured(db: TestDatabase, lsn: string): Promise<boolean> {
+  const rows = await db.sql<{ done: boolean }>(
+    `SELECT confirmed_flush_lsn >= $1::pg_lsn AS done FROM pg_replication_slots WHERE slot_name = ml._capture_slot()`, [lsn]);
+  return rows[0]?.done ?? true;
+}
+
 /**
  * Waits until the deployment's queue is empty, or it has stopped (invalid, with a reason); with the
  * Kafka transport, also until nothing of it waits in Kafka (read in the same snapshot). A deployment
@@ -28,8 +35,17 @@ async function status(db: TestDatabase, deployment: string): Promise<Status | un
 export async function drain(suite: Suite, names: Names): Promise<void> {
   const deadline = Date.now() + suite.drainTimeoutMs;
   let last: Status | undefined;
+  // Captured from the WAL: rows are pending only once the worker read them; everything written so
+  // far is read once the slot confirms the WAL position of now.
+  const wal = names.spec.table.capture === 'wal'
+    ? (await suite.db.sql<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn
+    : undefined;
   while (Date.now() < deadline) {
     await suite.transport.watch?.();
+    if (wal && !(await captured(suite.db, wal))) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      continue;
+    }
     last = await status(suite.db, names.deployment);
     if (!last) throw new CaseFailure(`deployment ${names.deployment} vanished from ml.status`);
     // With Kafka, rows a stopped deployment's worker received go back to its queue (pending):

@@ -171,11 +171,12 @@ async function deploy(client: pg.Client, names: Names): Promise<{ code: string; 
   const i32 = t.i32 === 'division' ? `${names.q('num')} / ${names.q('den')}` : names.col('d');
   const inputs = { f32: [names.col('a'), names.col('b')], f64, i32, i64: names.col('e'), flag: names.col('ok'), tag: names.col('tag') };
   try {
-    await client.query(`SELECT ml.deploy($1, $2, 'sums', $3, $4)`, [
+    await client.query(`SELECT ml.deploy($1, $2, 'sums', $3, $4, $5)`, [
       names.deployment,
       names.deployed,
       JSON.stringify(inputs),
       JSON.stringify({ [names.col('total')]: 'total' }),
+      JSON.stringify(t.capture === 'wal' ? { capture: 'wal' } : {}),
     ]);
     return undefined;
   } catch (error) {

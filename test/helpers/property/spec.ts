@@ -45,7 +45,12 @@ export interface TableSpec {
   readonly trigger: TriggerKind;
   readonly publication: PublicationKind;
   readonly rls: boolean;
+  /** The deployment's capture option; absent in cases recorded before it (the triggers). */
+  readonly capture?: CaptureKind;
 }
+
+/** How written rows are found: statement triggers, or the worker reading the WAL. */
+export type CaptureKind = 'trigger' | 'wal';
 
 /** A value for each application column; undefined = not set by the statement. */
 export interface Values {
@@ -250,6 +255,7 @@ export function tableArb(gates: Gates): fc.Arbitrary<TableSpec> {
     trigger: fc.constantFrom<TriggerKind>('none', 'none', 'none', 'none', 'none', 'none', 'guarded', 'guarded', 'noop', 'raising', 'audit', 'hostile'),
     publication: fc.constantFrom<PublicationKind>('none', 'none', 'none', 'none', 'default', 'nothing'),
     rls: fc.constantFrom(false, false, false, false, false, false, false, true),
+    capture: fc.constantFrom<CaptureKind>('trigger', 'trigger', 'wal'),
   });
 }
 
@@ -270,6 +276,7 @@ const kafkaTableArb: fc.Arbitrary<TableSpec> = fc.record({
   trigger: fc.constantFrom<TriggerKind>(...Array<TriggerKind>(16).fill('none'), 'guarded', 'guarded', 'guarded', 'guarded', 'noop', 'raising', 'audit', 'hostile'),
   publication: fc.constantFrom<PublicationKind>(...Array<PublicationKind>(16).fill('none'), 'default', 'nothing'),
   rls: fc.constantFrom(...Array<boolean>(19).fill(false), true),
+  capture: fc.constantFrom<CaptureKind>('trigger', 'trigger', 'wal'),
 });
 
 export function faultArb(opCount: number, gates: Gates): fc.Arbitrary<Fault> {
