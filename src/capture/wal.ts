@@ -30,6 +30,11 @@ export class WalCapture {
   /** Whether the stream should run (deployments capture from the WAL, and not stopping). */
   #wanted = false;
   #service: LogicalReplicationService | undefined;
+  /**
+   * Streams whose keys could not be queued: they must confirm nothing more (their buffer was
+   * taken and lost), only end, so that the next stream reads those transactions again.
+   */
+  readonly #failed = new WeakSet<LogicalReplicationService>();
   #stopped = false;
   #buffer = new CaptureBuffer();
   #flushing: Promise<void> | undefined;
@@ -150,6 +155,7 @@ export class WalCapture {
     });
     let acknowledged: string | undefined;
     service.on('heartbeat', async (lsn: string, _time: number, shouldRespond: boolean) => {
+      if (this.#failed.has(service)) return;
       // Nothing waits to be queued: the server's position is safe to confirm (WAL of other
       // tables, or none). An idle server sends this when the slot's position is behind: confirming
       // it lets the server free that WAL, and shows the capture caught up.
@@ -182,10 +188,12 @@ export class WalCapture {
     this.#flushing = (async () => {
       try {
         if (!buffer.empty) await this.#pool.query('SELECT ml._capture($1::jsonb)', [JSON.stringify(buffer.toJson())]);
+        if (service && this.#failed.has(service)) return;
         if (buffer.lsn) this.#confirmed = maxLsn(this.#confirmed, buffer.lsn);
         if (this.#confirmed) await service?.acknowledge(this.#confirmed);
       } catch (error) {
         // Not confirmed: the stream starts again from the slot's position and reads these once more.
+        if (service) this.#failed.add(service);
         await service?.stop().catch(() => undefined);
         throw error;
       } finally {
@@ -203,9 +211,23 @@ export class WalCapture {
       'SELECT s AS slot, EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = s) AS exists FROM ml._capture_slot() s');
     const { slot, exists } = rows[0]!;
     if (!exists) {
-      await this.#pool.query("SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", [slot]);
-      const { rows: started } = await this.#pool.query<{ n: number }>('SELECT ml._capture_started() AS n');
-      this.#log.info({ slot, backfilled: started[0]?.n }, 'replication slot created; the captured tables are backfilled once');
+      // The backfill commits before the slot confirms anything past its start (the stream starts
+      // after it): once the slot is past a position, so is every row written before it.
+      const client = await this.#pool.connect();
+      try {
+        await client.query('BEGIN');
+        await client.query("SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", [slot]);
+        const { rows: started } = await client.query<{ n: number }>('SELECT ml._capture_started() AS n');
+        await client.query('COMMIT');
+        this.#log.info({ slot, backfilled: started[0]?.n }, 'replication slot created; the captured tables are backfilled once');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        // A slot without its backfill would miss the rows written before it: drop it, try again.
+        await this.#dropSlot();
+        throw error;
+      } finally {
+        client.release();
+      }
     }
     return slot;
   }

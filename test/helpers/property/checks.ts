@@ -20,11 +20,19 @@ async function status(db: TestDatabase, deployment: string): Promise<Status | un
   return rows[0];
 }
 
-/** Whether the capture's slot confirmed `lsn` (or there is no slot: the deployment stopped, or was never active). */
-async function captured(db: TestDatabase, lsn: string): Promise<boolean> {
-  const rows = await db.sql<{ done: boolean }>(
-    `SELECT confirmed_flush_lsn >= $1::pg_lsn AS done FROM pg_replication_slots WHERE slot_name = ml._capture_slot()`, [lsn]);
-  return rows[0]?.done ?? true;
+/**
+ * Whether the capture read everything written so far: its slot confirmed a position taken once the
+ * slot existed (`wal.barrier`). Without a slot, only a deployment that is not active is captured.
+ */
+async function captured(db: TestDatabase, deployment: string, wal: { barrier: string | undefined }): Promise<boolean> {
+  const [row] = await db.sql<{ confirmed: string | null; now: string; active: boolean }>(
+    `SELECT (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = ml._capture_slot()) AS confirmed,
+            pg_current_wal_lsn()::text AS now,
+            EXISTS (SELECT 1 FROM ml._deployments WHERE name = $1 AND status = 'active') AS active`, [deployment]);
+  if (!row!.confirmed) return !row!.active;
+  wal.barrier ??= row!.now;
+  const [done] = await db.sql<{ done: boolean }>('SELECT $1::pg_lsn >= $2::pg_lsn AS done', [row!.confirmed, wal.barrier]);
+  return done!.done;
 }
 
 /**
@@ -35,14 +43,12 @@ async function captured(db: TestDatabase, lsn: string): Promise<boolean> {
 export async function drain(suite: Suite, names: Names): Promise<void> {
   const deadline = Date.now() + suite.drainTimeoutMs;
   let last: Status | undefined;
-  // Captured from the WAL: rows are pending only once the worker read them; everything written so
-  // far is read once the slot confirms the WAL position of now.
-  const wal = names.spec.table.capture === 'wal'
-    ? (await suite.db.sql<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn
-    : undefined;
+  // Captured from the WAL: rows are pending only once the worker read them. Everything written so
+  // far is read once the slot (created with its backfill) confirms a WAL position taken after now.
+  const wal = names.spec.table.capture === 'wal' ? { barrier: undefined as string | undefined } : undefined;
   while (Date.now() < deadline) {
     await suite.transport.watch?.();
-    if (wal && !(await captured(suite.db, wal))) {
+    if (wal && !(await captured(suite.db, names.deployment, wal))) {
       await new Promise((resolve) => setTimeout(resolve, 50));
       continue;
     }

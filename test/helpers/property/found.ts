@@ -521,4 +521,309 @@ export const FOUND: readonly Found[] = [
       }
     },
   },
+  {
+    title: 'F16: capture from the WAL, the first such deployment of a database: rows written before the slot and its backfill counted as drained (seed 912001)',
+    gated: false,
+    spec: {
+      "table": {
+        "key": "composite",
+        "layout": "list",
+        "odd": true,
+        "ownSchema": true,
+        "appCheck": true,
+        "predictionCheck": true,
+        "f64": "cast",
+        "i32": "column",
+        "trigger": "none",
+        "publication": "none",
+        "rls": false,
+        "capture": "wal"
+      },
+      "before": [],
+      "ops": [
+        {
+          "kind": "insert",
+          "rows": [
+            [
+              2,
+              {
+                "a": "0",
+                "b": "3.4e38",
+                "c": "1e308",
+                "ctxt": "-2",
+                "z": "0",
+                "d": "-5",
+                "num": "1",
+                "den": "2",
+                "e": "-9",
+                "ok": "true",
+                "tag": "x",
+                "note": "changed"
+              }
+            ],
+            [
+              8,
+              {
+                "a": "1",
+                "b": "1",
+                "c": "-7",
+                "ctxt": "1e3",
+                "z": "1",
+                "d": "42",
+                "num": "0",
+                "den": null,
+                "e": "0",
+                "ok": "true",
+                "tag": "",
+                "note": "changed"
+              }
+            ],
+            [
+              2,
+              {
+                "a": "3.4e38",
+                "b": "3.4e38",
+                "c": "1.25",
+                "ctxt": "1e3",
+                "z": "2",
+                "d": "42",
+                "num": "0",
+                "den": "1",
+                "e": "-9",
+                "ok": "false",
+                "tag": "x",
+                "note": "\\N"
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "insert",
+          "rows": [
+            [
+              2,
+              {
+                "a": "1",
+                "b": "1",
+                "c": "-7",
+                "ctxt": "-2",
+                "z": "-4",
+                "d": "0",
+                "num": "42",
+                "den": "1",
+                "e": "7",
+                "ok": "false",
+                "tag": "",
+                "note": "o'q"
+              }
+            ],
+            [
+              8,
+              {
+                "a": "3.4e38",
+                "b": "NaN",
+                "c": "0",
+                "ctxt": " 7 ",
+                "z": "1",
+                "d": "42",
+                "num": "1",
+                "den": "1",
+                "e": "0",
+                "ok": "false",
+                "tag": "it's",
+                "note": "changed"
+              }
+            ]
+          ]
+        }
+      ],
+      "fault": {
+        "kind": "none"
+      }
+    },
+  },
+  {
+    title: 'F17: capture from the WAL, worker sessions terminated: a failed queueing of captured keys, then a heartbeat confirmed the WAL past them (seed 912001)',
+    gated: false,
+    spec: {
+      "table": {
+        "key": "int",
+        "layout": "multi",
+        "odd": true,
+        "ownSchema": false,
+        "appCheck": true,
+        "predictionCheck": false,
+        "f64": "division",
+        "i32": "column",
+        "trigger": "guarded",
+        "publication": "none",
+        "rls": false,
+        "capture": "wal"
+      },
+      "before": [
+        {
+          "kind": "insert",
+          "rows": [
+            [
+              6,
+              {
+                "a": "1000",
+                "b": "1000",
+                "c": "100",
+                "ctxt": "1e3",
+                "z": "0.5",
+                "d": "2147483647",
+                "num": "1",
+                "den": "-3",
+                "e": "-9",
+                "ok": null,
+                "tag": "",
+                "note": "n"
+              }
+            ],
+            [
+              6,
+              {
+                "a": "0",
+                "b": "1000",
+                "c": "1.25",
+                "ctxt": " 7 ",
+                "z": "-4",
+                "d": "0",
+                "num": "1",
+                "den": "2",
+                "e": "0",
+                "ok": "false",
+                "tag": "it's",
+                "note": "\\N"
+              }
+            ],
+            [
+              7,
+              {
+                "a": "1",
+                "b": "0",
+                "c": "-7",
+                "ctxt": "1.5",
+                "z": "2",
+                "d": "2147483647",
+                "num": "-5",
+                "den": "-3",
+                "e": "0",
+                "ok": "true",
+                "tag": "it's",
+                "note": "o'q"
+              }
+            ]
+          ]
+        }
+      ],
+      "ops": [
+        {
+          "kind": "move",
+          "from": 8,
+          "to": 6
+        },
+        {
+          "kind": "merge",
+          "rows": [
+            [
+              6,
+              {
+                "a": "3.4e38",
+                "b": "3.4e38",
+                "c": "0",
+                "ctxt": "1e3",
+                "z": "2",
+                "d": "42",
+                "num": "1",
+                "den": "2",
+                "e": "-9",
+                "ok": "false",
+                "tag": "it's",
+                "note": "\\N"
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "insert",
+          "rows": [
+            [
+              1,
+              {
+                "a": "0",
+                "b": "3.4e38",
+                "c": "-7",
+                "ctxt": "1.5",
+                "z": "0.5",
+                "d": "-5",
+                "num": "0",
+                "den": "1",
+                "e": "0",
+                "ok": "true",
+                "tag": "it's",
+                "note": "\\N"
+              }
+            ],
+            [
+              1,
+              {
+                "a": "3.4e38",
+                "b": "2.5",
+                "c": "-7",
+                "ctxt": " 7 ",
+                "z": "2",
+                "d": "42",
+                "num": "0",
+                "den": "2",
+                "e": "7",
+                "ok": "true",
+                "tag": "it's",
+                "note": null
+              }
+            ],
+            [
+              3,
+              {
+                "a": "1",
+                "b": "0",
+                "c": "1.25",
+                "ctxt": "NaN",
+                "z": "0.5",
+                "d": null,
+                "num": "-5",
+                "den": "-3",
+                "e": "9223372036854775807",
+                "ok": "true",
+                "tag": "ü",
+                "note": "o'q"
+              }
+            ],
+            [
+              8,
+              {
+                "a": "0",
+                "b": "1",
+                "c": "-7",
+                "ctxt": "1e3",
+                "z": "-4",
+                "d": "2147483647",
+                "num": "-5",
+                "den": "2",
+                "e": "123456789",
+                "ok": "true",
+                "tag": "",
+                "note": null
+              }
+            ]
+          ]
+        }
+      ],
+      "fault": {
+        "kind": "terminate",
+        "at": 2
+      }
+    },
+  },
 ];
