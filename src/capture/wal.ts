@@ -119,6 +119,13 @@ export class WalCapture {
       { acknowledge: { auto: false, timeoutSeconds: 0 } },
     );
     this.#service = service;
+    // #halt may have run while the slot was looked up (it had no stream to stop then), or run
+    // now, before the stream has started (a stop before the start does not keep it from
+    // starting): a stream no longer wanted ends as soon as it starts.
+    if (!this.#wanted) return;
+    service.on('start', () => {
+      if (!this.#wanted || this.#service !== service) void service.stop();
+    });
     let open: { skip: boolean; rows: Map<number, CapturedRow[]> } | undefined;
     service.on('data', (_lsn: string, message: Pgoutput.Message) => {
       switch (message.tag) {

@@ -21,16 +21,22 @@ async function status(db: TestDatabase, deployment: string): Promise<Status | un
 }
 
 /**
- * Whether the capture read everything written so far: its slot confirmed a position taken once the
- * slot existed (`wal.barrier`). Without a slot, only a deployment that is not active is captured.
+ * Whether the capture read everything written so far: its slot confirmed `wal.barrier`, a WAL
+ * record written once the slot existed. A slot is visible from its creation, before the
+ * transaction that queues its backfill commits; its stream starts after that commit, and only the
+ * stream moves the slot past the barrier. Without a slot, only a deployment that is not active is
+ * captured.
  */
 async function captured(db: TestDatabase, deployment: string, wal: { barrier: string | undefined }): Promise<boolean> {
-  const [row] = await db.sql<{ confirmed: string | null; now: string; active: boolean }>(
+  const [row] = await db.sql<{ confirmed: string | null; active: boolean }>(
     `SELECT (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = ml._capture_slot()) AS confirmed,
-            pg_current_wal_lsn()::text AS now,
             EXISTS (SELECT 1 FROM ml._deployments WHERE name = $1 AND status = 'active') AS active`, [deployment]);
-  if (!row!.confirmed) return !row!.active;
-  wal.barrier ??= row!.now;
+  if (!row!.confirmed) {
+    // Gone (dropped to be created again): a new slot needs a barrier of its own.
+    wal.barrier = undefined;
+    return !row!.active;
+  }
+  wal.barrier ??= (await db.sql<{ lsn: string }>(`SELECT pg_logical_emit_message(false, 'pgscore-test', 'barrier')::text AS lsn`))[0]!.lsn;
   const [done] = await db.sql<{ done: boolean }>('SELECT $1::pg_lsn >= $2::pg_lsn AS done', [row!.confirmed, wal.barrier]);
   return done!.done;
 }

@@ -826,4 +826,189 @@ export const FOUND: readonly Found[] = [
       }
     },
   },
+  {
+    title: 'F18 (open): capture from the WAL, a 3-row INSERT right after ml.deploy left neither scored nor dead-lettered, once in a 60-case hunt (seed 912005); not reproduced alone',
+    gated: 'wal-capture',
+    spec: {
+      "table": {
+        "key": "int",
+        "layout": "range",
+        "odd": true,
+        "ownSchema": false,
+        "appCheck": false,
+        "predictionCheck": false,
+        "f64": "generated",
+        "i32": "division",
+        "trigger": "none",
+        "publication": "none",
+        "rls": false,
+        "capture": "wal"
+      },
+      "before": [
+        {
+          "kind": "update",
+          "where": "all",
+          "set": {
+            "a": null,
+            "b": "1e39",
+            "c": "100",
+            "ctxt": "1e3",
+            "d": "42",
+            "num": "1",
+            "e": "9223372036854775807",
+            "ok": "true",
+            "tag": null,
+            "note": null
+          }
+        }
+      ],
+      "ops": [
+        {
+          "kind": "delete",
+          "where": [
+            5,
+            4
+          ]
+        },
+        {
+          "kind": "insert",
+          "rows": [
+            [
+              3,
+              {
+                "a": "-3",
+                "b": "-3",
+                "c": "0",
+                "ctxt": "abc",
+                "z": "1",
+                "d": "0",
+                "num": "0",
+                "den": "1",
+                "e": "9007199254740993",
+                "ok": null,
+                "tag": "boom",
+                "note": "changed"
+              }
+            ],
+            [
+              6,
+              {
+                "a": "-3",
+                "b": "-3",
+                "c": "-7",
+                "ctxt": "1.5",
+                "z": "-4",
+                "d": "1",
+                "num": "1",
+                "den": "2",
+                "e": "7",
+                "ok": "false",
+                "tag": null,
+                "note": "n"
+              }
+            ],
+            [
+              1,
+              {
+                "a": "2.5",
+                "b": "1000",
+                "c": "100",
+                "ctxt": "1.5",
+                "z": "0.5",
+                "d": "-5",
+                "num": "0",
+                "den": "2",
+                "e": "9223372036854775807",
+                "ok": "false",
+                "tag": "x",
+                "note": null
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "copy",
+          "rows": [
+            [
+              2,
+              {
+                "a": "1000",
+                "b": "1",
+                "c": "1e308",
+                "ctxt": "-2",
+                "z": "1",
+                "d": "0",
+                "num": "-5",
+                "den": "2",
+                "e": "7",
+                "ok": "false",
+                "tag": "",
+                "note": null
+              }
+            ],
+            [
+              8,
+              {
+                "a": "1",
+                "b": "NaN",
+                "c": "1e308",
+                "ctxt": "1e3",
+                "z": "0.5",
+                "d": "-5",
+                "num": "-5",
+                "den": "2",
+                "e": "9007199254740993",
+                "ok": "false",
+                "tag": "",
+                "note": "n"
+              }
+            ]
+          ]
+        },
+        {
+          "kind": "upsert",
+          "rows": [
+            [
+              7,
+              {
+                "a": "1000",
+                "b": "0",
+                "c": "-7",
+                "ctxt": "1.5",
+                "z": "1",
+                "d": "2147483647",
+                "num": "1",
+                "den": "2",
+                "e": "9223372036854775807",
+                "ok": "false",
+                "tag": "",
+                "note": "n"
+              }
+            ],
+            [
+              7,
+              {
+                "a": "3.4e38",
+                "b": "3.4e38",
+                "c": null,
+                "ctxt": " 7 ",
+                "z": "0.5",
+                "d": "-5",
+                "num": "1",
+                "den": "1",
+                "e": "123456789",
+                "ok": "false",
+                "tag": null,
+                "note": "o'q"
+              }
+            ]
+          ],
+          "action": "update"
+        }
+      ],
+      "fault": {
+        "kind": "none"
+      }
+    },
+  },
 ];
