@@ -96,7 +96,7 @@ export class WalCapture {
           // Another worker streams: it queues the keys. Look again later, and say so once a minute.
           if (Date.now() > quietUntil) this.#log.info('another worker reads the WAL; this one waits for its slot');
           quietUntil = Date.now() + 60_000;
-        } else if (/can no longer get changes|has already been removed|invalidated/i.test(message)) {
+        } else if (await this.#slotLost()) {
           // max_slot_wal_keep_size removed WAL the slot needed: changes since are lost to it.
           this.#log.warn({ reason: message }, 'the replication slot lost WAL it needed; it is created again and the captured tables backfilled');
           await this.#dropSlot();
@@ -237,6 +237,21 @@ export class WalCapture {
       }
     }
     return slot;
+  }
+
+  /**
+   * Whether the slot lost WAL it needed (wal_status 'lost'): Postgres words the error differently
+   * in each major ("can no longer get changes from …", "can no longer access …"), the slot's
+   * state is the same.
+   */
+  async #slotLost(): Promise<boolean> {
+    try {
+      const { rows } = await this.#pool.query<{ lost: boolean }>(
+        "SELECT wal_status = 'lost' AS lost FROM pg_catalog.pg_replication_slots WHERE slot_name = ml._capture_slot()");
+      return rows[0]?.lost === true;
+    } catch {
+      return false;
+    }
   }
 
   /** Drops the slot when no process reads it. */

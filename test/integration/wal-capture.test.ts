@@ -90,6 +90,29 @@ describe('capture from the WAL', () => {
     expect(await db.sql(`SELECT kind FROM ml.runs WHERE deployment = 'wal_rows' ORDER BY started_at DESC LIMIT 1`)).toEqual([{ kind: 'backfill' }]);
   });
 
+  it('a slot that lost WAL it needed (max_slot_wal_keep_size) is created again, and the table backfilled', async () => {
+    await drained('wal_rows');
+    await stopWorker();
+    await db.sql(`INSERT INTO wal_rows (a, b, c, d, e, ok, tag) SELECT ${VALUES('g')} FROM generate_series(1, 100) g`);
+    // Keep at most one segment for the slot, write four, and let checkpoints remove them.
+    await db.sql(`ALTER SYSTEM SET max_slot_wal_keep_size = '16MB'`);
+    await db.sql('SELECT pg_reload_conf()');
+    try {
+      await db.sql('CREATE TABLE wal_filler (id int, pad text)');
+      await waitFor(async () => {
+        await db.sql(`INSERT INTO wal_filler SELECT g, repeat('x', 2000) FROM generate_series(1, 10000) g`);
+        await db.sql('SELECT pg_switch_wal()');
+        await db.sql('CHECKPOINT');
+        return (await db.sql<{ wal_status: string }>(`SELECT wal_status FROM pg_replication_slots WHERE database = current_database()`))[0]?.wal_status === 'lost';
+      }, 'the slot to lose WAL', 60_000);
+    } finally {
+      await db.sql('ALTER SYSTEM RESET max_slot_wal_keep_size');
+      await db.sql('SELECT pg_reload_conf()');
+      await db.sql('DROP TABLE IF EXISTS wal_filler');
+    }
+    expect(await drained('wal_rows')).toEqual({ total: '2970', scored: '2970', wrong: '0' });
+  });
+
   it('partitioned tables and composite text keys', async () => {
     await db.sql(`CREATE TABLE wal_parts (region text, id int, ${COLUMNS}, PRIMARY KEY (region, id)) PARTITION BY LIST (region)`);
     await db.sql(`CREATE TABLE wal_parts_eu PARTITION OF wal_parts FOR VALUES IN ('eu')`);
