@@ -827,8 +827,8 @@ export const FOUND: readonly Found[] = [
     },
   },
   {
-    title: 'F18 (open): capture from the WAL, a 3-row INSERT right after ml.deploy left neither scored nor dead-lettered, once in a 60-case hunt (seed 912005); not reproduced alone',
-    gated: 'wal-capture',
+    title: 'F18: capture from the WAL, a 3-row INSERT right after ml.deploy: the drain read nothing pending before the new slot\'s backfill had committed (seed 912005)',
+    gated: false,
     spec: {
       "table": {
         "key": "int",
