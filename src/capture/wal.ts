@@ -80,6 +80,7 @@ export class WalCapture {
     await service?.stop().catch(() => undefined);
     await running;
     clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
     await this.#flushing;
   }
 
