@@ -193,7 +193,7 @@ export class WalCapture {
     if (buffer.empty && !buffer.lsn) return;
     this.#buffer = new CaptureBuffer();
     const service = this.#service;
-    this.#flushing = (async () => {
+    const run = async () => {
       try {
         if (!buffer.empty) await this.#pool.query('SELECT ml._capture($1::jsonb)', [JSON.stringify(buffer.toJson())]);
         if (service && this.#failed.has(service)) return;
@@ -202,13 +202,17 @@ export class WalCapture {
       } catch (error) {
         // Not confirmed: the stream starts again from the slot's position and reads these once more.
         if (service) this.#failed.add(service);
-        await service?.stop().catch(() => undefined);
+        void service?.stop().catch(() => undefined);
         throw error;
-      } finally {
-        this.#flushing = undefined;
       }
-    })();
-    await this.#flushing;
+    };
+    // Cleared in a callback, which runs after the assignment even when run() ends at once: cleared
+    // inside run(), a flush with nothing to wait for left a settled promise here for good.
+    const flushing: Promise<void> = run().finally(() => {
+      if (this.#flushing === flushing) this.#flushing = undefined;
+    });
+    this.#flushing = flushing;
+    await flushing;
     // Keys that came in meanwhile.
     this.#scheduleFlush(this.#buffer.rows >= FLUSH_ROWS ? 0 : FLUSH_AFTER_MS);
   }
